@@ -1,0 +1,503 @@
+//! The admin listener, for operators and the controller. Own port,
+//! `127.0.0.1:8081` by default, HTTP/1.1.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/healthz` | 200 while the process runs |
+//! | GET | `/readyz` | 200 once every Consul-backed service has synced, else 503 |
+//! | GET | `/status` | JSON: every service's colours, versions, instances, generation, sync and fail-static state |
+//! | GET | `/metrics` | Prometheus text |
+//! | POST | `/switch?service=S[&force=true]` | flip active and standby (check-and-set on the route key); answers once this proxy serves the new colour |
+//!
+//! Mutating calls need `Authorization: Bearer <token>` when a token is
+//! configured (compared in constant time); with no token configured they are
+//! accepted from loopback peers only. The token is never logged.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use switchyard_hashi::QueryOptions;
+use switchyard_hashi::consul::KvWrite;
+use switchyard_model::RouteValue;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::discovery::{ServiceWatch, Watches};
+use crate::routing::{Pool, Router, ServiceRoutes, ServiceSnapshot};
+
+/// How long `POST /switch` waits for this proxy to serve the new colour.
+const SWITCH_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the admin API needs.
+#[derive(Debug)]
+pub struct Admin {
+    /// The routing state.
+    pub router: Arc<Router>,
+    /// Consul watches by service.
+    pub watches: Watches,
+    /// Bearer token for mutating calls.
+    pub token: Option<String>,
+    /// Flips to true once listeners are bound.
+    pub listening: watch::Receiver<bool>,
+}
+
+type AdminResponse = Response<Full<Bytes>>;
+
+/// Serves the admin API until the future is dropped.
+pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let admin = Arc::clone(&admin);
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let admin = Arc::clone(&admin);
+                async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "admin connection error");
+            }
+        });
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> AdminResponse {
+    let mut r = Response::new(Full::new(Bytes::from(body.into())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn json_response(status: StatusCode, v: &impl Serialize) -> AdminResponse {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, reason: impl Into<String>) -> AdminResponse {
+    json_response(status, &json!({ "error": reason.into() }))
+}
+
+impl Admin {
+    /// Whether the proxy may take traffic.
+    pub fn ready(&self) -> Result<(), String> {
+        if !*self.listening.borrow() {
+            return Err("listeners not bound yet".into());
+        }
+        if !self.watches.all_synced() {
+            return Err("waiting for the first Consul sync".into());
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> AdminResponse {
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or("").to_owned();
+        match (req.method(), path.as_str()) {
+            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/readyz") => match self.ready() {
+                Ok(()) => text(StatusCode::OK, "ready\n"),
+                Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+            },
+            (&Method::GET, "/metrics") => {
+                let mut r = text(StatusCode::OK, self.router.metrics().render());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                r
+            }
+            (&Method::GET, "/status") => json_response(StatusCode::OK, &self.status()),
+            (&Method::POST, "/switch") => {
+                if let Err(resp) = self.authorize(&req, peer) {
+                    return *resp;
+                }
+                let params = parse_query(&query);
+                let Some(service) = params.iter().find(|(k, _)| k == "service").map(|(_, v)| v.clone())
+                else {
+                    return error(StatusCode::BAD_REQUEST, "missing ?service=<name>");
+                };
+                let force = match params.iter().find(|(k, _)| k == "force").map(|(_, v)| v.as_str()) {
+                    None | Some("false") | Some("0") => false,
+                    Some("true") | Some("1") | Some("") => true,
+                    Some(other) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            format!("force must be true or false, got {other:?}"),
+                        );
+                    }
+                };
+                self.switch(&service, force).await
+            }
+            (_, "/healthz" | "/readyz" | "/metrics" | "/status") => {
+                let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET"));
+                r
+            }
+            (_, "/switch") => {
+                let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                r
+            }
+            _ => error(
+                StatusCode::NOT_FOUND,
+                format!("no admin endpoint {path}; try /status, /metrics, /healthz, /readyz, POST /switch"),
+            ),
+        }
+    }
+
+    fn authorize(&self, req: &Request<Incoming>, peer: SocketAddr) -> Result<(), Box<AdminResponse>> {
+        match &self.token {
+            Some(token) => {
+                let Some(given) = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                else {
+                    let mut r = error(
+                        StatusCode::UNAUTHORIZED,
+                        "this call needs Authorization: Bearer <admin token>",
+                    );
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"switchyard-admin\""),
+                    );
+                    return Err(Box::new(r));
+                };
+                if bool::from(given.trim().as_bytes().ct_eq(token.as_bytes())) {
+                    Ok(())
+                } else {
+                    tracing::warn!(peer = %peer, "admin call with a wrong token refused");
+                    Err(Box::new(error(StatusCode::FORBIDDEN, "wrong admin token")))
+                }
+            }
+            None if peer.ip().is_loopback() => Ok(()),
+            None => Err(Box::new(error(
+                StatusCode::FORBIDDEN,
+                "no admin token is configured, so mutating calls are accepted from loopback only",
+            ))),
+        }
+    }
+
+    /// The `/status` document.
+    pub fn status(&self) -> serde_json::Value {
+        let table = self.router.table_full();
+        let services: Vec<_> = table
+            .services()
+            .iter()
+            .map(|s| {
+                let sync = self.watches.0.get(&s.name).map(|w| w.state().borrow().clone());
+                service_status(s, sync)
+            })
+            .collect();
+        json!({
+            "ready": self.ready().is_ok(),
+            "table_version": table.version,
+            "services": services,
+        })
+    }
+
+    async fn switch(&self, service: &str, force: bool) -> AdminResponse {
+        let started = Instant::now();
+        let table = self.router.table_full();
+        let Some(current) = table.service(service).cloned() else {
+            return error(StatusCode::NOT_FOUND, format!("unknown service {service:?}"));
+        };
+        drop(table);
+        let (from, to) = (&current.active, &current.standby);
+        if to.colour.is_empty() {
+            return error(StatusCode::CONFLICT, format!("{service} has no standby colour yet"));
+        }
+        if !force {
+            if to.endpoints.is_empty() {
+                return error(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "refusing to switch {service}: standby colour {} has no passing instance (force=true overrides)",
+                        to.colour
+                    ),
+                );
+            }
+            if to.endpoints.len() < from.endpoints.len() {
+                return error(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "refusing to switch {service}: standby colour {} has {} passing instance(s), active {} has {} (force=true overrides)",
+                        to.colour,
+                        to.endpoints.len(),
+                        from.colour,
+                        from.endpoints.len()
+                    ),
+                );
+            }
+        }
+        let target = to.colour.clone();
+        let generation = match self.watches.0.get(service) {
+            Some(w) => match self.write_route(w, &current, &target).await {
+                Ok(g) => g,
+                Err(resp) => return *resp,
+            },
+            None => {
+                // Static pools: the flip is local to this proxy.
+                let g = current.snapshot.generation + 1;
+                let snap = ServiceSnapshot {
+                    active: current.snapshot.standby.clone(),
+                    standby: current.snapshot.active.clone(),
+                    generation: g,
+                    route_written_at: Some(SystemTime::now()),
+                    decided_by: "static",
+                    ..current.snapshot.clone()
+                };
+                self.router.apply(snap);
+                g
+            }
+        };
+        // Answer once this proxy serves the new colour.
+        let mut rx = self.router.subscribe();
+        let served = tokio::time::timeout(SWITCH_ACK_TIMEOUT, async {
+            loop {
+                {
+                    let t = self.router.table();
+                    if let Some(s) = t.service(service)
+                        && s.snapshot.generation >= generation
+                    {
+                        return s.active.colour.clone();
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return String::new();
+                }
+            }
+        })
+        .await;
+        match served {
+            Ok(active) => {
+                tracing::info!(service, active = %active, generation, "switch served");
+                json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "service": service,
+                        "active": active,
+                        "previous": from.colour,
+                        "generation": generation,
+                        "cutover_ms": started.elapsed().as_secs_f64() * 1000.0,
+                    }),
+                )
+            }
+            Err(_) => error(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "route key written (generation {generation}) but this proxy did not serve it within {}s; check Consul connectivity",
+                    SWITCH_ACK_TIMEOUT.as_secs()
+                ),
+            ),
+        }
+    }
+
+    /// Check-and-set write of the route key; returns the new generation.
+    async fn write_route(
+        &self,
+        w: &ServiceWatch,
+        current: &ServiceRoutes,
+        target: &str,
+    ) -> Result<u64, Box<AdminResponse>> {
+        let key = w.route_key();
+        let (pair, _) = w
+            .client()
+            .kv_get(key, &QueryOptions::default())
+            .await
+            .map_err(|e| {
+                Box::new(error(
+                    StatusCode::BAD_GATEWAY,
+                    format!("reading {key} from Consul: {e}"),
+                ))
+            })?;
+        let (modify_index, generation) = match &pair {
+            None => (0, current.snapshot.generation),
+            Some(p) => {
+                let g = p
+                    .value
+                    .as_deref()
+                    .and_then(|v| RouteValue::parse(v).ok())
+                    .map_or(current.snapshot.generation, |v| v.generation);
+                (p.modify_index, g)
+            }
+        };
+        if let Some(v) = pair
+            .as_ref()
+            .and_then(|p| p.value.as_deref())
+            .and_then(|v| RouteValue::parse(v).ok())
+            && v.active != current.active.colour
+        {
+            return Err(Box::new(error(
+                StatusCode::CONFLICT,
+                format!(
+                    "route key already names {} active (generation {}) but this proxy serves {}; retry once it has caught up",
+                    v.active, v.generation, current.active.colour
+                ),
+            )));
+        }
+        let value = RouteValue::new(target, generation + 1, "switchyard proxy admin API");
+        let written = w
+            .client()
+            .kv_put(
+                key,
+                &value.to_bytes(),
+                &KvWrite {
+                    cas: Some(modify_index),
+                    flags: None,
+                },
+            )
+            .await
+            .map_err(|e| {
+                Box::new(error(
+                    StatusCode::BAD_GATEWAY,
+                    format!("writing {key} to Consul: {e}"),
+                ))
+            })?;
+        if !written {
+            return Err(Box::new(error(
+                StatusCode::CONFLICT,
+                format!("{key} changed while switching (another switch won); nothing was changed by this call"),
+            )));
+        }
+        Ok(value.generation)
+    }
+}
+
+fn pool_status(p: &Pool) -> serde_json::Value {
+    let instances: Vec<_> = p
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            json!({
+                "address": e.addr().to_string(),
+                "id": p.ids.get(i).cloned().flatten(),
+                "version": p.versions.get(i).cloned().flatten(),
+                "health": if e.is_ejected() { "ejected" } else { "passing" },
+                "in_flight": e.in_flight(),
+                "idle_connections": e.idle_count(),
+            })
+        })
+        .collect();
+    json!({
+        "colour": p.colour,
+        "version": p.version,
+        "instances": instances,
+        "in_flight": p.endpoints.iter().map(|e| e.in_flight()).sum::<usize>(),
+        "draining": p.drain.draining(),
+    })
+}
+
+fn service_status(s: &ServiceRoutes, sync: Option<crate::discovery::SyncState>) -> serde_json::Value {
+    let snap = &s.snapshot;
+    let fmt = |t: Option<SystemTime>| t.map(|t| humantime::format_rfc3339_millis(t).to_string());
+    json!({
+        "name": s.name,
+        "source": if sync.is_some() { "consul" } else { "static" },
+        "active": pool_status(&s.active),
+        "standby": pool_status(&s.standby),
+        "generation": snap.generation,
+        "decided_by": snap.decided_by,
+        "route_written_at": fmt(snap.route_written_at),
+        "applied_at": fmt(Some(s.applied_at)),
+        "consul_index": sync.as_ref().map_or(snap.consul_index, |s| s.health_index),
+        "route_index": sync.as_ref().map_or(snap.route_index, |s| s.route_index),
+        "last_sync": sync.as_ref().and_then(|s| s.last_sync.clone()),
+        "synced": sync.as_ref().is_none_or(|s| s.synced),
+        "fail_static": snap.fail_static,
+        "fail_static_reason": snap.fail_static_reason,
+        "unassigned": snap.unassigned,
+    })
+}
+
+/// `a=1&b=x%20y` → pairs, percent-decoded; a bare `a` has an empty value.
+fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                    }
+                    _ => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing() {
+        let q = parse_query("service=hello%2Dservice&force&x=a+b&bad=%zz&end=%4");
+        assert_eq!(q[0], ("service".into(), "hello-service".into()));
+        assert_eq!(q[1], ("force".into(), String::new()));
+        assert_eq!(q[2], ("x".into(), "a b".into()));
+        assert_eq!(q[3], ("bad".into(), "%zz".into()));
+        assert_eq!(q[4], ("end".into(), "%4".into()));
+    }
+}

@@ -1,0 +1,428 @@
+//! The request path: one client request in, one upstream exchange out.
+//!
+//! ```text
+//! client request
+//!   → validate (method, host)             400 / 405
+//!   → preview? (/standby prefix or header) choose active or standby
+//!   → table.load() → lookup(host, path)   404
+//!   → pool.pick(balance, tried)           503
+//!   → checkout or connect                 retry elsewhere / 502 / 504
+//!   → try_send_request (head timeout)     retry if unsent / 502 / 504
+//!   → response head → client; body streams; connection back to the pool
+//! ```
+//!
+//! Retry rules: a request that never left (connect failed, or the pooled
+//! connection closed before the request was written — hyper hands the
+//! request back) is retried on another instance whatever its method. A
+//! request without a body and with an idempotent method is also retried
+//! when the connection drops before the response head. A request whose
+//! body has been (even partly) sent is never retried.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+
+use crate::body::{ProxyBody, ResponseGuard};
+use crate::config::{Balance, PreviewConfig, Timeouts};
+use crate::error::ProxyError;
+use crate::headers::{self, ClientInfo};
+use crate::routing::{Pool, Role, Router, ServiceRoutes};
+use crate::tunnel;
+use crate::upstream::{ConnectError, OwnedInFlight, Sender, UpstreamBody};
+
+/// Settings of the request path.
+#[derive(Clone, Debug)]
+pub struct ForwardSettings {
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Extra tries on other instances.
+    pub retry_attempts: u32,
+    /// Standby preview.
+    pub preview: PreviewConfig,
+    /// Log every request.
+    pub access_log: bool,
+}
+
+/// The request handler shared by every connection.
+#[derive(Debug)]
+pub struct Forwarder {
+    router: Arc<Router>,
+    settings: ForwardSettings,
+}
+
+/// A request with its parts kept for a replay (bodiless requests only).
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Forwarder {
+    /// A handler routing through `router`.
+    pub fn new(router: Arc<Router>, settings: ForwardSettings) -> Self {
+        Self { router, settings }
+    }
+
+    /// The router.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Handles one request. Never fails: errors become responses here.
+    pub async fn handle(&self, req: Request<Incoming>, client: ClientInfo) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let method = req.method().clone();
+        let path_for_log = self
+            .settings
+            .access_log
+            .then(|| req.uri().path().to_owned());
+        match self.forward(req, client, start).await {
+            Ok((resp, service, colour, upstream)) => {
+                if let Some(path) = path_for_log {
+                    tracing::info!(
+                        target: "access",
+                        client = %client.ip,
+                        method = %method,
+                        path = %path,
+                        status = resp.status().as_u16(),
+                        service = %service,
+                        colour = %colour,
+                        upstream = %upstream,
+                        micros = start.elapsed().as_micros() as u64,
+                    );
+                }
+                resp
+            }
+            Err(e) => {
+                let status = e.status();
+                self.router.metrics().local_response(status.as_u16());
+                if let Some(path) = path_for_log {
+                    tracing::info!(
+                        target: "access",
+                        client = %client.ip,
+                        method = %method,
+                        path = %path,
+                        status = status.as_u16(),
+                        error = %e,
+                        micros = start.elapsed().as_micros() as u64,
+                    );
+                } else if e.status().is_server_error() {
+                    tracing::warn!(error = %e, "request failed");
+                }
+                e.to_response()
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        client: ClientInfo,
+        start: Instant,
+    ) -> Result<(Response<ProxyBody>, String, String, SocketAddr), ProxyError> {
+        if req.method() == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed(Method::CONNECT));
+        }
+
+        // The authority of an absolute-form (or HTTP/2) request wins over
+        // Host (RFC 9112 §3.2.2); either way exactly one host is forwarded.
+        let host_value: Option<HeaderValue> = match req.uri().authority() {
+            Some(a) => Some(
+                HeaderValue::from_str(a.as_str())
+                    .map_err(|_| ProxyError::BadRequest("invalid authority"))?,
+            ),
+            None => {
+                let mut hosts = req.headers().get_all(header::HOST).iter();
+                let first = hosts.next().cloned();
+                if hosts.next().is_some() {
+                    return Err(ProxyError::BadRequest("more than one Host header"));
+                }
+                first
+            }
+        };
+        if host_value.is_none() && req.version() == Version::HTTP_11 {
+            return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
+        }
+        let host = match &host_value {
+            Some(v) => v
+                .to_str()
+                .map_err(|_| ProxyError::BadRequest("Host is not text"))?,
+            None => "",
+        };
+
+        // Preview: the header, or the path prefix (stripped).
+        let preview = &self.settings.preview;
+        let mut role = Role::Active;
+        if let Some(v) = req.headers().get(&preview.header)
+            && v.as_bytes().eq_ignore_ascii_case(b"standby")
+        {
+            role = Role::Standby;
+        }
+        let path = req.uri().path();
+        let path = match path.strip_prefix(preview.path_prefix.as_str()) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                role = Role::Standby;
+                if rest.is_empty() { "/" } else { rest }
+            }
+            _ => path,
+        };
+
+        let table = self.router.table();
+        let service = table
+            .lookup(host, path)
+            .ok_or_else(|| ProxyError::NoRoute {
+                host: host.to_owned(),
+                path: path.to_owned(),
+            })?
+            .clone();
+        drop(table);
+        let pool = Arc::clone(service.pool(role));
+        if pool.endpoints.is_empty() {
+            return Err(ProxyError::NoInstance {
+                service: service.name.clone(),
+                pool: role.as_str(),
+            });
+        }
+
+        // Origin-form URI towards the upstream.
+        let path_and_query = match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_owned(),
+        };
+        let uri = Uri::from(
+            PathAndQuery::try_from(path_and_query)
+                .map_err(|_| ProxyError::BadRequest("invalid path"))?,
+        );
+
+        let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+        let (parts, body) = req.into_parts();
+        let mut headers = parts.headers;
+        let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+        headers::strip_hop_by_hop(&mut headers, upgrade);
+        headers.remove(header::EXPECT);
+        headers.remove(&preview.header);
+        if chunked {
+            // The body is re-framed by the upstream connection.
+            headers.remove(header::CONTENT_LENGTH);
+        } else if headers.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+            // hyper accepted repeated identical values; forward one.
+            if let Some(v) = headers.get(header::CONTENT_LENGTH).cloned() {
+                headers.insert(header::CONTENT_LENGTH, v);
+            }
+        }
+        if let Some(h) = &host_value {
+            headers.insert(header::HOST, h.clone());
+        }
+        let via = if parts.version == Version::HTTP_2 {
+            "2 switchyard"
+        } else {
+            "1.1 switchyard"
+        };
+        headers::add_forwarded(&mut headers, client, host_value.as_ref(), via);
+
+        let bodiless = body.is_end_stream();
+        let replay = (bodiless && is_idempotent(&parts.method)).then(|| Replay {
+            method: parts.method.clone(),
+            uri: uri.clone(),
+            headers: headers.clone(),
+        });
+        let body: UpstreamBody = if bodiless {
+            Either::Right(Empty::new())
+        } else {
+            Either::Left(body)
+        };
+        let mut up = Request::new(body);
+        *up.method_mut() = parts.method;
+        *up.uri_mut() = uri;
+        *up.headers_mut() = headers;
+
+        let (mut resp, guard, addr) = self.exchange(&service, &pool, up, replay).await?;
+
+        // Response headers: hop-by-hop out, except an upgrade's pair.
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        headers::strip_hop_by_hop(resp.headers_mut(), switching && upgrade);
+        pool.metrics
+            .observe(resp.status().as_u16(), start.elapsed().as_secs_f64());
+
+        let (parts, body) = resp.into_parts();
+        if switching && let Some(client_upgrade) = client_upgrade {
+            let mut upstream_resp = Response::from_parts(parts.clone(), body);
+            let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
+            tunnel::spawn(
+                client_upgrade,
+                upstream_upgrade,
+                guard,
+                Arc::clone(&pool),
+                service.name.clone(),
+            );
+            let resp = Response::from_parts(parts, ProxyBody::empty());
+            return Ok((resp, service.name.clone(), pool.colour.clone(), addr));
+        }
+        let resp = Response::from_parts(parts, ProxyBody::upstream(body, guard));
+        Ok((resp, service.name.clone(), pool.colour.clone(), addr))
+    }
+
+    /// Picks instances and sends, retrying by the rules in the module doc.
+    async fn exchange(
+        &self,
+        service: &ServiceRoutes,
+        pool: &Arc<Pool>,
+        mut req: Request<UpstreamBody>,
+        replay: Option<Replay>,
+    ) -> Result<(Response<Incoming>, ResponseGuard, SocketAddr), ProxyError> {
+        let balance: Balance = service.balance;
+        let timeouts = &self.settings.timeouts;
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut tries_left = self.settings.retry_attempts;
+        // A pooled connection that closed before our request was written is
+        // not the instance's fault: one free redo on a fresh connection.
+        let mut stale_redo = true;
+        let mut last_err: Option<ProxyError> = None;
+
+        loop {
+            let Some(ep) = pool.pick(balance, &tried).cloned() else {
+                return Err(last_err.unwrap_or_else(|| ProxyError::NoInstance {
+                    service: service.name.clone(),
+                    pool: "selected",
+                }));
+            };
+            let addr = ep.addr();
+            let in_flight = OwnedInFlight::new(Arc::clone(&ep));
+            pool.metrics.in_flight.inc();
+            let in_flight_gauge = GaugeGuard(pool);
+
+            let (mut sender, pooled): (Sender, bool) = match ep.checkout().await {
+                Some(s) => (s, true),
+                None => match ep.connect().await {
+                    Ok(s) => (s, false),
+                    Err(e) => {
+                        let err = match e {
+                            ConnectError::Timeout => {
+                                service.metrics.connect_timeouts.inc();
+                                ProxyError::ConnectTimeout { addr }
+                            }
+                            other => {
+                                service.metrics.connect_errors.inc();
+                                ProxyError::Connect {
+                                    addr,
+                                    reason: other.to_string(),
+                                }
+                            }
+                        };
+                        if ep.record_failure() {
+                            service.metrics.ejections.inc();
+                            tracing::warn!(upstream = %addr, service = %service.name, "instance ejected after consecutive failures");
+                        }
+                        tracing::debug!(upstream = %addr, error = %err, "connect failed");
+                        tried.push(addr);
+                        if tries_left == 0 {
+                            return Err(err);
+                        }
+                        tries_left -= 1;
+                        service.metrics.retries.inc();
+                        last_err = Some(err);
+                        continue;
+                    }
+                },
+            };
+
+            let sent = tokio::time::timeout(timeouts.response_head, sender.try_send_request(req)).await;
+            match sent {
+                Ok(Ok(resp)) => {
+                    if resp.status().is_server_error() {
+                        if ep.record_failure() {
+                            service.metrics.ejections.inc();
+                            tracing::warn!(upstream = %addr, service = %service.name, "instance ejected after consecutive 5xx");
+                        }
+                    } else {
+                        ep.record_success();
+                    }
+                    std::mem::forget(in_flight_gauge);
+                    let guard = ResponseGuard::new(sender, in_flight, Arc::clone(pool));
+                    return Ok((resp, guard, addr));
+                }
+                Err(_elapsed) => {
+                    // Dropping the exchange closes the connection.
+                    service.metrics.response_timeouts.inc();
+                    ep.record_failure();
+                    return Err(ProxyError::ResponseTimeout {
+                        addr,
+                        timeout_ms: timeouts.response_head.as_millis(),
+                    });
+                }
+                Ok(Err(mut e)) => {
+                    let reason = e.error().to_string();
+                    if let Some(unsent) = e.take_message() {
+                        // Never written: safe to send again, body and all.
+                        req = unsent;
+                        if pooled && stale_redo {
+                            stale_redo = false;
+                            tracing::debug!(upstream = %addr, "pooled connection was closed; redoing on a fresh one");
+                            continue;
+                        }
+                        tried.push(addr);
+                        service.metrics.upstream_errors.inc();
+                        ep.record_failure();
+                        if tries_left == 0 {
+                            return Err(ProxyError::Upstream { addr, reason });
+                        }
+                        tries_left -= 1;
+                        service.metrics.retries.inc();
+                        last_err = Some(ProxyError::Upstream { addr, reason });
+                        continue;
+                    }
+                    service.metrics.upstream_errors.inc();
+                    ep.record_failure();
+                    tried.push(addr);
+                    match &replay {
+                        Some(r) if tries_left > 0 => {
+                            tries_left -= 1;
+                            service.metrics.retries.inc();
+                            tracing::debug!(upstream = %addr, error = %reason, "idempotent request retried after the connection dropped");
+                            req = r.rebuild();
+                            last_err = Some(ProxyError::Upstream { addr, reason });
+                            continue;
+                        }
+                        _ => return Err(ProxyError::Upstream { addr, reason }),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Decrements a pool's in-flight gauge unless forgotten (then the response
+/// guard owns the decrement).
+struct GaugeGuard<'a>(&'a Pool);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.in_flight.dec();
+    }
+}
+
+impl Replay {
+    fn rebuild(&self) -> Request<UpstreamBody> {
+        let mut r = Request::new(Either::Right(Empty::new()));
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}

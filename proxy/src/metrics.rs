@@ -1,0 +1,375 @@
+//! Prometheus metrics: one registry, one struct, names in one place.
+//!
+//! Every metric is registered once in [`Metrics::new`] and the struct is
+//! passed around as an `Arc`, so each test can have a fresh registry. Hot
+//! paths never look labels up: the routing table resolves per-pool handles
+//! ([`PoolMetrics`]) when it is built, off the request path.
+//!
+//! `docs/metrics.md` documents each name; to add a metric, add its name
+//! constant here, register it in [`Metrics::new`], and document it there.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// `switchyard_requests_total{service,colour,version,class}`
+pub const REQUESTS_TOTAL: &str = "switchyard_requests_total";
+/// `switchyard_request_duration_seconds{service,colour}`
+pub const REQUEST_DURATION: &str = "switchyard_request_duration_seconds";
+/// `switchyard_upstream_errors_total{service,kind}`
+pub const UPSTREAM_ERRORS: &str = "switchyard_upstream_errors_total";
+/// `switchyard_retries_total{service}`
+pub const RETRIES: &str = "switchyard_retries_total";
+/// `switchyard_in_flight_requests{service,colour}`
+pub const IN_FLIGHT: &str = "switchyard_in_flight_requests";
+/// `switchyard_route_generation{service}`
+pub const ROUTE_GENERATION: &str = "switchyard_route_generation";
+/// `switchyard_cutover_delay_seconds{service}`
+pub const CUTOVER_DELAY: &str = "switchyard_cutover_delay_seconds";
+/// `switchyard_consul_watch_errors_total{service,watch}`
+pub const CONSUL_WATCH_ERRORS: &str = "switchyard_consul_watch_errors_total";
+/// `switchyard_fail_static{service}`
+pub const FAIL_STATIC: &str = "switchyard_fail_static";
+/// `switchyard_draining_connections{service,colour}`
+pub const DRAINING: &str = "switchyard_draining_connections";
+/// `switchyard_client_connections`
+pub const CLIENT_CONNECTIONS: &str = "switchyard_client_connections";
+/// `switchyard_ejections_total{service}`
+pub const EJECTIONS: &str = "switchyard_ejections_total";
+/// `switchyard_local_responses_total{status}`
+pub const LOCAL_RESPONSES: &str = "switchyard_local_responses_total";
+/// `switchyard_table_updates_total`
+pub const TABLE_UPDATES: &str = "switchyard_table_updates_total";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const CUTOVER_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// All the proxy's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    retries: IntCounterVec,
+    in_flight: IntGaugeVec,
+    route_generation: IntGaugeVec,
+    cutover_delay: HistogramVec,
+    consul_watch_errors: IntCounterVec,
+    fail_static: IntGaugeVec,
+    draining: IntGaugeVec,
+    client_connections: IntGauge,
+    ejections: IntCounterVec,
+    local_responses: IntCounterVec,
+    table_updates: IntCounter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let m = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| {
+        unreachable!("metric {name} is statically valid: {e}");
+    });
+    register(r, Box::new(m.clone()), name);
+    m
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let m = IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| {
+        unreachable!("metric {name} is statically valid: {e}");
+    });
+    register(r, Box::new(m.clone()), name);
+    m
+}
+
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let m = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .unwrap_or_else(|e| unreachable!("metric {name} is statically valid: {e}"));
+    register(r, Box::new(m.clone()), name);
+    m
+}
+
+fn register(r: &Registry, c: Box<dyn prometheus::core::Collector>, name: &str) {
+    if let Err(e) = r.register(c) {
+        // Only possible with a duplicate name in this file.
+        unreachable!("metric {name} registered twice: {e}");
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let client_connections = IntGauge::new(CLIENT_CONNECTIONS, "Open client connections.")
+            .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+        register(&r, Box::new(client_connections.clone()), CLIENT_CONNECTIONS);
+        let table_updates = IntCounter::new(TABLE_UPDATES, "Routing tables swapped in.")
+            .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+        register(&r, Box::new(table_updates.clone()), TABLE_UPDATES);
+        Self {
+            requests: counter_vec(
+                &r,
+                REQUESTS_TOTAL,
+                "Proxied requests by service, colour, version and status class.",
+                &["service", "colour", "version", "class"],
+            ),
+            duration: histogram_vec(
+                &r,
+                REQUEST_DURATION,
+                "Time from request received to response head sent, by service and colour.",
+                &["service", "colour"],
+                LATENCY_BUCKETS,
+            ),
+            upstream_errors: counter_vec(
+                &r,
+                UPSTREAM_ERRORS,
+                "Failed upstream attempts by service and kind (connect, connect_timeout, response_timeout, upstream).",
+                &["service", "kind"],
+            ),
+            retries: counter_vec(
+                &r,
+                RETRIES,
+                "Requests retried on another instance.",
+                &["service"],
+            ),
+            in_flight: gauge_vec(
+                &r,
+                IN_FLIGHT,
+                "Requests in flight to upstream instances, by service and colour.",
+                &["service", "colour"],
+            ),
+            route_generation: gauge_vec(
+                &r,
+                ROUTE_GENERATION,
+                "Generation of the route this proxy serves, by service.",
+                &["service"],
+            ),
+            cutover_delay: histogram_vec(
+                &r,
+                CUTOVER_DELAY,
+                "Delay from a route key's write time to this proxy serving the new colour.",
+                &["service"],
+                CUTOVER_BUCKETS,
+            ),
+            consul_watch_errors: counter_vec(
+                &r,
+                CONSUL_WATCH_ERRORS,
+                "Failed or rejected Consul reads, by service and watch (health, route).",
+                &["service", "watch"],
+            ),
+            fail_static: gauge_vec(
+                &r,
+                FAIL_STATIC,
+                "1 while a service is served from its last good pools because Consul failed or answered suspiciously.",
+                &["service"],
+            ),
+            draining: gauge_vec(
+                &r,
+                DRAINING,
+                "Upgraded connections still open to a colour that is no longer active.",
+                &["service", "colour"],
+            ),
+            client_connections,
+            ejections: counter_vec(
+                &r,
+                EJECTIONS,
+                "Instances ejected by passive health checking.",
+                &["service"],
+            ),
+            local_responses: counter_vec(
+                &r,
+                LOCAL_RESPONSES,
+                "Responses the proxy generated itself (errors), by status code.",
+                &["status"],
+            ),
+            table_updates,
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// Resolves the per-pool handles used on the request path.
+    pub fn pool(&self, service: &str, colour: &str, version: &str) -> PoolMetrics {
+        let class = |c: &str| self.requests.with_label_values(&[service, colour, version, c]);
+        PoolMetrics {
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            duration: self.duration.with_label_values(&[service, colour]),
+            in_flight: self.in_flight.with_label_values(&[service, colour]),
+            draining: self.draining.with_label_values(&[service, colour]),
+        }
+    }
+
+    /// Per-service handles used on the request path.
+    pub fn service(&self, service: &str) -> ServiceMetrics {
+        let err = |k: &str| self.upstream_errors.with_label_values(&[service, k]);
+        ServiceMetrics {
+            retries: self.retries.with_label_values(&[service]),
+            connect_errors: err("connect"),
+            connect_timeouts: err("connect_timeout"),
+            response_timeouts: err("response_timeout"),
+            upstream_errors: err("upstream"),
+            ejections: self.ejections.with_label_values(&[service]),
+        }
+    }
+
+    /// Records a locally generated response.
+    pub fn local_response(&self, status: u16) {
+        self.local_responses
+            .with_label_values(&[itoa_status(status)])
+            .inc();
+    }
+
+    /// Sets the generation gauge of a service.
+    pub fn set_generation(&self, service: &str, generation: u64) {
+        self.route_generation
+            .with_label_values(&[service])
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    /// Observes a cutover delay.
+    pub fn observe_cutover(&self, service: &str, seconds: f64) {
+        self.cutover_delay
+            .with_label_values(&[service])
+            .observe(seconds);
+    }
+
+    /// The cutover histogram of a service, for tests and benchmarks.
+    pub fn cutover_histogram(&self, service: &str) -> Histogram {
+        self.cutover_delay.with_label_values(&[service])
+    }
+
+    /// Counts a Consul watch error.
+    pub fn consul_watch_error(&self, service: &str, watch: &str) {
+        self.consul_watch_errors
+            .with_label_values(&[service, watch])
+            .inc();
+    }
+
+    /// Sets the fail-static gauge.
+    pub fn set_fail_static(&self, service: &str, on: bool) {
+        self.fail_static
+            .with_label_values(&[service])
+            .set(i64::from(on));
+    }
+
+    /// The client connection gauge.
+    pub fn client_connections(&self) -> &IntGauge {
+        &self.client_connections
+    }
+
+    /// Counts a routing table swap.
+    pub fn table_updated(&self) {
+        self.table_updates.inc();
+    }
+}
+
+fn itoa_status(s: u16) -> &'static str {
+    match s {
+        400 => "400",
+        404 => "404",
+        408 => "408",
+        431 => "431",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => "other",
+    }
+}
+
+/// Handles for one pool (service × colour × version).
+#[derive(Clone, Debug)]
+pub struct PoolMetrics {
+    by_class: [IntCounter; 5],
+    duration: Histogram,
+    /// In-flight requests to this pool.
+    pub in_flight: IntGauge,
+    /// Upgraded connections draining from this pool.
+    pub draining: IntGauge,
+}
+
+impl PoolMetrics {
+    /// Counts a response by status class and observes its latency.
+    pub fn observe(&self, status: u16, seconds: f64) {
+        let idx = usize::from((status / 100).clamp(1, 5)) - 1;
+        if let Some(c) = self.by_class.get(idx) {
+            c.inc();
+        }
+        self.duration.observe(seconds);
+    }
+}
+
+/// Handles for one service.
+#[derive(Clone, Debug)]
+pub struct ServiceMetrics {
+    /// Retries.
+    pub retries: IntCounter,
+    /// Connect failures.
+    pub connect_errors: IntCounter,
+    /// Connect timeouts.
+    pub connect_timeouts: IntCounter,
+    /// Response-head timeouts.
+    pub response_timeouts: IntCounter,
+    /// Other upstream failures.
+    pub upstream_errors: IntCounter,
+    /// Ejections.
+    pub ejections: IntCounter,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_handles_show_up_in_the_exposition() {
+        let m = Metrics::new();
+        let p = m.pool("hello", "blue", "v1");
+        p.observe(200, 0.001);
+        p.observe(503, 0.002);
+        m.set_generation("hello", 7);
+        let text = m.render();
+        assert!(text.contains(
+            r#"switchyard_requests_total{class="2xx",colour="blue",service="hello",version="v1"} 1"#
+        ));
+        assert!(text.contains(
+            r#"switchyard_requests_total{class="5xx",colour="blue",service="hello",version="v1"} 1"#
+        ));
+        assert!(text.contains(r#"switchyard_route_generation{service="hello"} 7"#));
+    }
+}

@@ -1,0 +1,752 @@
+//! The routing table: which pool serves a request.
+//!
+//! [`RouteTable`] is immutable. The request path does exactly one
+//! `ArcSwap::load` per request ([`Router::table`]), matches host and path
+//! prefix, and picks the active or standby [`Pool`] of the service. Pool
+//! sources (static config, Consul discovery) never touch a table: they hand
+//! a whole [`ServiceSnapshot`] to [`Router::apply`], which builds a new table
+//! off the request path and swaps it in. A request that already loaded the
+//! old table keeps it (and its pools and endpoints) alive until it ends, so
+//! a cutover never pulls a pool from under an in-flight request, and once a
+//! table is swapped in every request that starts later sees it.
+//!
+//! A pool is keyed by colour (`blue`, `green`), never by "whoever carries the
+//! active tag right now"; see `ARCHITECTURE.md` for how instances are sorted
+//! into colours.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::config::{Balance, RouteConfig};
+use crate::metrics::{Metrics, PoolMetrics, ServiceMetrics};
+use crate::upstream::{Endpoint, PoolSettings};
+
+/// Which of a service's two pools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Serving users.
+    Active,
+    /// The next version, reachable through the preview route.
+    Standby,
+}
+
+impl Role {
+    /// `active` or `standby`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Active => "active",
+            Role::Standby => "standby",
+        }
+    }
+}
+
+/// One instance as a pool source sees it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct InstanceSpec {
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// Source's identifier (Consul service ID), if any.
+    pub id: Option<String>,
+    /// Version the instance claims (`version=` tag).
+    pub version: Option<String>,
+}
+
+/// A colour's instances as a pool source sees them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolSpec {
+    /// Colour name (`blue`, `green`).
+    pub colour: String,
+    /// The version label (most common `version=` among instances).
+    pub version: String,
+    /// Instances.
+    pub instances: Vec<InstanceSpec>,
+}
+
+/// Everything a source knows about one service, applied as a whole.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceSnapshot {
+    /// Service name (as in the config).
+    pub name: String,
+    /// The pool serving users.
+    pub active: PoolSpec,
+    /// The preview pool.
+    pub standby: PoolSpec,
+    /// Route generation: from the route key, or 0 when decided by tags.
+    pub generation: u64,
+    /// When the route key was written (for the cutover-delay histogram).
+    pub route_written_at: Option<SystemTime>,
+    /// What decided the active colour: `route-key`, `tags` or `static`.
+    pub decided_by: &'static str,
+    /// Source metadata for status: Consul index of the health watch.
+    pub consul_index: u64,
+    /// Source metadata for status: ModifyIndex of the route key.
+    pub route_index: u64,
+    /// Last successful sync with the source.
+    pub last_sync: Option<SystemTime>,
+    /// Serving the last good pools because the source failed.
+    pub fail_static: bool,
+    /// Why fail-static is in effect.
+    pub fail_static_reason: Option<String>,
+    /// Instances that did not fit a colour, for status.
+    pub unassigned: Vec<InstanceSpec>,
+}
+
+/// One colour's live pool.
+pub struct Pool {
+    /// Colour.
+    pub colour: String,
+    /// Version label.
+    pub version: String,
+    /// Instances, in a stable order.
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Per-instance versions, parallel to `endpoints`.
+    pub versions: Vec<Option<String>>,
+    /// Per-instance source IDs, parallel to `endpoints`.
+    pub ids: Vec<Option<String>>,
+    /// Request-path metric handles.
+    pub metrics: PoolMetrics,
+    /// Drain signal shared by every table in which this colour appears.
+    pub drain: Arc<DrainSignal>,
+    rr: AtomicUsize,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("colour", &self.colour)
+            .field("version", &self.version)
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// Picks an endpoint, skipping `exclude` (already tried) and ejected ones.
+    /// Ejection never empties a pool: when every candidate is ejected, the
+    /// least loaded ejected one is still used.
+    pub fn pick(&self, balance: Balance, exclude: &[SocketAddr]) -> Option<&Arc<Endpoint>> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let usable = |e: &Arc<Endpoint>| !exclude.contains(&e.addr()) && !e.is_ejected();
+        let picked = match balance {
+            Balance::RoundRobin => {
+                let start = self.rr.fetch_add(1, Ordering::Relaxed);
+                (0..n)
+                    .map(|i| &self.endpoints[(start + i) % n])
+                    .find(|e| usable(e))
+            }
+            Balance::P2c => self.p2c(&usable),
+        };
+        picked.or_else(|| {
+            // Everything is tried or ejected: prefer not-yet-tried ones.
+            self.endpoints
+                .iter()
+                .filter(|e| !exclude.contains(&e.addr()))
+                .min_by_key(|e| e.in_flight())
+        })
+    }
+
+    fn p2c(&self, usable: &dyn Fn(&Arc<Endpoint>) -> bool) -> Option<&Arc<Endpoint>> {
+        let n = self.endpoints.len();
+        if n == 1 {
+            return self.endpoints.first().filter(|e| usable(e));
+        }
+        let a = fastrand::usize(..n);
+        let mut b = fastrand::usize(..n - 1);
+        if b >= a {
+            b += 1;
+        }
+        let (ea, eb) = (&self.endpoints[a], &self.endpoints[b]);
+        match (usable(ea), usable(eb)) {
+            (true, true) => Some(if eb.in_flight() < ea.in_flight() {
+                eb
+            } else {
+                ea
+            }),
+            (true, false) => Some(ea),
+            (false, true) => Some(eb),
+            // Both unusable: scan for the least loaded usable one.
+            (false, false) => self
+                .endpoints
+                .iter()
+                .filter(|e| usable(e))
+                .min_by_key(|e| e.in_flight()),
+        }
+    }
+}
+
+/// A service's two pools in one table.
+#[derive(Debug)]
+pub struct ServiceRoutes {
+    /// Service name.
+    pub name: String,
+    /// Balancer.
+    pub balance: Balance,
+    /// The active pool.
+    pub active: Arc<Pool>,
+    /// The standby pool.
+    pub standby: Arc<Pool>,
+    /// The snapshot this was built from (for status).
+    pub snapshot: ServiceSnapshot,
+    /// When this proxy started serving this generation.
+    pub applied_at: SystemTime,
+    /// Per-service metric handles.
+    pub metrics: ServiceMetrics,
+}
+
+impl ServiceRoutes {
+    /// The pool for a role.
+    pub fn pool(&self, role: Role) -> &Arc<Pool> {
+        match role {
+            Role::Active => &self.active,
+            Role::Standby => &self.standby,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Route {
+    host: Option<String>,
+    prefix: String,
+    service: usize,
+}
+
+/// The immutable routing table.
+#[derive(Debug)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+    services: Vec<Arc<ServiceRoutes>>,
+    /// Incremented on every swap.
+    pub version: u64,
+}
+
+impl RouteTable {
+    /// The service for a host and path, most specific route first.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<ServiceRoutes>> {
+        let host = strip_port(host);
+        self.routes
+            .iter()
+            .find(|r| {
+                r.host
+                    .as_deref()
+                    .is_none_or(|h| h.eq_ignore_ascii_case(host))
+                    && prefix_matches(&r.prefix, path)
+            })
+            .and_then(|r| self.services.get(r.service))
+    }
+
+    /// A service by name.
+    pub fn service(&self, name: &str) -> Option<&Arc<ServiceRoutes>> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Every service.
+    pub fn services(&self) -> &[Arc<ServiceRoutes>] {
+        &self.services
+    }
+}
+
+/// `prefix` is stored without trailing slash; "" matches everything.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.is_empty(),
+        None => false,
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host.split_once(']').map_or(host, |(h, _)| &host[..=h.len()]);
+    }
+    host.rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+}
+
+/// Tells upgraded connections opened on a colour when that colour stopped
+/// being active, so they can be closed after the drain deadline. Shared by
+/// every table in which the colour appears.
+#[derive(Debug)]
+pub struct DrainSignal {
+    tx: watch::Sender<Option<Instant>>,
+}
+
+impl DrainSignal {
+    fn new() -> Self {
+        Self {
+            tx: watch::channel(None).0,
+        }
+    }
+
+    /// Subscribes an upgraded connection.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Instant>> {
+        self.tx.subscribe()
+    }
+
+    fn start(&self, deadline: Instant) {
+        self.tx.send_if_modified(|v| {
+            if v.is_none() {
+                *v = Some(deadline);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn cancel(&self) {
+        self.tx.send_if_modified(|v| v.take().is_some());
+    }
+
+    /// Whether a drain is under way.
+    pub fn draining(&self) -> bool {
+        self.tx.borrow().is_some()
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    endpoints: HashMap<SocketAddr, Weak<Endpoint>>,
+    drains: HashMap<(String, String), Arc<DrainSignal>>,
+    /// Per service: the service config (balance).
+    balance: HashMap<String, Balance>,
+}
+
+/// Owns the current table and builds the next one.
+pub struct Router {
+    table: ArcSwap<RouteTable>,
+    registry: Mutex<Registry>,
+    routes: Vec<RouteConfig>,
+    settings: PoolSettings,
+    drain_after: Duration,
+    metrics: Arc<Metrics>,
+    applied: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// A router with the given routes; each service starts with empty pools
+    /// until its source applies a snapshot.
+    pub fn new(
+        routes: Vec<RouteConfig>,
+        services: &[(String, Balance)],
+        settings: PoolSettings,
+        drain_after: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let mut registry = Registry::default();
+        let mut built = Vec::new();
+        for (name, balance) in services {
+            registry.balance.insert(name.clone(), *balance);
+            let snap = ServiceSnapshot {
+                name: name.clone(),
+                decided_by: "none",
+                ..ServiceSnapshot::default()
+            };
+            built.push(Arc::new(build_service(
+                &snap,
+                *balance,
+                &mut registry,
+                settings,
+                &metrics,
+            )));
+        }
+        let table = RouteTable {
+            routes: compile_routes(&routes, &built),
+            services: built,
+            version: 0,
+        };
+        Self {
+            table: ArcSwap::from_pointee(table),
+            registry: Mutex::new(registry),
+            routes,
+            settings,
+            drain_after,
+            metrics,
+            applied: watch::channel(0).0,
+        }
+    }
+
+    /// The current table: one atomic load.
+    #[inline]
+    pub fn table(&self) -> arc_swap::Guard<Arc<RouteTable>> {
+        self.table.load()
+    }
+
+    /// The current table as an owned `Arc`.
+    pub fn table_full(&self) -> Arc<RouteTable> {
+        self.table.load_full()
+    }
+
+    /// Notified with the table version after every swap.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// The metrics this router reports to.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Replaces one service's pools with a snapshot: builds a whole new
+    /// table and swaps it in. Returns false when the snapshot equals what is
+    /// served already (nothing swapped) or names an unknown service.
+    pub fn apply(&self, snap: ServiceSnapshot) -> bool {
+        let Ok(mut registry) = self.registry.lock() else {
+            return false;
+        };
+        let old = self.table.load_full();
+        let Some(idx) = old.services.iter().position(|s| s.name == snap.name) else {
+            tracing::warn!(service = %snap.name, "snapshot for an unknown service ignored");
+            return false;
+        };
+        let prev = &old.services[idx];
+        if same_routing(&prev.snapshot, &snap) {
+            return false;
+        }
+        let balance = registry
+            .balance
+            .get(&snap.name)
+            .copied()
+            .unwrap_or(Balance::P2c);
+        let next = Arc::new(build_service(
+            &snap,
+            balance,
+            &mut registry,
+            self.settings,
+            &self.metrics,
+        ));
+
+        // Upgraded connections on a colour that stops being active drain;
+        // a colour that becomes active again stops draining.
+        if prev.active.colour != next.active.colour && !prev.active.colour.is_empty() {
+            prev.active
+                .drain
+                .start(Instant::now() + self.drain_after);
+        }
+        next.active.drain.cancel();
+
+        let mut services = old.services.clone();
+        services[idx] = Arc::clone(&next);
+        let table = RouteTable {
+            routes: compile_routes(&self.routes, &services),
+            services,
+            version: old.version + 1,
+        };
+
+        // Addresses that left every pool: close their idle connections.
+        let live: HashSet<SocketAddr> = table
+            .services
+            .iter()
+            .flat_map(|s| s.active.endpoints.iter().chain(&s.standby.endpoints))
+            .map(|e| e.addr())
+            .collect();
+        let gone: Vec<Arc<Endpoint>> = old
+            .services
+            .iter()
+            .flat_map(|s| s.active.endpoints.iter().chain(&s.standby.endpoints))
+            .filter(|e| !live.contains(&e.addr()))
+            .cloned()
+            .collect();
+        registry.endpoints.retain(|a, w| live.contains(a) && w.strong_count() > 0);
+
+        let version = table.version;
+        self.table.store(Arc::new(table));
+        drop(registry);
+        for e in gone {
+            e.retire();
+        }
+
+        self.metrics.table_updated();
+        self.metrics.set_generation(&next.name, next.snapshot.generation);
+        if prev.active.colour != next.active.colour
+            && let Some(written) = next.snapshot.route_written_at
+            && let Ok(delay) = next.applied_at.duration_since(written)
+        {
+            self.metrics
+                .observe_cutover(&next.name, delay.as_secs_f64());
+        }
+        self.applied.send_replace(version);
+        tracing::info!(
+            service = %next.name,
+            active = %next.active.colour,
+            active_version = %next.active.version,
+            active_instances = next.active.endpoints.len(),
+            standby = %next.standby.colour,
+            standby_instances = next.standby.endpoints.len(),
+            generation = next.snapshot.generation,
+            decided_by = next.snapshot.decided_by,
+            fail_static = next.snapshot.fail_static,
+            "routing table updated"
+        );
+        true
+    }
+
+    /// Closes idle upstream connections past their idle timeout.
+    pub fn expire_idle(&self) {
+        let t = self.table.load();
+        for s in &t.services {
+            for e in s.active.endpoints.iter().chain(&s.standby.endpoints) {
+                e.expire_idle();
+            }
+        }
+    }
+}
+
+/// Whether a snapshot changes nothing that routing or status shows. The
+/// sync time alone does not count: a resync that finds the same pools must
+/// not rebuild the table.
+fn same_routing(a: &ServiceSnapshot, b: &ServiceSnapshot) -> bool {
+    a.active == b.active
+        && a.standby == b.standby
+        && a.generation == b.generation
+        && a.fail_static == b.fail_static
+        && a.fail_static_reason == b.fail_static_reason
+        && a.decided_by == b.decided_by
+        && a.consul_index == b.consul_index
+        && a.route_index == b.route_index
+        && a.unassigned == b.unassigned
+}
+
+fn build_service(
+    snap: &ServiceSnapshot,
+    balance: Balance,
+    registry: &mut Registry,
+    settings: PoolSettings,
+    metrics: &Metrics,
+) -> ServiceRoutes {
+    let mut pool = |spec: &PoolSpec| -> Arc<Pool> {
+        let endpoints: Vec<Arc<Endpoint>> = spec
+            .instances
+            .iter()
+            .map(|i| {
+                match registry.endpoints.get(&i.addr).and_then(Weak::upgrade) {
+                    Some(e) if !e.is_retired() => e,
+                    _ => {
+                        let e = Arc::new(Endpoint::new(i.addr, settings));
+                        registry.endpoints.insert(i.addr, Arc::downgrade(&e));
+                        e
+                    }
+                }
+            })
+            .collect();
+        let drain = Arc::clone(
+            registry
+                .drains
+                .entry((snap.name.clone(), spec.colour.clone()))
+                .or_insert_with(|| Arc::new(DrainSignal::new())),
+        );
+        Arc::new(Pool {
+            colour: spec.colour.clone(),
+            version: spec.version.clone(),
+            versions: spec.instances.iter().map(|i| i.version.clone()).collect(),
+            ids: spec.instances.iter().map(|i| i.id.clone()).collect(),
+            endpoints,
+            metrics: metrics.pool(&snap.name, &spec.colour, &spec.version),
+            drain,
+            rr: AtomicUsize::new(fastrand::usize(..1024)),
+        })
+    };
+    let active = pool(&snap.active);
+    let standby = pool(&snap.standby);
+    ServiceRoutes {
+        name: snap.name.clone(),
+        balance,
+        active,
+        standby,
+        snapshot: snap.clone(),
+        applied_at: SystemTime::now(),
+        metrics: metrics.service(&snap.name),
+    }
+}
+
+fn compile_routes(routes: &[RouteConfig], services: &[Arc<ServiceRoutes>]) -> Vec<Route> {
+    routes
+        .iter()
+        .filter_map(|r| {
+            let idx = services.iter().position(|s| s.name == r.service)?;
+            Some(Route {
+                host: r.host.clone(),
+                prefix: r.path_prefix.clone(),
+                service: idx,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn spec(colour: &str, version: &str, ports: &[u16]) -> PoolSpec {
+        PoolSpec {
+            colour: colour.into(),
+            version: version.into(),
+            instances: ports
+                .iter()
+                .map(|p| InstanceSpec {
+                    addr: ([127, 0, 0, 1], *p).into(),
+                    id: None,
+                    version: Some(version.into()),
+                })
+                .collect(),
+        }
+    }
+
+    fn router() -> Router {
+        let routes = vec![
+            RouteConfig {
+                host: Some("api.example".into()),
+                path_prefix: String::new(),
+                service: "b".into(),
+            },
+            RouteConfig {
+                host: None,
+                path_prefix: "/b".into(),
+                service: "b".into(),
+            },
+            RouteConfig {
+                host: None,
+                path_prefix: String::new(),
+                service: "a".into(),
+            },
+        ];
+        Router::new(
+            routes,
+            &[("a".into(), Balance::P2c), ("b".into(), Balance::RoundRobin)],
+            PoolSettings::default(),
+            Duration::from_secs(30),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    #[test]
+    fn lookup_by_host_then_prefix_on_segment_boundaries() {
+        let r = router();
+        let t = r.table();
+        assert_eq!(t.lookup("api.example:8080", "/x").unwrap().name, "b");
+        assert_eq!(t.lookup("API.EXAMPLE", "/x").unwrap().name, "b");
+        assert_eq!(t.lookup("other", "/b/c").unwrap().name, "b");
+        assert_eq!(t.lookup("other", "/b").unwrap().name, "b");
+        assert_eq!(t.lookup("other", "/bc").unwrap().name, "a");
+        assert_eq!(t.lookup("[::1]:80", "/").unwrap().name, "a");
+    }
+
+    #[test]
+    fn apply_swaps_whole_table_and_keeps_endpoints_across_flips() {
+        let r = router();
+        let snap = ServiceSnapshot {
+            name: "a".into(),
+            active: spec("blue", "v1", &[1, 2]),
+            standby: spec("green", "v2", &[3, 4]),
+            generation: 1,
+            decided_by: "route-key",
+            ..Default::default()
+        };
+        assert!(r.apply(snap.clone()));
+        assert!(!r.apply(snap.clone()), "identical snapshot is not a change");
+        let before = r.table_full();
+        let blue_ep = Arc::clone(&before.service("a").unwrap().active.endpoints[0]);
+
+        let flipped = ServiceSnapshot {
+            active: snap.standby.clone(),
+            standby: snap.active.clone(),
+            generation: 2,
+            ..snap
+        };
+        assert!(r.apply(flipped));
+        let after = r.table();
+        let a = after.service("a").unwrap();
+        assert_eq!(a.active.colour, "green");
+        assert!(Arc::ptr_eq(&a.standby.endpoints[0], &blue_ep));
+        assert!(!blue_ep.is_retired());
+        // The old table is still intact for requests that loaded it.
+        assert_eq!(before.service("a").unwrap().active.colour, "blue");
+        assert!(before.service("a").unwrap().active.drain.draining());
+        assert!(!a.active.drain.draining());
+    }
+
+    #[test]
+    fn addresses_that_leave_are_retired() {
+        let r = router();
+        let mk = |ports: &[u16], g| ServiceSnapshot {
+            name: "a".into(),
+            active: spec("blue", "v1", ports),
+            standby: spec("green", "v2", &[]),
+            generation: g,
+            ..Default::default()
+        };
+        r.apply(mk(&[1, 2], 1));
+        let ep2 = Arc::clone(&r.table().service("a").unwrap().active.endpoints[1]);
+        r.apply(mk(&[1], 2));
+        assert!(ep2.is_retired());
+        // Coming back gives a fresh endpoint.
+        r.apply(mk(&[1, 2], 3));
+        let again = Arc::clone(&r.table().service("a").unwrap().active.endpoints[1]);
+        assert!(!again.is_retired());
+    }
+
+    #[test]
+    fn p2c_prefers_less_loaded_and_skips_excluded() {
+        let r = router();
+        r.apply(ServiceSnapshot {
+            name: "a".into(),
+            active: spec("blue", "v1", &[1, 2]),
+            ..Default::default()
+        });
+        let t = r.table();
+        let pool = &t.service("a").unwrap().active;
+        let busy = pool.endpoints[0].start_request();
+        for _ in 0..50 {
+            let e = pool.pick(Balance::P2c, &[]).unwrap();
+            assert_eq!(e.addr().port(), 2);
+        }
+        drop(busy);
+        let excl = [pool.endpoints[1].addr()];
+        for _ in 0..50 {
+            assert_eq!(pool.pick(Balance::P2c, &excl).unwrap().addr().port(), 1);
+        }
+        let both = [pool.endpoints[0].addr(), pool.endpoints[1].addr()];
+        assert!(pool.pick(Balance::P2c, &both).is_none());
+    }
+
+    #[test]
+    fn round_robin_cycles() {
+        let r = router();
+        r.apply(ServiceSnapshot {
+            name: "b".into(),
+            active: spec("blue", "v1", &[1, 2, 3]),
+            ..Default::default()
+        });
+        let t = r.table();
+        let pool = &t.service("b").unwrap().active;
+        let ports: HashSet<u16> = (0..3)
+            .map(|_| pool.pick(Balance::RoundRobin, &[]).unwrap().addr().port())
+            .collect();
+        assert_eq!(ports.len(), 3);
+    }
+
+    #[test]
+    fn strip_port_forms() {
+        assert_eq!(strip_port("a.b:80"), "a.b");
+        assert_eq!(strip_port("a.b"), "a.b");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+}

@@ -1,0 +1,162 @@
+//! Client-facing listeners: accept, serve HTTP/1.1 and h2c (or TLS with
+//! ALPN) on one port, and shut down gracefully.
+//!
+//! Each accepted connection runs in its own task inside a
+//! `tracing` span with the client address. The hyper-util auto builder
+//! detects HTTP/2 prior knowledge by its preface, so `curl --http2-prior-knowledge`
+//! and ordinary HTTP/1.1 clients share the port. A semaphore caps open
+//! connections: at the cap the proxy stops accepting (the kernel backlog
+//! absorbs the burst) instead of failing requests.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::config::{Limits, Timeouts};
+use crate::forward::Forwarder;
+use crate::headers::ClientInfo;
+use crate::io::SharedStream;
+
+const REQUEST_TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 52\r\nconnection: close\r\n\r\n408 request timeout: the request head came too slow\n";
+
+/// Builds the connection builder both listeners use.
+pub fn builder(timeouts: &Timeouts, limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.client_header)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(timeouts.client_idle)
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(1024);
+    b
+}
+
+/// Accepts connections until the future is dropped.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    forwarder: Arc<Forwarder>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    graceful: &GracefulShutdown,
+    limits: Limits,
+    handshake_timeout: Duration,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => {
+                backoff = Duration::from_millis(5);
+                s
+            }
+            Err(e) => {
+                // EMFILE and friends: wait and try again rather than exit.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let client = ClientInfo {
+            ip: peer.ip(),
+            tls: tls.is_some(),
+        };
+        let fwd = Arc::clone(&forwarder);
+        let service = service_fn(move |req| {
+            let fwd = Arc::clone(&fwd);
+            async move { Ok::<_, Infallible>(fwd.handle(req, client).await) }
+        });
+        let gauge = forwarder.router().metrics().client_connections().clone();
+        gauge.inc();
+        let span = tracing::debug_span!("conn", client.addr = %peer);
+        match &tls {
+            None => {
+                let io = SharedStream::new(stream);
+                let handle = io.clone();
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(io), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(
+                    async move {
+                        if let Err(e) = conn.await {
+                            on_conn_error(&*e, Some(&handle));
+                        }
+                        gauge.dec();
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let builder = Arc::clone(&builder);
+                let watcher = graceful.watcher();
+                tokio::spawn(
+                    async move {
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                        {
+                            Ok(Ok(tls)) => {
+                                let conn = builder
+                                    .serve_connection_with_upgrades(TokioIo::new(tls), service);
+                                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                                    on_conn_error(&*e, None);
+                                }
+                            }
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
+                        gauge.dec();
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+        }
+    }
+}
+
+fn on_conn_error(e: &(dyn std::error::Error + Send + Sync + 'static), io: Option<&SharedStream>) {
+    let timed_out = e
+        .downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_timeout);
+    if timed_out {
+        if let Some(io) = io
+            && io.request_pending()
+        {
+            io.write_final(REQUEST_TIMEOUT_RESPONSE);
+            tracing::debug!("request head too slow: answered 408");
+        }
+        return;
+    }
+    tracing::debug!(error = %e, "client connection ended with an error");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn canned_408_length_is_right() {
+        let text = std::str::from_utf8(super::REQUEST_TIMEOUT_RESPONSE).unwrap_or("");
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or(("", ""));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+    }
+}

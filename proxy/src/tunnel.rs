@@ -1,0 +1,82 @@
+//! Upgraded connections (WebSocket and friends), spliced both ways.
+//!
+//! After a `101 Switching Protocols`, the client and upstream connections are
+//! joined byte for byte. A routing flip does not touch them: they keep
+//! running on the colour they were opened on. When that colour stops being
+//! active, its [`crate::routing::DrainSignal`] fires with a deadline; the
+//! tunnel stays up until then (counted in `switchyard_draining_connections`)
+//! and is then shut down cleanly (FIN both ways). If the colour becomes
+//! active again before the deadline, the drain is called off.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+
+use crate::body::ResponseGuard;
+use crate::routing::Pool;
+
+/// Splices the two upgraded connections in a task of its own.
+pub(crate) fn spawn(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    guard: ResponseGuard,
+    pool: Arc<Pool>,
+    service: String,
+) {
+    let drain = pool.drain.subscribe();
+    tokio::spawn(async move {
+        // The exchange stays counted as in flight while the tunnel is open.
+        let _guard = guard;
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, service = %service, "upgrade did not complete");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        tokio::select! {
+            res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, service = %service, "upgraded connection ended with an error");
+                }
+            }
+            () = wait_for_drain(drain, &pool) => {
+                tracing::info!(service = %service, colour = %pool.colour, "closing upgraded connection at drain deadline");
+                let _ = client.shutdown().await;
+                let _ = upstream.shutdown().await;
+            }
+        }
+    });
+}
+
+/// Resolves when the drain deadline of the tunnel's colour passes.
+async fn wait_for_drain(mut rx: watch::Receiver<Option<Instant>>, pool: &Pool) {
+    loop {
+        let deadline = *rx.borrow_and_update();
+        match deadline {
+            None => {
+                if rx.changed().await.is_err() {
+                    // Signal gone with its router: never drain.
+                    std::future::pending::<()>().await;
+                }
+            }
+            Some(deadline) => {
+                pool.metrics.draining.inc();
+                let cancelled = tokio::select! {
+                    () = tokio::time::sleep_until(deadline.into()) => false,
+                    changed = rx.changed() => changed.is_ok(),
+                };
+                pool.metrics.draining.dec();
+                if !cancelled {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Upstream instances and their keep-alive connection pools.
+//!
+//! An [`Endpoint`] is one `ip:port`. It owns a LIFO stack of idle HTTP/1.1
+//! connections, an outstanding-request counter (for power-of-two-choices)
+//! and its passive-health state. Endpoints outlive routing tables: the
+//! [`crate::routing::Router`] hands the same `Arc<Endpoint>` to every table
+//! that contains its address, so a flip from blue to green keeps both
+//! colours' warm connections. When an address leaves the table it is
+//! [`Endpoint::retire`]d: its idle connections close at once and connections
+//! that come back from in-flight requests are closed instead of pooled.
+//!
+//! A connection goes back to the pool only once its response body has been
+//! read to the end (see [`crate::body`]); a response abandoned half way closes
+//! its connection, because HTTP/1 cannot reuse it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// The body type sent upstream: the client's body as it streams in, or
+/// nothing (which lets a bodiless request be rebuilt and retried).
+pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
+/// A pooled HTTP/1.1 connection's request handle.
+pub type Sender = http1::SendRequest<UpstreamBody>;
+
+/// Settings shared by every endpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolSettings {
+    /// Idle connections kept per endpoint.
+    pub max_idle: usize,
+    /// Idle connections older than this are closed instead of reused.
+    pub idle_timeout: Duration,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Consecutive failures before ejection (0 = never eject).
+    pub eject_after: u32,
+    /// How long an ejected endpoint is skipped.
+    pub cool_down: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_idle: 256,
+            idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(1),
+            eject_after: 5,
+            cool_down: Duration::from_secs(10),
+        }
+    }
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// Why a connection could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The connect did not finish in time.
+    #[error("connect timed out")]
+    Timeout,
+    /// The OS refused or failed the connect.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The HTTP/1 handshake failed.
+    #[error("handshake: {0}")]
+    Handshake(#[from] hyper::Error),
+}
+
+/// One upstream instance.
+pub struct Endpoint {
+    addr: SocketAddr,
+    settings: PoolSettings,
+    idle: Mutex<Vec<Idle>>,
+    in_flight: AtomicUsize,
+    retired: AtomicBool,
+    consecutive_failures: AtomicU32,
+    /// Milliseconds since [`epoch`] until which this endpoint is ejected.
+    ejected_until_ms: AtomicU64,
+    /// Connections opened, for tests and status.
+    connects: AtomicU64,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Endpoint {
+    /// A new endpoint with an empty pool.
+    pub fn new(addr: SocketAddr, settings: PoolSettings) -> Self {
+        Self {
+            addr,
+            settings,
+            idle: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+        }
+    }
+
+    /// The instance's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Requests currently outstanding on this endpoint.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections opened so far.
+    pub fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
+    /// Idle pooled connections right now.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Marks a request as outstanding until the guard is dropped.
+    pub fn start_request(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    /// Whether passive health checking currently skips this endpoint.
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && now_ms() < until
+    }
+
+    /// Records a success: clears the failure streak.
+    pub fn record_success(&self) {
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a failure; returns true when this failure ejected the endpoint.
+    pub fn record_failure(&self) -> bool {
+        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let limit = self.settings.eject_after;
+        if limit == 0 || n < limit {
+            return false;
+        }
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        let cool = u64::try_from(self.settings.cool_down.as_millis()).unwrap_or(u64::MAX);
+        self.ejected_until_ms
+            .store(now_ms().saturating_add(cool), Ordering::Relaxed);
+        // Connections to a failing instance are suspect too.
+        self.clear_idle();
+        true
+    }
+
+    /// Stops pooling: closes idle connections now and every connection that
+    /// is released later. Called when the address leaves the routing table.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.clear_idle();
+    }
+
+    /// Whether [`Endpoint::retire`] was called.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    fn clear_idle(&self) {
+        let drained: Vec<Idle> = match self.idle.lock() {
+            Ok(mut v) => std::mem::take(&mut *v),
+            Err(_) => return,
+        };
+        // Dropping the senders outside the lock closes the connections.
+        drop(drained);
+    }
+
+    /// Drops idle connections older than the idle timeout.
+    pub fn expire_idle(&self) {
+        let timeout = self.settings.idle_timeout;
+        let expired: Vec<Idle> = match self.idle.lock() {
+            Ok(mut v) => {
+                let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut *v)
+                    .into_iter()
+                    .partition(|i| i.since.elapsed() >= timeout || i.sender.is_closed());
+                *v = keep;
+                old
+            }
+            Err(_) => return,
+        };
+        drop(expired);
+    }
+
+    /// Returns a connection to the pool after its response completed.
+    pub fn release(&self, sender: Sender) {
+        if sender.is_closed() || self.is_retired() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.settings.max_idle
+        {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Takes a pooled connection that is ready for a request, if any.
+    pub async fn checkout(&self) -> Option<Sender> {
+        loop {
+            let idle = self.idle.lock().ok()?.pop()?;
+            if idle.since.elapsed() >= self.settings.idle_timeout || idle.sender.is_closed() {
+                continue;
+            }
+            let mut sender = idle.sender;
+            if sender.is_ready() {
+                return Some(sender);
+            }
+            // The connection task may not have noticed yet that the previous
+            // exchange completed; that takes one scheduling round, not I/O.
+            match tokio::time::timeout(self.settings.connect_timeout, sender.ready()).await {
+                Ok(Ok(())) => return Some(sender),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Opens a new connection (TCP + HTTP/1.1 handshake).
+    pub async fn connect(&self) -> Result<Sender, ConnectError> {
+        let stream = tokio::time::timeout(
+            self.settings.connect_timeout,
+            TcpStream::connect(self.addr),
+        )
+        .await
+        .map_err(|_| ConnectError::Timeout)??;
+        stream.set_nodelay(true)?;
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(upstream = %addr, error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// Decrements the endpoint's outstanding counter on drop.
+pub struct InFlight<'a>(&'a Endpoint);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Like [`InFlight`] but owning an `Arc`, for guards that outlive a borrow.
+pub struct OwnedInFlight(std::sync::Arc<Endpoint>);
+
+impl OwnedInFlight {
+    /// Marks a request outstanding on `ep` until dropped.
+    pub fn new(ep: std::sync::Arc<Endpoint>) -> Self {
+        ep.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(ep)
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &std::sync::Arc<Endpoint> {
+        &self.0
+    }
+}
+
+impl Drop for OwnedInFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ejection_after_consecutive_failures_and_cool_down() {
+        let ep = Endpoint::new(
+            ([127, 0, 0, 1], 1).into(),
+            PoolSettings {
+                eject_after: 3,
+                cool_down: Duration::from_millis(50),
+                ..PoolSettings::default()
+            },
+        );
+        assert!(!ep.record_failure());
+        ep.record_success();
+        assert!(!ep.record_failure());
+        assert!(!ep.record_failure());
+        assert!(ep.record_failure());
+        assert!(ep.is_ejected());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!ep.is_ejected());
+    }
+
+    #[test]
+    fn in_flight_guard_counts() {
+        let ep = Endpoint::new(([127, 0, 0, 1], 1).into(), PoolSettings::default());
+        let a = ep.start_request();
+        let b = ep.start_request();
+        assert_eq!(ep.in_flight(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(ep.in_flight(), 0);
+    }
+}
