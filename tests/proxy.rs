@@ -1,0 +1,444 @@
+//! The data plane end to end: real upstreams, a real proxy, real clients.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::BodyExt;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn forwards_and_balances_over_pooled_connections() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let p = ProxyHandle::start(&static_config(&[a.addr, b.addr], &[], "")).await;
+    let c = client();
+    for _ in 0..200 {
+        let r = c.get(p.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body = r.text().await.unwrap();
+        assert!(body.starts_with("hello from "), "{body}");
+    }
+    assert!(a.requests() > 20 && b.requests() > 20, "both instances serve");
+    // Sequential requests on one client connection reuse upstream
+    // connections instead of opening one per request.
+    assert!(
+        a.connections() + b.connections() <= 4,
+        "opened {} upstream connections for 200 requests",
+        a.connections() + b.connections()
+    );
+}
+
+#[tokio::test]
+async fn proxying_headers_are_correct() {
+    let a = Upstream::start("a").await;
+    let p = ProxyHandle::start(&static_config(&[a.addr], &[], "")).await;
+    let r = client()
+        .get(p.url("/headers"))
+        .header("host", "example.test")
+        .header("connection", "keep-alive, x-drop-me")
+        .header("x-drop-me", "1")
+        .header("x-forwarded-for", "10.1.1.1")
+        .header("x-switchyard-pool", "active")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Hop-by-hop headers named by the upstream's Connection are removed.
+    assert!(r.headers().get("x-hop").is_none());
+    let seen = r.text().await.unwrap();
+    assert!(seen.contains("host: example.test\n"), "{seen}");
+    assert!(!seen.contains("x-drop-me"), "{seen}");
+    assert!(seen.contains("x-forwarded-for: 10.1.1.1, 127.0.0.1\n"), "{seen}");
+    assert!(seen.contains("x-forwarded-proto: http\n"), "{seen}");
+    assert!(seen.contains("x-forwarded-host: example.test\n"), "{seen}");
+    assert!(seen.contains("via: 1.1 switchyard\n"), "{seen}");
+    assert!(!seen.contains("x-switchyard-pool"), "{seen}");
+}
+
+#[tokio::test]
+async fn standby_preview_by_prefix_and_header() {
+    let blue = Upstream::start("blue").await;
+    let green = Upstream::start("green").await;
+    let p = ProxyHandle::start(&static_config(&[blue.addr], &[green.addr], "")).await;
+    let c = client();
+    let body = c.get(p.url("/")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(body, "hello from blue");
+    let body = c.get(p.url("/standby/")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(body, "hello from green");
+    let seen = c.get(p.url("/standby/headers?x=1")).send().await.unwrap().text().await.unwrap();
+    assert!(seen.starts_with("GET /headers?x=1 "), "prefix stripped: {seen}");
+    let body = c
+        .get(p.url("/"))
+        .header("X-Switchyard-Pool", "standby")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "hello from green");
+    // "/standbyx" is not under the prefix.
+    let r = c.get(p.url("/standbyx")).send().await.unwrap();
+    assert_eq!(r.headers()["x-upstream"], "blue");
+}
+
+#[tokio::test]
+async fn request_and_response_bodies_stream() {
+    let a = Upstream::start("a").await;
+    let p = ProxyHandle::start(&static_config(&[a.addr], &[], "")).await;
+    let c = client();
+
+    // Response: the first chunk arrives long before the last is produced.
+    let start = Instant::now();
+    let r = c.get(p.url("/stream?chunks=4&ms=300")).send().await.unwrap();
+    let mut body = r.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"chunk 0"));
+    assert!(start.elapsed() < Duration::from_millis(600), "first chunk took {:?}", start.elapsed());
+    let mut rest = Vec::new();
+    while let Some(chunk) = body.next().await {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(String::from_utf8_lossy(&rest).contains("chunk 3"));
+    assert!(start.elapsed() >= Duration::from_millis(850));
+
+    // Request: a 4 MiB chunked upload is echoed back byte for byte.
+    let payload: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let chunks: Vec<Result<Bytes, std::io::Error>> = payload
+        .chunks(64 * 1024)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let r = c
+        .post(p.url("/echo"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echoed = r.bytes().await.unwrap();
+    assert_eq!(echoed.len(), payload.len());
+    assert!(echoed.as_ref() == payload.as_slice());
+}
+
+#[tokio::test]
+async fn websocket_is_spliced_both_ways() {
+    let a = Upstream::start("a").await;
+    let p = ProxyHandle::start(&static_config(&[a.addr], &[], "")).await;
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", p.addr))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..5 {
+        ws.send(format!("ping {i}").into()).await.unwrap();
+        let msg = ws.next().await.unwrap().unwrap();
+        assert_eq!(msg.into_text().unwrap().as_str(), format!("a: ping {i}"));
+    }
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_served() {
+    let a = Upstream::start("a").await;
+    let p = ProxyHandle::start(&static_config(&[a.addr], &[], "")).await;
+    let (status, body) = h2c_get(p.addr, "/headers").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("via: 2 switchyard"), "{body}");
+    assert!(body.contains(&format!("host: {}", p.addr)), "{body}");
+}
+
+#[tokio::test]
+async fn retries_make_a_dead_instance_invisible() {
+    let live = Upstream::start("live").await;
+    let dead = dead_addr().await;
+    let p = ProxyHandle::start(&static_config(
+        &[live.addr, dead],
+        &[],
+        "[ejection]\nconsecutive_failures = 0\n",
+    ))
+    .await;
+    let c = client();
+    let mut failures = 0;
+    for i in 0..1000 {
+        let r = if i % 2 == 0 {
+            c.get(p.url("/")).send().await
+        } else {
+            c.post(p.url("/echo")).body("payload").send().await
+        };
+        match r {
+            Ok(r) if r.status() == 200 => {}
+            _ => failures += 1,
+        }
+    }
+    assert_eq!(failures, 0);
+    assert_eq!(live.requests(), 1000);
+}
+
+#[tokio::test]
+async fn idempotent_request_retried_when_connection_drops_but_post_is_not() {
+    let resetter = Upstream::start_mode("reset", Mode::Reset).await;
+    let good = Upstream::start("good").await;
+    let p = ProxyHandle::start(&static_config(
+        &[resetter.addr, good.addr],
+        &[],
+        "[upstream]\nmax_idle_per_instance = 0\n[ejection]\nconsecutive_failures = 0\n",
+    ))
+    .await;
+    let c = client();
+    for _ in 0..50 {
+        let r = c.get(p.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET is retried on the good instance");
+    }
+    // A POST whose body was sent to the resetting instance is not retried.
+    let mut bad_gateway = 0;
+    for _ in 0..50 {
+        let r = c.post(p.url("/echo")).body("x").send().await.unwrap();
+        match r.status().as_u16() {
+            200 => {}
+            502 => bad_gateway += 1,
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert!(bad_gateway > 0, "some POSTs hit the resetting instance and got 502");
+    let before = good.requests();
+    assert!(before >= 50);
+}
+
+#[tokio::test]
+async fn errors_map_to_502_503_504_with_reasons() {
+    let hang = Upstream::start_mode("hang", Mode::Hang).await;
+    let reset = Upstream::start_mode("reset", Mode::Reset).await;
+    let dead = dead_addr().await;
+    let c = client();
+
+    let p = ProxyHandle::start(&static_config(
+        &[hang.addr],
+        &[],
+        "[timeouts]\nresponse_head = \"300ms\"\n",
+    ))
+    .await;
+    let start = Instant::now();
+    let r = c.get(p.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert!(r.text().await.unwrap().contains("did not answer in time"));
+    // No standby instance: 503.
+    let r = c.get(p.url("/standby/")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("no standby instance of svc"));
+
+    let p = ProxyHandle::start(&static_config(&[dead], &[], "")).await;
+    let r = c.get(p.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(r.text().await.unwrap().contains("could not connect"));
+
+    let p = ProxyHandle::start(&static_config(&[reset.addr], &[], "")).await;
+    let r = c.post(p.url("/")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(r.text().await.unwrap().contains("closed or broke"));
+}
+
+#[tokio::test]
+async fn unknown_host_gets_404_naming_it() {
+    let a = Upstream::start("a").await;
+    let cfg = format!(
+        "[log]\naccess_log = false\n[[services]]\nname = \"svc\"\nstatic = {{ active = [\"{}\"] }}\n[[routes]]\nhost = \"app.test\"\nservice = \"svc\"\n",
+        a.addr
+    );
+    let p = ProxyHandle::start(&cfg).await;
+    let c = client();
+    let r = c.get(p.url("/x")).header("host", "other.test").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("other.test") && body.contains("/x"), "{body}");
+    let r = c.get(p.url("/x")).header("host", "APP.test:8080").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_requests_are_rejected() {
+    let a = Upstream::start("a").await;
+    let p = ProxyHandle::start(&static_config(&[a.addr], &[], "[limits]\nmax_header_bytes = 8192\n")).await;
+    let t = Duration::from_secs(3);
+
+    let r = raw_exchange(p.addr, b"GARBAGE\r\n\r\n", t).await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let r = raw_exchange(p.addr, b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n", t).await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    let r = raw_exchange(p.addr, big.as_bytes(), t).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    let r = raw_exchange(p.addr, b"GET / HTTP/1.1\r\n\r\n", t).await;
+    assert!(r.starts_with("HTTP/1.1 400"), "missing Host: {r}");
+    let r = raw_exchange(p.addr, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", t).await;
+    assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+    assert_eq!(a.requests(), 0, "nothing malformed reached the upstream");
+    // The proxy still serves.
+    assert_eq!(client().get(p.url("/")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn slow_request_head_gets_408_and_idle_connection_closes_silently() {
+    let a = Upstream::start("a").await;
+    let p = ProxyHandle::start(&static_config(
+        &[a.addr],
+        &[],
+        "[timeouts]\nclient_header = \"300ms\"\n",
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+
+    // An idle keep-alive connection is closed without an unsolicited response.
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.is_empty(), "idle close sent {:?}", String::from_utf8_lossy(&rest));
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_a_slow_request_finish() {
+    let a = Upstream::start("a").await;
+    let mut p = ProxyHandle::start(&static_config(
+        &[a.addr],
+        &[],
+        "[timeouts]\nshutdown_grace = \"5s\"\n",
+    ))
+    .await;
+    let url = p.url("/slow?ms=700");
+    let inflight = tokio::spawn(async move { client().get(url).send().await.unwrap().text().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let task = p.begin_shutdown();
+    // New connections are refused once the listener is closed.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(tokio::net::TcpStream::connect(p.addr).await.is_err());
+    assert_eq!(inflight.await.unwrap(), "slow a");
+    tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn tls_listener_serves_h1_and_h2_via_alpn() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let a = Upstream::start("a").await;
+    let dir = std::env::temp_dir().join(format!("switchyard-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let extra = format!(
+        "[listener.tls]\naddress = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert_path.display(),
+        key_path.display()
+    );
+    let config = static_config(&[a.addr], &[], &extra);
+    let parsed = switchyard_proxy::config::Config::parse(
+        &config,
+        std::path::Path::new("t.toml"),
+        &Default::default(),
+    )
+    .unwrap();
+    let traffic = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_addr = tls_listener.local_addr().unwrap();
+    let proxy = switchyard_proxy::Proxy::new(parsed).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(proxy.run(
+        switchyard_proxy::Listeners {
+            traffic,
+            tls: Some(tls_listener),
+            admin: None,
+        },
+        async {
+            let _ = rx.await;
+        },
+    ));
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    for (alpn, want_h2) in [(b"h2".to_vec(), true), (b"http/1.1".to_vec(), false)] {
+        let mut cfg = rustls::ClientConfig::builder()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![alpn];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+        let tcp = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let negotiated_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        assert_eq!(negotiated_h2, want_h2);
+        let io = hyper_util::rt::TokioIo::new(tls);
+        let req = http::Request::builder()
+            .uri("https://localhost/headers")
+            .header("host", "localhost")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let resp = if want_h2 {
+            let (mut s, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            s.send_request(req).await.unwrap()
+        } else {
+            let (mut s, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            s.send_request(req).await.unwrap()
+        };
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("x-forwarded-proto: https"), "{body}");
+    }
+    let _ = tx.send(());
+    task.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn concurrent_load_with_instance_churn_has_no_errors() {
+    // Many concurrent clients; one instance of three is dead throughout.
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let dead = dead_addr().await;
+    let p = ProxyHandle::start(&static_config(&[a.addr, b.addr, dead], &[], "")).await;
+    let errors = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let url = p.url("/");
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            for _ in 0..100 {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {}
+                    _ => {
+                        errors.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(errors.load(Ordering::SeqCst), 0);
+    assert_eq!(a.requests() + b.requests(), 2000);
+}
