@@ -22,7 +22,10 @@ async fn forwards_and_balances_over_pooled_connections() {
         let body = r.text().await.unwrap();
         assert!(body.starts_with("hello from "), "{body}");
     }
-    assert!(a.requests() > 20 && b.requests() > 20, "both instances serve");
+    assert!(
+        a.requests() > 20 && b.requests() > 20,
+        "both instances serve"
+    );
     // Sequential requests on one client connection reuse upstream
     // connections instead of opening one per request.
     assert!(
@@ -52,7 +55,10 @@ async fn proxying_headers_are_correct() {
     let seen = r.text().await.unwrap();
     assert!(seen.contains("host: example.test\n"), "{seen}");
     assert!(!seen.contains("x-drop-me"), "{seen}");
-    assert!(seen.contains("x-forwarded-for: 10.1.1.1, 127.0.0.1\n"), "{seen}");
+    assert!(
+        seen.contains("x-forwarded-for: 10.1.1.1, 127.0.0.1\n"),
+        "{seen}"
+    );
     assert!(seen.contains("x-forwarded-proto: http\n"), "{seen}");
     assert!(seen.contains("x-forwarded-host: example.test\n"), "{seen}");
     assert!(seen.contains("via: 1.1 switchyard\n"), "{seen}");
@@ -65,12 +71,36 @@ async fn standby_preview_by_prefix_and_header() {
     let green = Upstream::start("green").await;
     let p = ProxyHandle::start(&static_config(&[blue.addr], &[green.addr], "")).await;
     let c = client();
-    let body = c.get(p.url("/")).send().await.unwrap().text().await.unwrap();
+    let body = c
+        .get(p.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(body, "hello from blue");
-    let body = c.get(p.url("/standby/")).send().await.unwrap().text().await.unwrap();
+    let body = c
+        .get(p.url("/standby/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(body, "hello from green");
-    let seen = c.get(p.url("/standby/headers?x=1")).send().await.unwrap().text().await.unwrap();
-    assert!(seen.starts_with("GET /headers?x=1 "), "prefix stripped: {seen}");
+    let seen = c
+        .get(p.url("/standby/headers?x=1"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        seen.starts_with("GET /headers?x=1 "),
+        "prefix stripped: {seen}"
+    );
     let body = c
         .get(p.url("/"))
         .header("X-Switchyard-Pool", "standby")
@@ -94,11 +124,19 @@ async fn request_and_response_bodies_stream() {
 
     // Response: the first chunk arrives long before the last is produced.
     let start = Instant::now();
-    let r = c.get(p.url("/stream?chunks=4&ms=300")).send().await.unwrap();
+    let r = c
+        .get(p.url("/stream?chunks=4&ms=300"))
+        .send()
+        .await
+        .unwrap();
     let mut body = r.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
     assert!(first.starts_with(b"chunk 0"));
-    assert!(start.elapsed() < Duration::from_millis(600), "first chunk took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(600),
+        "first chunk took {:?}",
+        start.elapsed()
+    );
     let mut rest = Vec::new();
     while let Some(chunk) = body.next().await {
         rest.extend_from_slice(&chunk.unwrap());
@@ -114,7 +152,9 @@ async fn request_and_response_bodies_stream() {
         .collect();
     let r = c
         .post(p.url("/echo"))
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
@@ -202,7 +242,10 @@ async fn idempotent_request_retried_when_connection_drops_but_post_is_not() {
             s => panic!("unexpected status {s}"),
         }
     }
-    assert!(bad_gateway > 0, "some POSTs hit the resetting instance and got 502");
+    assert!(
+        bad_gateway > 0,
+        "some POSTs hit the resetting instance and got 502"
+    );
     let before = good.requests();
     assert!(before >= 50);
 }
@@ -228,7 +271,12 @@ async fn errors_map_to_502_503_504_with_reasons() {
     // No standby instance: 503.
     let r = c.get(p.url("/standby/")).send().await.unwrap();
     assert_eq!(r.status(), 503);
-    assert!(r.text().await.unwrap().contains("no standby instance of svc"));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("no standby instance of svc")
+    );
 
     let p = ProxyHandle::start(&static_config(&[dead], &[], "")).await;
     let r = c.get(p.url("/")).send().await.unwrap();
@@ -250,30 +298,58 @@ async fn unknown_host_gets_404_naming_it() {
     );
     let p = ProxyHandle::start(&cfg).await;
     let c = client();
-    let r = c.get(p.url("/x")).header("host", "other.test").send().await.unwrap();
+    let r = c
+        .get(p.url("/x"))
+        .header("host", "other.test")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let body = r.text().await.unwrap();
     assert!(body.contains("other.test") && body.contains("/x"), "{body}");
-    let r = c.get(p.url("/x")).header("host", "APP.test:8080").send().await.unwrap();
+    let r = c
+        .get(p.url("/x"))
+        .header("host", "APP.test:8080")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
 #[tokio::test]
 async fn malformed_and_oversized_requests_are_rejected() {
     let a = Upstream::start("a").await;
-    let p = ProxyHandle::start(&static_config(&[a.addr], &[], "[limits]\nmax_header_bytes = 8192\n")).await;
+    let p = ProxyHandle::start(&static_config(
+        &[a.addr],
+        &[],
+        "[limits]\nmax_header_bytes = 8192\n",
+    ))
+    .await;
     let t = Duration::from_secs(3);
 
     let r = raw_exchange(p.addr, b"GARBAGE\r\n\r\n", t).await;
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
-    let r = raw_exchange(p.addr, b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n", t).await;
+    let r = raw_exchange(
+        p.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n",
+        t,
+    )
+    .await;
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
-    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
     let r = raw_exchange(p.addr, big.as_bytes(), t).await;
     assert!(r.starts_with("HTTP/1.1 431"), "{r}");
     let r = raw_exchange(p.addr, b"GET / HTTP/1.1\r\n\r\n", t).await;
     assert!(r.starts_with("HTTP/1.1 400"), "missing Host: {r}");
-    let r = raw_exchange(p.addr, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", t).await;
+    let r = raw_exchange(
+        p.addr,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        t,
+    )
+    .await;
     assert!(r.starts_with("HTTP/1.1 405"), "{r}");
     assert_eq!(a.requests(), 0, "nothing malformed reached the upstream");
     // The proxy still serves.
@@ -302,7 +378,9 @@ async fn slow_request_head_gets_408_and_idle_connection_closes_silently() {
 
     // An idle keep-alive connection is closed without an unsolicited response.
     let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 4096];
     let n = s.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
@@ -311,7 +389,11 @@ async fn slow_request_head_gets_408_and_idle_connection_closes_silently() {
         .await
         .unwrap()
         .unwrap();
-    assert!(rest.is_empty(), "idle close sent {:?}", String::from_utf8_lossy(&rest));
+    assert!(
+        rest.is_empty(),
+        "idle close sent {:?}",
+        String::from_utf8_lossy(&rest)
+    );
 }
 
 #[tokio::test]
@@ -324,14 +406,26 @@ async fn graceful_shutdown_lets_a_slow_request_finish() {
     ))
     .await;
     let url = p.url("/slow?ms=700");
-    let inflight = tokio::spawn(async move { client().get(url).send().await.unwrap().text().await.unwrap() });
+    let inflight = tokio::spawn(async move {
+        client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let task = p.begin_shutdown();
     // New connections are refused once the listener is closed.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(tokio::net::TcpStream::connect(p.addr).await.is_err());
     assert_eq!(inflight.await.unwrap(), "slow a");
-    tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -392,9 +486,10 @@ async fn tls_listener_serves_h1_and_h2_via_alpn() {
             .body(http_body_util::Empty::<Bytes>::new())
             .unwrap();
         let resp = if want_h2 {
-            let (mut s, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-                .await
-                .unwrap();
+            let (mut s, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .unwrap();
             tokio::spawn(conn);
             s.send_request(req).await.unwrap()
         } else {

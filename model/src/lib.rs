@@ -185,10 +185,19 @@ mod tests {
 
     #[test]
     fn classification_rule() {
-        assert_eq!(classify(&["blue", "active"], &colours()), Classification::Colour(0));
+        assert_eq!(
+            classify(&["blue", "active"], &colours()),
+            Classification::Colour(0)
+        );
         assert_eq!(classify(&["GREEN"], &colours()), Classification::Colour(1));
-        assert_eq!(classify(&["blue", "green"], &colours()), Classification::Ambiguous);
-        assert_eq!(classify(&["active"], &colours()), Classification::Uncoloured);
+        assert_eq!(
+            classify(&["blue", "green"], &colours()),
+            Classification::Ambiguous
+        );
+        assert_eq!(
+            classify(&["active"], &colours()),
+            Classification::Uncoloured
+        );
     }
 
     #[test]

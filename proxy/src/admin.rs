@@ -126,7 +126,10 @@ impl Admin {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/readyz") => match self.ready() {
                 Ok(()) => text(StatusCode::OK, "ready\n"),
-                Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+                Err(why) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                ),
             },
             (&Method::GET, "/metrics") => {
                 let mut r = text(StatusCode::OK, self.router.metrics().render());
@@ -142,11 +145,18 @@ impl Admin {
                     return *resp;
                 }
                 let params = parse_query(&query);
-                let Some(service) = params.iter().find(|(k, _)| k == "service").map(|(_, v)| v.clone())
+                let Some(service) = params
+                    .iter()
+                    .find(|(k, _)| k == "service")
+                    .map(|(_, v)| v.clone())
                 else {
                     return error(StatusCode::BAD_REQUEST, "missing ?service=<name>");
                 };
-                let force = match params.iter().find(|(k, _)| k == "force").map(|(_, v)| v.as_str()) {
+                let force = match params
+                    .iter()
+                    .find(|(k, _)| k == "force")
+                    .map(|(_, v)| v.as_str())
+                {
                     None | Some("false") | Some("0") => false,
                     Some("true") | Some("1") | Some("") => true,
                     Some(other) => {
@@ -172,12 +182,18 @@ impl Admin {
             }
             _ => error(
                 StatusCode::NOT_FOUND,
-                format!("no admin endpoint {path}; try /status, /metrics, /healthz, /readyz, POST /switch"),
+                format!(
+                    "no admin endpoint {path}; try /status, /metrics, /healthz, /readyz, POST /switch"
+                ),
             ),
         }
     }
 
-    fn authorize(&self, req: &Request<Incoming>, peer: SocketAddr) -> Result<(), Box<AdminResponse>> {
+    fn authorize(
+        &self,
+        req: &Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<(), Box<AdminResponse>> {
         match &self.token {
             Some(token) => {
                 let Some(given) = req
@@ -218,7 +234,11 @@ impl Admin {
             .services()
             .iter()
             .map(|s| {
-                let sync = self.watches.0.get(&s.name).map(|w| w.state().borrow().clone());
+                let sync = self
+                    .watches
+                    .0
+                    .get(&s.name)
+                    .map(|w| w.state().borrow().clone());
                 service_status(s, sync)
             })
             .collect();
@@ -233,12 +253,18 @@ impl Admin {
         let started = Instant::now();
         let table = self.router.table_full();
         let Some(current) = table.service(service).cloned() else {
-            return error(StatusCode::NOT_FOUND, format!("unknown service {service:?}"));
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown service {service:?}"),
+            );
         };
         drop(table);
         let (from, to) = (&current.active, &current.standby);
         if to.colour.is_empty() {
-            return error(StatusCode::CONFLICT, format!("{service} has no standby colour yet"));
+            return error(
+                StatusCode::CONFLICT,
+                format!("{service} has no standby colour yet"),
+            );
         }
         if !force {
             if to.endpoints.is_empty() {
@@ -390,7 +416,9 @@ impl Admin {
         if !written {
             return Err(Box::new(error(
                 StatusCode::CONFLICT,
-                format!("{key} changed while switching (another switch won); nothing was changed by this call"),
+                format!(
+                    "{key} changed while switching (another switch won); nothing was changed by this call"
+                ),
             )));
         }
         Ok(value.generation)
@@ -422,7 +450,10 @@ fn pool_status(p: &Pool) -> serde_json::Value {
     })
 }
 
-fn service_status(s: &ServiceRoutes, sync: Option<crate::discovery::SyncState>) -> serde_json::Value {
+fn service_status(
+    s: &ServiceRoutes,
+    sync: Option<crate::discovery::SyncState>,
+) -> serde_json::Value {
     let snap = &s.snapshot;
     let fmt = |t: Option<SystemTime>| t.map(|t| humantime::format_rfc3339_millis(t).to_string());
     json!({

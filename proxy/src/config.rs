@@ -614,7 +614,10 @@ impl Config {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                v.issue("log.format", format!("expected \"text\" or \"json\", got {other:?}"));
+                v.issue(
+                    "log.format",
+                    format!("expected \"text\" or \"json\", got {other:?}"),
+                );
                 LogFormat::Text
             }
         };
@@ -663,7 +666,10 @@ impl Config {
         let header = match http::HeaderName::from_bytes(header_name.as_bytes()) {
             Ok(h) => h,
             Err(_) => {
-                v.issue("preview.header", format!("{header_name:?} is not a valid header name"));
+                v.issue(
+                    "preview.header",
+                    format!("{header_name:?} is not a valid header name"),
+                );
                 http::HeaderName::from_static(DEFAULT_PREVIEW_HEADER)
             }
         };
@@ -749,7 +755,10 @@ impl Config {
                 );
             }
             if !names.insert(s.name.clone()) {
-                v.issue(format!("{p}.name"), format!("duplicate service {:?}", s.name));
+                v.issue(
+                    format!("{p}.name"),
+                    format!("duplicate service {:?}", s.name),
+                );
             }
             let balance = match s.balance.as_deref() {
                 None | Some("p2c") => Balance::P2c,
@@ -869,7 +878,10 @@ impl Config {
         let mut seen = HashSet::new();
         for (i, r) in routes.iter().enumerate() {
             if !seen.insert((r.host.clone(), r.path_prefix.clone())) {
-                v.issue(format!("routes[{i}]"), "same host and path_prefix as an earlier route");
+                v.issue(
+                    format!("routes[{i}]"),
+                    "same host and path_prefix as an earlier route",
+                );
             }
         }
         // Most specific first: a route with a host before one without, then
@@ -934,8 +946,7 @@ impl Config {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
@@ -976,7 +987,10 @@ impl Validator {
                 default
             }
             Err(e) => {
-                self.issue(path, format!("{value:?} is not a duration like \"10s\": {e}"));
+                self.issue(
+                    path,
+                    format!("{value:?} is not a duration like \"10s\": {e}"),
+                );
                 default
             }
         }

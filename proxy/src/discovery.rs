@@ -183,10 +183,12 @@ impl ServiceWatch {
                 Ok((pair, meta)) => {
                     let parsed = match pair {
                         None => Ok(None),
-                        Some(p) => match RouteValue::parse(p.value.as_deref().unwrap_or_default()) {
-                            Ok(v) => Ok(Some((v, p.modify_index))),
-                            Err(e) => Err(format!("route key {}: {e}", self.route_key)),
-                        },
+                        Some(p) => {
+                            match RouteValue::parse(p.value.as_deref().unwrap_or_default()) {
+                                Ok(v) => Ok(Some((v, p.modify_index))),
+                                Err(e) => Err(format!("route key {}: {e}", self.route_key)),
+                            }
+                        }
                     };
                     if parsed.is_err() {
                         self.router
@@ -293,10 +295,7 @@ impl ServiceWatch {
         };
         let standby = 1 - active;
 
-        let mut fail_static_reason = k
-            .health_failure
-            .clone()
-            .or_else(|| k.route_failure.clone());
+        let mut fail_static_reason = k.health_failure.clone().or_else(|| k.route_failure.clone());
 
         let mut active_pool = pool_spec(&self.colours[active], &by_colour[active]);
         let standby_pool = pool_spec(&self.colours[standby], &by_colour[standby]);
@@ -365,11 +364,10 @@ impl ServiceWatch {
 }
 
 fn pool_spec(colour: &str, instances: &[InstanceSpec]) -> PoolSpec {
-    let version = switchyard_model::most_common(
-        instances.iter().filter_map(|i| i.version.as_deref()),
-    )
-    .unwrap_or("unknown")
-    .to_owned();
+    let version =
+        switchyard_model::most_common(instances.iter().filter_map(|i| i.version.as_deref()))
+            .unwrap_or("unknown")
+            .to_owned();
     PoolSpec {
         colour: colour.to_owned(),
         version,

@@ -335,7 +335,8 @@ impl Forwarder {
                 },
             };
 
-            let sent = tokio::time::timeout(timeouts.response_head, sender.try_send_request(req)).await;
+            let sent =
+                tokio::time::timeout(timeouts.response_head, sender.try_send_request(req)).await;
             match sent {
                 Ok(Ok(resp)) => {
                     if resp.status().is_server_error() {

@@ -329,7 +329,11 @@ impl Proxy {
         // Listeners are closed now (the accept loops were dropped).
         listening_tx.send_replace(false);
         let grace = config.timeouts.shutdown_grace;
-        tracing::info!(grace_secs = grace.as_secs_f64(), open = graceful.count(), "shutting down: waiting for in-flight requests");
+        tracing::info!(
+            grace_secs = grace.as_secs_f64(),
+            open = graceful.count(),
+            "shutting down: waiting for in-flight requests"
+        );
         match tokio::time::timeout(grace, graceful.shutdown()).await {
             Ok(()) => tracing::info!("all connections closed"),
             Err(_) => tracing::warn!("grace period over; closing the remaining connections"),

@@ -221,7 +221,10 @@ impl Metrics {
 
     /// Resolves the per-pool handles used on the request path.
     pub fn pool(&self, service: &str, colour: &str, version: &str) -> PoolMetrics {
-        let class = |c: &str| self.requests.with_label_values(&[service, colour, version, c]);
+        let class = |c: &str| {
+            self.requests
+                .with_label_values(&[service, colour, version, c])
+        };
         PoolMetrics {
             by_class: [
                 class("1xx"),

@@ -266,7 +266,9 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // [v6]:port
-        return host.split_once(']').map_or(host, |(h, _)| &host[..=h.len()]);
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| &host[..=h.len()]);
     }
     host.rsplit_once(':')
         .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
@@ -435,9 +437,7 @@ impl Router {
         // Upgraded connections on a colour that stops being active drain;
         // a colour that becomes active again stops draining.
         if prev.active.colour != next.active.colour && !prev.active.colour.is_empty() {
-            prev.active
-                .drain
-                .start(Instant::now() + self.drain_after);
+            prev.active.drain.start(Instant::now() + self.drain_after);
         }
         next.active.drain.cancel();
 
@@ -463,7 +463,9 @@ impl Router {
             .filter(|e| !live.contains(&e.addr()))
             .cloned()
             .collect();
-        registry.endpoints.retain(|a, w| live.contains(a) && w.strong_count() > 0);
+        registry
+            .endpoints
+            .retain(|a, w| live.contains(a) && w.strong_count() > 0);
 
         let version = table.version;
         self.table.store(Arc::new(table));
@@ -473,7 +475,8 @@ impl Router {
         }
 
         self.metrics.table_updated();
-        self.metrics.set_generation(&next.name, next.snapshot.generation);
+        self.metrics
+            .set_generation(&next.name, next.snapshot.generation);
         if prev.active.colour != next.active.colour
             && let Some(written) = next.snapshot.route_written_at
             && let Ok(delay) = next.applied_at.duration_since(written)
@@ -534,16 +537,16 @@ fn build_service(
         let endpoints: Vec<Arc<Endpoint>> = spec
             .instances
             .iter()
-            .map(|i| {
-                match registry.endpoints.get(&i.addr).and_then(Weak::upgrade) {
+            .map(
+                |i| match registry.endpoints.get(&i.addr).and_then(Weak::upgrade) {
                     Some(e) if !e.is_retired() => e,
                     _ => {
                         let e = Arc::new(Endpoint::new(i.addr, settings));
                         registry.endpoints.insert(i.addr, Arc::downgrade(&e));
                         e
                     }
-                }
-            })
+                },
+            )
             .collect();
         let drain = Arc::clone(
             registry
@@ -629,7 +632,10 @@ mod tests {
         ];
         Router::new(
             routes,
-            &[("a".into(), Balance::P2c), ("b".into(), Balance::RoundRobin)],
+            &[
+                ("a".into(), Balance::P2c),
+                ("b".into(), Balance::RoundRobin),
+            ],
             PoolSettings::default(),
             Duration::from_secs(30),
             Arc::new(Metrics::new()),

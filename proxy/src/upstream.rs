@@ -254,12 +254,10 @@ impl Endpoint {
 
     /// Opens a new connection (TCP + HTTP/1.1 handshake).
     pub async fn connect(&self) -> Result<Sender, ConnectError> {
-        let stream = tokio::time::timeout(
-            self.settings.connect_timeout,
-            TcpStream::connect(self.addr),
-        )
-        .await
-        .map_err(|_| ConnectError::Timeout)??;
+        let stream =
+            tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(self.addr))
+                .await
+                .map_err(|_| ConnectError::Timeout)??;
         stream.set_nodelay(true)?;
         self.connects.fetch_add(1, Ordering::Relaxed);
         let (sender, conn) = http1::Builder::new()

@@ -8,6 +8,8 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod consul;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -83,14 +85,17 @@ impl Upstream {
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let (n, r, c) = (name.to_owned(), requests.clone(), connections.clone());
         let task = tokio::spawn(async move {
+            // Connections die with the server: dropping the set aborts them.
+            let mut conns = tokio::task::JoinSet::new();
             loop {
+                while conns.try_join_next().is_some() {}
                 let (stream, _) = tokio::select! {
                     s = listener.accept() => match s { Ok(s) => s, Err(_) => continue },
                     _ = &mut stop_rx => return,
                 };
                 c.fetch_add(1, Ordering::SeqCst);
                 let (n, r) = (n.clone(), r.clone());
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     match mode {
                         Mode::Hang => {
                             let mut s = stream;
@@ -164,13 +169,24 @@ async fn handle(req: Request<Incoming>, name: String) -> Result<Response<Body>, 
         for (k, v) in req.headers() {
             out.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
         }
-        let body = req.into_body().collect().await.map(|c| c.to_bytes().len()).unwrap_or(0);
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes().len())
+            .unwrap_or(0);
         out.push_str(&format!("body-bytes: {body}\n"));
-        Response::builder().header("x-upstream", &name).body(full(out)).unwrap()
+        Response::builder()
+            .header("x-upstream", &name)
+            .body(full(out))
+            .unwrap()
     } else if path == "/slow" {
         let ms = query_param(&req, "ms").unwrap_or(500);
         tokio::time::sleep(Duration::from_millis(ms)).await;
-        Response::builder().header("x-upstream", &name).body(full(format!("slow {name}"))).unwrap()
+        Response::builder()
+            .header("x-upstream", &name)
+            .body(full(format!("slow {name}")))
+            .unwrap()
     } else if path == "/stream" {
         let chunks = query_param(&req, "chunks").unwrap_or(5);
         let ms = query_param(&req, "ms").unwrap_or(100);
@@ -181,12 +197,26 @@ async fn handle(req: Request<Incoming>, name: String) -> Result<Response<Body>, 
             if i > 0 {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
-            Some((Ok::<_, hyper::Error>(Frame::data(Bytes::from(format!("chunk {i}\n")))), i + 1))
+            Some((
+                Ok::<_, hyper::Error>(Frame::data(Bytes::from(format!("chunk {i}\n")))),
+                i + 1,
+            ))
         });
-        Response::builder().header("x-upstream", &name).body(BodyExt::boxed(StreamBody::new(stream))).unwrap()
+        Response::builder()
+            .header("x-upstream", &name)
+            .body(BodyExt::boxed(StreamBody::new(stream)))
+            .unwrap()
     } else if let Some(code) = path.strip_prefix("/status/") {
-        let code = code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::OK);
-        Response::builder().status(code).header("x-upstream", &name).body(full(format!("{code}"))).unwrap()
+        let code = code
+            .parse::<u16>()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::OK);
+        Response::builder()
+            .status(code)
+            .header("x-upstream", &name)
+            .body(full(format!("{code}")))
+            .unwrap()
     } else if path == "/ws" {
         return Ok(websocket_echo(req, name));
     } else {
@@ -208,7 +238,9 @@ fn websocket_echo(mut req: Request<Incoming>, name: String) -> Response<Body> {
         .unwrap_or_default();
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else { return };
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
         let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
             TokioIo::new(upgraded),
             tokio_tungstenite::tungstenite::protocol::Role::Server,
@@ -328,7 +360,12 @@ impl Drop for ProxyHandle {
 
 /// A static-pool config with the given active and standby upstreams.
 pub fn static_config(active: &[SocketAddr], standby: &[SocketAddr], extra: &str) -> String {
-    let list = |a: &[SocketAddr]| a.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+    let list = |a: &[SocketAddr]| {
+        a.iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     format!(
         r#"
 [log]
@@ -368,9 +405,10 @@ pub fn counter() -> Arc<AtomicU64> {
 /// An HTTP/2 prior-knowledge (h2c) request.
 pub async fn h2c_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let req = Request::builder()
         .uri(format!("http://{addr}{path}"))

@@ -1,0 +1,944 @@
+//! Scheduling: register/revert/stop, per-group reconciliation and deployments.
+//!
+//! The dev stack schedules synchronously on its single node. For each group
+//! the running allocations are compared with the new job version (digest §N3):
+//! - destructive change (task config/env/driver/resources, combined meta,
+//!   network): the allocation is replaced, with a new ID and new ports;
+//! - in-place change (service tags/meta/checks, update block…): the
+//!   allocation keeps its ID, ports and processes, moves to the new version
+//!   and its runner re-registers its services;
+//! - unchanged: the allocation just moves to the new version;
+//! - `count` adds or removes allocations by index.
+//!
+//! Every reconciliation that places or updates allocations of a service job
+//! creates a deployment; a watcher task decides allocation health from Consul
+//! checks (`min_healthy_time`, `healthy_deadline`) and finishes it, marking
+//! the job version `Stable` on success.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::consul::{Health, service_id};
+use super::runner::{self, RunnerCmd};
+use super::spec::{GroupSpec, canonicalize, group_names, spec_only};
+use super::state::{Alloc, Deployment, DeploymentGroup, Store, TRACKED_VERSIONS, TaskState};
+use super::util::{str_field, unix_nanos};
+use super::{ApiError, Inner};
+
+/// What a register/revert/stop returns to the client.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteReply {
+    pub(crate) eval_id: String,
+    pub(crate) eval_create_index: u64,
+    pub(crate) job_modify_index: u64,
+    pub(crate) index: u64,
+}
+
+/// Actions to carry out after the store lock is released.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    start: Vec<String>,
+    stop: Vec<String>,
+    update: Vec<String>,
+    deployment: Option<String>,
+}
+
+fn server_error(msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, msg)
+}
+
+fn validate(job: &Value) -> Result<(), ApiError> {
+    let mut errs = Vec::new();
+    if str_field(job, "ID").is_empty() {
+        errs.push("Missing job ID".to_string());
+    }
+    let groups = group_names(job);
+    if groups.is_empty() {
+        errs.push("Missing job task groups".to_string());
+    }
+    let mut seen = BTreeSet::new();
+    for g in &groups {
+        if !seen.insert(g) {
+            errs.push(format!("Job task group {g} redefined"));
+        }
+        if let Some(spec) = GroupSpec::from_job(job, g) {
+            if spec.tasks.is_empty() {
+                errs.push(format!(
+                    "Task group {g} validation failed: Missing tasks for task group"
+                ));
+            }
+            let mut labels = BTreeSet::new();
+            for p in &spec.ports {
+                if !labels.insert(p.label.clone()) {
+                    errs.push(format!(
+                        "Task group {g}: port label {:?} defined twice",
+                        p.label
+                    ));
+                }
+            }
+            for s in &spec.services {
+                if !s.port_label.is_empty()
+                    && s.port_label.parse::<u16>().is_err()
+                    && !labels.contains(&s.port_label)
+                {
+                    errs.push(format!(
+                        "Task group {g}: service {:?} uses undefined port {:?}",
+                        s.name, s.port_label
+                    ));
+                }
+            }
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        let n = errs.len();
+        let list: Vec<String> = errs.iter().map(|e| format!("\t* {e}")).collect();
+        Err(server_error(format!(
+            "{n} error{} occurred:\n{}\n",
+            if n == 1 { "" } else { "s" },
+            list.join("\n")
+        )))
+    }
+}
+
+/// Registers (creates or updates) a job; `enforce` is the CAS
+/// `JobModifyIndex` when `EnforceIndex` was set.
+pub(crate) fn register(
+    inner: &Arc<Inner>,
+    mut job: Value,
+    enforce: Option<u64>,
+    triggered_by: &str,
+) -> Result<WriteReply, ApiError> {
+    if !job.is_object() {
+        return Err(ApiError::bad_request("Job must be specified"));
+    }
+    canonicalize(&mut job);
+    validate(&job)?;
+    let id = str_field(&job, "ID").to_string();
+    let (reply, plan) = inner.mutate(|s| -> Result<(WriteReply, Plan), ApiError> {
+        let current = s.current_job(&id).cloned();
+        if let Some(n) = enforce {
+            let prefix = format!("Enforcing job modify index {n}");
+            match (&current, n) {
+                (Some(_), 0) => return Err(server_error(format!("{prefix}: job already exists"))),
+                (None, n) if n > 0 => {
+                    return Err(server_error(format!("{prefix}: job does not exist")));
+                }
+                (Some(cur), n) => {
+                    let m = cur
+                        .get("JobModifyIndex")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0);
+                    if m != n {
+                        return Err(server_error(format!(
+                            "{prefix}: job exists with conflicting job modify index: {m}"
+                        )));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let changed = current
+            .as_ref()
+            .is_none_or(|cur| spec_only(cur) != spec_only(&job));
+        let job_modify_index = if changed {
+            let idx = s.touch_jobs();
+            let version = current
+                .as_ref()
+                .and_then(|c| c.get("Version").and_then(Value::as_u64))
+                .map_or(0, |v| v + 1);
+            let create = current
+                .as_ref()
+                .and_then(|c| c.get("CreateIndex").and_then(Value::as_u64))
+                .unwrap_or(idx);
+            if let Some(o) = job.as_object_mut() {
+                o.insert("Version".into(), json!(version));
+                o.insert("CreateIndex".into(), json!(create));
+                o.insert("ModifyIndex".into(), json!(idx));
+                o.insert("JobModifyIndex".into(), json!(idx));
+                o.insert("SubmitTime".into(), json!(unix_nanos(SystemTime::now())));
+                o.insert("Stable".into(), json!(false));
+                o.insert("Status".into(), json!("pending"));
+                o.insert("StatusDescription".into(), json!(""));
+            }
+            let entry = s
+                .jobs
+                .entry(id.clone())
+                .or_insert_with(|| super::state::JobEntry {
+                    versions: Vec::new(),
+                });
+            entry.versions.push(job.clone());
+            let excess = entry.versions.len().saturating_sub(TRACKED_VERSIONS);
+            entry.versions.drain(..excess);
+            idx
+        } else {
+            current
+                .as_ref()
+                .and_then(|c| c.get("ModifyIndex").and_then(Value::as_u64))
+                .unwrap_or(0)
+        };
+        let stored = s.current_job(&id).cloned().unwrap_or(Value::Null);
+        let (eval_id, eval_index) = s.add_eval(&stored, triggered_by, "");
+        let plan = reconcile(inner, s, &id, &eval_id);
+        if let (Some(dep), Some(e)) = (&plan.deployment, s.evals.get_mut(&eval_id)) {
+            e.deployment_id = dep.clone();
+        }
+        Ok((
+            WriteReply {
+                eval_id,
+                eval_create_index: eval_index,
+                job_modify_index,
+                index: s.index,
+            },
+            plan,
+        ))
+    })?;
+    apply(inner, plan);
+    Ok(reply)
+}
+
+/// `POST /v1/job/:id/revert`: registers a copy of an old version as a new one.
+pub(crate) fn revert(
+    inner: &Arc<Inner>,
+    job_id: &str,
+    version: u64,
+    enforce_prior: Option<u64>,
+) -> Result<WriteReply, ApiError> {
+    let (old, enforce) = inner.read(|s| -> Result<(Value, Option<u64>), ApiError> {
+        let entry = s
+            .jobs
+            .get(job_id)
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "job not found"))?;
+        let cur = entry.current().cloned().unwrap_or(Value::Null);
+        let cur_version = cur.get("Version").and_then(Value::as_u64).unwrap_or(0);
+        if let Some(p) = enforce_prior
+            && p != cur_version
+        {
+            return Err(server_error(format!(
+                "Current job has version {cur_version}; enforcing version {p}"
+            )));
+        }
+        if version == cur_version {
+            return Err(server_error("can't revert to current version"));
+        }
+        let old = entry
+            .versions
+            .iter()
+            .find(|v| v.get("Version").and_then(Value::as_u64) == Some(version))
+            .cloned()
+            .ok_or_else(|| {
+                server_error(format!(
+                    "job {job_id:?} in namespace {:?} at version {version} not found",
+                    str_field(&cur, "Namespace")
+                ))
+            })?;
+        let enforce = enforce_prior.map(|_| {
+            cur.get("JobModifyIndex")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        });
+        Ok((old, enforce))
+    })?;
+    register(inner, spec_only(&old), enforce, "job-register")
+}
+
+/// `DELETE /v1/job/:id`: stops the job (a new version with `Stop`), or
+/// removes it entirely with `purge`.
+pub(crate) fn stop_job(
+    inner: &Arc<Inner>,
+    job_id: &str,
+    purge: bool,
+) -> Result<WriteReply, ApiError> {
+    let current = inner
+        .read(|s| s.current_job(job_id).cloned())
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "job not found"))?;
+    if !purge {
+        let mut job = spec_only(&current);
+        if let Some(o) = job.as_object_mut() {
+            o.insert("Stop".into(), json!(true));
+        }
+        return register(inner, job, None, "job-deregister");
+    }
+    let (reply, plan) = inner.mutate(|s| {
+        let idx = s.touch_jobs();
+        s.jobs.remove(job_id);
+        let mut stopped = current.clone();
+        if let Some(o) = stopped.as_object_mut() {
+            o.insert("Stop".into(), json!(true));
+            o.insert("JobModifyIndex".into(), json!(idx));
+        }
+        let (eval_id, eval_index) = s.add_eval(&stopped, "job-deregister", "");
+        let mut plan = Plan::default();
+        stop_all(s, job_id, &mut plan);
+        (
+            WriteReply {
+                eval_id,
+                eval_create_index: eval_index,
+                job_modify_index: idx,
+                index: s.index,
+            },
+            plan,
+        )
+    });
+    apply(inner, plan);
+    Ok(reply)
+}
+
+fn stop_all(s: &mut Store, job_id: &str, plan: &mut Plan) {
+    let live: Vec<String> = s
+        .allocs
+        .values()
+        .filter(|a| a.job_id == job_id && a.is_live())
+        .map(|a| a.id.clone())
+        .collect();
+    for id in live {
+        mark_stop(s, &id, "alloc not needed due to job update");
+        plan.stop.push(id);
+    }
+    cancel_deployments(s, job_id, "Cancelled because job is stopped");
+}
+
+fn mark_stop(s: &mut Store, alloc_id: &str, why: &str) {
+    let i = s.touch_allocs();
+    if let Some(a) = s.allocs.get_mut(alloc_id) {
+        a.desired_status = "stop".into();
+        a.desired_description = why.into();
+        a.modify_index = i;
+        a.modify_time = SystemTime::now();
+    }
+}
+
+fn cancel_deployments(s: &mut Store, job_id: &str, why: &str) {
+    let ids: Vec<String> = s
+        .deployments
+        .values()
+        .filter(|d| d.job_id == job_id && d.is_active())
+        .map(|d| d.id.clone())
+        .collect();
+    for id in ids {
+        let i = s.touch_deploys();
+        if let Some(d) = s.deployments.get_mut(&id) {
+            d.status = "cancelled".into();
+            d.status_description = why.into();
+            d.modify_index = i;
+            d.modify_time = SystemTime::now();
+        }
+    }
+}
+
+/// Picks a free port on `bind_ip` within the configured range.
+fn pick_port(inner: &Inner, used: &BTreeSet<u16>) -> Option<u16> {
+    let (lo, hi) = (*inner.cfg.port_range.start(), *inner.cfg.port_range.end());
+    if lo > hi {
+        return None;
+    }
+    for _ in 0..512 {
+        let p = fastrand::u16(lo..=hi);
+        if used.contains(&p) {
+            continue;
+        }
+        if std::net::TcpListener::bind((inner.cfg.bind_ip, p)).is_ok() {
+            return Some(p);
+        }
+    }
+    None
+}
+
+fn place(
+    inner: &Inner,
+    s: &mut Store,
+    job: &Arc<Value>,
+    spec: &GroupSpec,
+    index: u32,
+    eval_id: &str,
+    previous: &str,
+) -> String {
+    let mut used: BTreeSet<u16> = s
+        .allocs
+        .values()
+        .filter(|a| !a.is_terminal())
+        .flat_map(|a| a.ports.values().copied())
+        .collect();
+    let mut ports = BTreeMap::new();
+    let mut port_to = BTreeMap::new();
+    for p in &spec.ports {
+        let value = match p.static_value {
+            Some(v) => v,
+            None => pick_port(inner, &used).unwrap_or(0),
+        };
+        used.insert(value);
+        ports.insert(p.label.clone(), value);
+        port_to.insert(p.label.clone(), p.to);
+    }
+    let i = s.touch_allocs();
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = SystemTime::now();
+    let job_id = str_field(job, "ID").to_string();
+    let task_states = spec
+        .tasks
+        .iter()
+        .map(|t| (t.name.clone(), TaskState::new()))
+        .collect();
+    s.allocs.insert(
+        id.clone(),
+        Alloc {
+            id: id.clone(),
+            eval_id: eval_id.to_string(),
+            name: format!("{job_id}.{}[{index}]", spec.name),
+            namespace: str_field(job, "Namespace").to_string(),
+            job_id,
+            group: spec.name.clone(),
+            index,
+            job_version: job.get("Version").and_then(Value::as_u64).unwrap_or(0),
+            job: job.clone(),
+            desired_status: "run".into(),
+            desired_description: String::new(),
+            client_status: "pending".into(),
+            client_description: "No tasks have started".into(),
+            task_states,
+            deployment_id: None,
+            healthy: None,
+            health_time: None,
+            health_modify_index: i,
+            health_epoch: Instant::now(),
+            ports,
+            port_to,
+            create_index: i,
+            modify_index: i,
+            create_time: now,
+            modify_time: now,
+            previous_alloc: previous.to_string(),
+            next_alloc: String::new(),
+        },
+    );
+    if let Some(prev) = s.allocs.get_mut(previous) {
+        prev.next_alloc = id.clone();
+    }
+    id
+}
+
+/// Brings the allocations of `job_id` in line with its current version.
+pub(crate) fn reconcile(inner: &Inner, s: &mut Store, job_id: &str, eval_id: &str) -> Plan {
+    let mut plan = Plan::default();
+    let Some(job) = s.current_job(job_id).cloned() else {
+        stop_all(s, job_id, &mut plan);
+        return plan;
+    };
+    if job.get("Stop").and_then(Value::as_bool).unwrap_or(false) {
+        stop_all(s, job_id, &mut plan);
+        return plan;
+    }
+    let job = Arc::new(job);
+    let version = job.get("Version").and_then(Value::as_u64).unwrap_or(0);
+    let groups = group_names(&job);
+    let live: Vec<(String, String, u32)> = s
+        .allocs
+        .values()
+        .filter(|a| a.job_id == job_id && a.is_live())
+        .map(|a| (a.id.clone(), a.group.clone(), a.index))
+        .collect();
+    for (id, g, _) in &live {
+        if !groups.contains(g) {
+            mark_stop(s, id, "alloc not needed as task group was removed");
+            plan.stop.push(id.clone());
+        }
+    }
+    let mut tracked: Vec<(String, Vec<String>)> = Vec::new();
+    for g in &groups {
+        let Some(spec) = GroupSpec::from_job(&job, g) else {
+            continue;
+        };
+        let dfp = GroupSpec::destructive_fingerprint(&job, g);
+        let ffp = GroupSpec::full_fingerprint(&job, g);
+        let mut by_index: BTreeMap<u32, String> = BTreeMap::new();
+        for (id, ag, idx) in live.iter().filter(|(_, ag, _)| ag == g) {
+            let _ = ag;
+            if by_index.contains_key(idx) {
+                mark_stop(s, id, "alloc not needed due to job update");
+                plan.stop.push(id.clone());
+            } else {
+                by_index.insert(*idx, id.clone());
+            }
+        }
+        let mut changed: Vec<String> = Vec::new();
+        let mut group_changed = false;
+        for (idx, id) in &by_index {
+            if *idx >= spec.count {
+                mark_stop(s, id, "alloc not needed due to job update");
+                plan.stop.push(id.clone());
+                group_changed = true;
+                continue;
+            }
+            let Some(a) = s.allocs.get(id) else { continue };
+            let destructive =
+                a.client_status == "failed" || GroupSpec::destructive_fingerprint(&a.job, g) != dfp;
+            let in_place = !destructive && GroupSpec::full_fingerprint(&a.job, g) != ffp;
+            if destructive {
+                mark_stop(s, id, "alloc is being updated due to job update");
+                plan.stop.push(id.clone());
+                let new_id = place(inner, s, &job, &spec, *idx, eval_id, id);
+                plan.start.push(new_id.clone());
+                changed.push(new_id);
+            } else {
+                let i = s.touch_allocs();
+                if let Some(a) = s.allocs.get_mut(id) {
+                    a.job = job.clone();
+                    a.job_version = version;
+                    a.modify_index = i;
+                    a.modify_time = SystemTime::now();
+                    if in_place {
+                        a.healthy = None;
+                        a.health_time = None;
+                        a.health_epoch = Instant::now();
+                        a.eval_id = eval_id.to_string();
+                    }
+                }
+                if in_place {
+                    plan.update.push(id.clone());
+                    changed.push(id.clone());
+                }
+            }
+        }
+        for idx in 0..spec.count {
+            if !by_index.contains_key(&idx) {
+                let new_id = place(inner, s, &job, &spec, idx, eval_id, "");
+                plan.start.push(new_id.clone());
+                changed.push(new_id);
+            }
+        }
+        if !changed.is_empty() || group_changed {
+            tracked.push((g.clone(), changed));
+        }
+    }
+    let is_service = str_field(&job, "Type") == "service";
+    if is_service && !tracked.is_empty() {
+        cancel_deployments(s, job_id, "Cancelled due to newer version of job");
+        let i = s.touch_deploys();
+        let dep_id = uuid::Uuid::new_v4().to_string();
+        let now = SystemTime::now();
+        let mut dgroups = BTreeMap::new();
+        let mut allocs = Vec::new();
+        for (g, ids) in &tracked {
+            let spec = GroupSpec::from_job(&job, g);
+            let update = spec.as_ref().and_then(|s| s.update.clone());
+            let progress = update
+                .as_ref()
+                .map_or(Duration::from_secs(600), |u| u.progress_deadline);
+            dgroups.insert(
+                g.clone(),
+                DeploymentGroup {
+                    auto_revert: update.as_ref().is_some_and(|u| u.auto_revert),
+                    auto_promote: update.as_ref().is_some_and(|u| u.auto_promote),
+                    promoted: false,
+                    desired_total: spec.as_ref().map_or(0, |s| u64::from(s.count)),
+                    placed_allocs: ids.len() as u64,
+                    healthy_allocs: 0,
+                    unhealthy_allocs: 0,
+                    progress_deadline_ns: u64::try_from(progress.as_nanos()).unwrap_or(u64::MAX),
+                    require_progress_by: (!progress.is_zero()).then(|| now + progress),
+                },
+            );
+            allocs.extend(ids.iter().cloned());
+        }
+        for id in &allocs {
+            if let Some(a) = s.allocs.get_mut(id) {
+                a.deployment_id = Some(dep_id.clone());
+                a.healthy = None;
+                a.health_epoch = Instant::now();
+            }
+        }
+        s.deployments.insert(
+            dep_id.clone(),
+            Deployment {
+                id: dep_id.clone(),
+                namespace: str_field(&job, "Namespace").to_string(),
+                job_id: job_id.to_string(),
+                job_version: version,
+                job_modify_index: job
+                    .get("JobModifyIndex")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+                job_create_index: job.get("CreateIndex").and_then(Value::as_u64).unwrap_or(0),
+                groups: dgroups,
+                allocs,
+                status: "running".into(),
+                status_description: "Deployment is running".into(),
+                create_index: i,
+                modify_index: i,
+                create_time: now,
+                modify_time: now,
+                priority: job.get("Priority").and_then(Value::as_i64).unwrap_or(50),
+            },
+        );
+        plan.deployment = Some(dep_id);
+    }
+    plan
+}
+
+/// Carries out a plan: starts runners, sends stop/update commands, and
+/// starts the deployment watcher.
+pub(crate) fn apply(inner: &Arc<Inner>, plan: Plan) {
+    {
+        let mut runners = inner.lock_runners();
+        for id in &plan.stop {
+            let sent = runners
+                .get(id)
+                .is_some_and(|h| h.tx.send(RunnerCmd::Stop).is_ok());
+            if !sent {
+                runner::update_alloc(inner, id, |a| {
+                    if !a.is_terminal() {
+                        a.client_status = "complete".into();
+                    }
+                });
+            }
+        }
+        for id in &plan.update {
+            if let Some(h) = runners.get(id) {
+                let _ = h.tx.send(RunnerCmd::Update);
+            }
+        }
+        if !inner.is_shutting_down() {
+            for id in &plan.start {
+                runners.insert(id.clone(), runner::start(inner.clone(), id.clone()));
+            }
+        }
+    }
+    if let Some(dep) = plan.deployment
+        && !inner.is_shutting_down()
+    {
+        tokio::spawn(watch_deployment(inner.clone(), dep));
+    }
+}
+
+/// Re-places the allocations of every job that should be running (at start-up).
+pub(crate) fn restore(inner: &Arc<Inner>) {
+    let ids: Vec<String> = inner.read(|s| s.jobs.keys().cloned().collect());
+    for id in ids {
+        let plan = inner.mutate(|s| {
+            let Some(job) = s.current_job(&id).cloned() else {
+                return Plan::default();
+            };
+            let (eval_id, _) = s.add_eval(&job, "node-update", "");
+            reconcile(inner, s, &id, &eval_id)
+        });
+        apply(inner, plan);
+    }
+}
+
+/// One tracked allocation as the watcher sees it.
+struct Probe {
+    id: String,
+    failed: bool,
+    stopped: bool,
+    running: bool,
+    decided: bool,
+    service_ids: Vec<String>,
+    health_check: String,
+    min_healthy: Duration,
+    deadline: Duration,
+    epoch: Instant,
+}
+
+/// Watches one deployment until it is successful, failed or cancelled.
+async fn watch_deployment(inner: Arc<Inner>, dep_id: String) {
+    let mut healthy_since: HashMap<String, Instant> = HashMap::new();
+    let mut shutdown = inner.shutdown_rx();
+    loop {
+        let probes = inner.read(|s| {
+            let d = s.deployments.get(&dep_id).filter(|d| d.is_active())?;
+            Some(
+                d.allocs
+                    .iter()
+                    .filter_map(|id| s.allocs.get(id))
+                    .map(|a| {
+                        let spec = GroupSpec::from_job(&a.job, &a.group);
+                        let update = spec.as_ref().and_then(|s| s.update.clone());
+                        let service_ids = spec
+                            .as_ref()
+                            .map(|sp| {
+                                sp.services
+                                    .iter()
+                                    .filter(|svc| svc.provider != "nomad")
+                                    .map(|svc| {
+                                        let owner =
+                                            svc.task.clone().unwrap_or_else(|| sp.name.clone());
+                                        service_id(&a.id, &owner, svc)
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        Probe {
+                            id: a.id.clone(),
+                            failed: a.client_status == "failed",
+                            stopped: !a.is_live(),
+                            running: a.client_status == "running",
+                            decided: a.healthy.is_some(),
+                            service_ids,
+                            health_check: update
+                                .as_ref()
+                                .map_or("checks".to_string(), |u| u.health_check.clone()),
+                            min_healthy: update
+                                .as_ref()
+                                .map_or(Duration::from_secs(10), |u| u.min_healthy_time),
+                            deadline: update
+                                .as_ref()
+                                .map_or(Duration::from_secs(300), |u| u.healthy_deadline),
+                            epoch: a.health_epoch,
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let Some(probes) = probes else { return };
+        let mut decisions: Vec<(String, bool)> = Vec::new();
+        for p in probes.iter().filter(|p| !p.decided) {
+            let now = Instant::now();
+            if p.failed || p.stopped || now.duration_since(p.epoch) > p.deadline {
+                decisions.push((p.id.clone(), false));
+                continue;
+            }
+            if !p.running || p.health_check == "manual" {
+                healthy_since.remove(&p.id);
+                continue;
+            }
+            let mut passing = true;
+            if p.health_check == "checks" {
+                for sid in &p.service_ids {
+                    match inner.consul.health(sid).await {
+                        Ok(Health::Passing) => {}
+                        Ok(_) => passing = false,
+                        Err(err) => {
+                            tracing::debug!(service_id = %sid, error = %err, "health read failed");
+                            passing = false;
+                        }
+                    }
+                    if !passing {
+                        break;
+                    }
+                }
+            }
+            if passing {
+                let since = *healthy_since.entry(p.id.clone()).or_insert(now);
+                if now.duration_since(since) >= p.min_healthy {
+                    decisions.push((p.id.clone(), true));
+                }
+            } else {
+                healthy_since.remove(&p.id);
+            }
+        }
+        let revert_to = inner.mutate(|s| apply_health(s, &dep_id, &decisions));
+        if let Some(job) = revert_to
+            && let Err(err) = register(&inner, job, None, "rollback")
+        {
+            tracing::error!(deployment = %dep_id, error = %err.msg, "auto-revert failed");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Records health decisions and finishes the deployment when possible.
+/// Returns a job to re-register when the failure triggers an auto-revert.
+fn apply_health(s: &mut Store, dep_id: &str, decisions: &[(String, bool)]) -> Option<Value> {
+    let now = SystemTime::now();
+    for (id, healthy) in decisions {
+        let i = s.touch_allocs();
+        if let Some(a) = s.allocs.get_mut(id) {
+            a.healthy = Some(*healthy);
+            a.health_time = Some(now);
+            a.health_modify_index = i;
+            a.modify_index = i;
+        }
+    }
+    let d = s.deployments.get(dep_id)?;
+    if !d.is_active() {
+        return None;
+    }
+    let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut all_healthy = true;
+    for id in &d.allocs {
+        let Some(a) = s.allocs.get(id) else { continue };
+        let c = counts.entry(a.group.clone()).or_default();
+        match a.healthy {
+            Some(true) => c.0 += 1,
+            Some(false) => c.1 += 1,
+            None => all_healthy = false,
+        }
+    }
+    let any_unhealthy = counts.values().any(|c| c.1 > 0);
+    let past_deadline = d
+        .groups
+        .values()
+        .any(|g| g.require_progress_by.is_some_and(|t| now > t));
+    let changed_counts = d.groups.iter().any(|(g, dg)| {
+        let c = counts.get(g).copied().unwrap_or_default();
+        (dg.healthy_allocs, dg.unhealthy_allocs) != c
+    });
+    let (status, desc) = if any_unhealthy {
+        ("failed", "Failed due to unhealthy allocations".to_string())
+    } else if all_healthy {
+        (
+            "successful",
+            "Deployment completed successfully".to_string(),
+        )
+    } else if past_deadline {
+        ("failed", "Failed due to progress deadline".to_string())
+    } else {
+        ("running", String::new())
+    };
+    if status == "running" && !changed_counts {
+        return None;
+    }
+    let auto_revert = d.groups.values().any(|g| g.auto_revert);
+    let (job_id, version) = (d.job_id.clone(), d.job_version);
+    let mut revert: Option<Value> = None;
+    let mut desc = desc;
+    if status == "failed" && auto_revert {
+        revert = rollback_target(s, &job_id, version);
+        if let Some(v) = revert
+            .as_ref()
+            .and_then(|j| j.get("Version"))
+            .and_then(Value::as_u64)
+        {
+            desc.push_str(&format!(" - rolling back to job version {v}"));
+        }
+    }
+    let i = s.touch_deploys();
+    if let Some(d) = s.deployments.get_mut(dep_id) {
+        for (g, dg) in d.groups.iter_mut() {
+            let c = counts.get(g).copied().unwrap_or_default();
+            dg.healthy_allocs = c.0;
+            dg.unhealthy_allocs = c.1;
+        }
+        if status != "running" {
+            d.status = status.into();
+            d.status_description = desc;
+        }
+        d.modify_index = i;
+        d.modify_time = now;
+    }
+    if status == "successful" {
+        mark_stable(s, &job_id, version);
+    }
+    revert.map(|j| spec_only(&j))
+}
+
+/// The most recent stable version other than `failed_version` whose spec differs.
+fn rollback_target(s: &Store, job_id: &str, failed_version: u64) -> Option<Value> {
+    let entry = s.jobs.get(job_id)?;
+    let failed = entry
+        .versions
+        .iter()
+        .find(|v| v.get("Version").and_then(Value::as_u64) == Some(failed_version))?;
+    entry
+        .versions
+        .iter()
+        .rev()
+        .filter(|v| v.get("Version").and_then(Value::as_u64) != Some(failed_version))
+        .find(|v| v.get("Stable").and_then(Value::as_bool).unwrap_or(false))
+        .filter(|v| spec_only(v) != spec_only(failed))
+        .cloned()
+}
+
+fn mark_stable(s: &mut Store, job_id: &str, version: u64) {
+    let i = s.touch_jobs();
+    if let Some(entry) = s.jobs.get_mut(job_id) {
+        for v in entry.versions.iter_mut() {
+            if v.get("Version").and_then(Value::as_u64) == Some(version)
+                && let Some(o) = v.as_object_mut()
+            {
+                o.insert("Stable".into(), json!(true));
+                o.insert("ModifyIndex".into(), json!(i));
+            }
+        }
+    }
+}
+
+/// `POST /v1/deployment/fail/:id`.
+pub(crate) fn fail_deployment(inner: &Arc<Inner>, dep_id: &str) -> Result<Value, ApiError> {
+    let (reply, revert) = inner.mutate(|s| -> Result<(Value, Option<Value>), ApiError> {
+        let d = s
+            .deployments
+            .get(dep_id)
+            .ok_or_else(|| server_error(format!("deployment not found: {dep_id}")))?;
+        if !d.is_active() {
+            return Err(server_error("can't fail terminal deployment"));
+        }
+        let (job_id, version, auto_revert) = (
+            d.job_id.clone(),
+            d.job_version,
+            d.groups.values().any(|g| g.auto_revert),
+        );
+        let revert = if auto_revert {
+            rollback_target(s, &job_id, version)
+        } else {
+            None
+        };
+        let reverted = revert
+            .as_ref()
+            .and_then(|j| j.get("Version"))
+            .and_then(Value::as_u64);
+        let mut desc = "Deployment marked as failed".to_string();
+        if let Some(v) = reverted {
+            desc.push_str(&format!(" - rolling back to job version {v}"));
+        }
+        let i = s.touch_deploys();
+        if let Some(d) = s.deployments.get_mut(dep_id) {
+            d.status = "failed".into();
+            d.status_description = desc;
+            d.modify_index = i;
+            d.modify_time = SystemTime::now();
+        }
+        let job = s.current_job(&job_id).cloned().unwrap_or(Value::Null);
+        let (eval_id, eval_index) = s.add_eval(&job, "deployment-watcher", dep_id);
+        Ok((
+            json!({
+                "EvalID": eval_id,
+                "EvalCreateIndex": eval_index,
+                "DeploymentModifyIndex": i,
+                "RevertedJobVersion": reverted,
+                "Index": s.index,
+            }),
+            revert,
+        ))
+    })?;
+    if let Some(job) = revert {
+        register(inner, spec_only(&job), None, "rollback")?;
+    }
+    Ok(reply)
+}
+
+/// `POST /v1/deployment/promote/:id`. The dev scheduler never places
+/// canaries, so a running deployment has nothing to promote.
+pub(crate) fn promote_deployment(
+    inner: &Arc<Inner>,
+    dep_id: &str,
+    all: bool,
+    groups: &[String],
+) -> Result<Value, ApiError> {
+    inner.mutate(|s| {
+        let d = s
+            .deployments
+            .get(dep_id)
+            .ok_or_else(|| server_error(format!("deployment not found: {dep_id}")))?;
+        if !d.is_active() {
+            return Err(server_error("can't promote terminal deployment"));
+        }
+        if !all && groups.is_empty() {
+            return Err(ApiError::bad_request("must specify All or Groups"));
+        }
+        for g in groups {
+            if !d.groups.contains_key(g) {
+                return Err(server_error(format!("deployment has no task group {g:?}")));
+            }
+        }
+        Err(server_error("no canaries to promote"))
+    })
+}
