@@ -4,11 +4,16 @@
 //! library entry point, and maps errors to exit codes: 0 success, 1 failure
 //! at run time, 2 bad input (configuration, arguments).
 
+mod dev;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use switchyard_controller::{Controller, ControllerError, Settings};
 use switchyard_proxy::config::{Config, ConfigError, LogFormat};
 use tracing_subscriber::EnvFilter;
 
@@ -31,11 +36,101 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run Consul, Nomad, the demo job and the proxy on this machine.
+    Dev(dev::DevArgs),
     /// Validate a configuration file and report every problem.
     CheckConfig {
         /// Configuration file (TOML).
         file: PathBuf,
     },
+    /// Deploy a version to the standby colour and verify it (reverted on failure).
+    Deploy {
+        /// The version to deploy (`[A-Za-z0-9._-]{1,64}`).
+        version: String,
+        /// How long the new instances may take to become healthy.
+        #[arg(long, default_value = "5m", value_parser = switchyard_controller::parse_duration)]
+        deadline: Duration,
+        /// How long to wait for the standby colour's in-flight requests to finish first.
+        #[arg(long, default_value = "30s", value_parser = switchyard_controller::parse_duration)]
+        drain_deadline: Duration,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Make the standby colour active (route key check-and-set), then verify every proxy.
+    Switch {
+        /// Skip the pre-flight checks (standby health, instance counts, versions).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Switch back to the colour that was active before the last switch.
+    Rollback {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Show colours, roles, versions, instances and proxies of a service.
+    Status {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Check Consul, Nomad, proxies and their agreement; suggest the next command.
+    Diagnose {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+/// Options shared by the controller commands.
+#[derive(Args, Debug)]
+struct CommonArgs {
+    /// The Consul service (and proxy service) name.
+    #[arg(long, default_value = switchyard_controller::settings::DEFAULT_SERVICE)]
+    service: String,
+    /// The Nomad job; defaults to the service name.
+    #[arg(long)]
+    job: Option<String>,
+    /// A proxy admin URL (repeatable); defaults to $SWITCHYARD_PROXIES, else http://127.0.0.1:8081.
+    #[arg(long = "proxy")]
+    proxies: Vec<String>,
+    /// Where backups and switch records are kept.
+    #[arg(long, default_value = ".switchyard")]
+    state_dir: PathBuf,
+    /// Machine-readable output (JSON on stdout).
+    #[arg(long)]
+    json: bool,
+}
+
+impl CommonArgs {
+    fn controller(&self, tune: impl FnOnce(&mut Settings)) -> Result<Controller, Failure> {
+        let mut settings = Settings::from_env(&self.service);
+        if let Some(job) = &self.job {
+            settings.job.clone_from(job);
+        }
+        if !self.proxies.is_empty() {
+            settings.proxies = self
+                .proxies
+                .iter()
+                .map(|p| switchyard_controller::settings::normalise_url(p))
+                .collect();
+        }
+        settings.state_dir.clone_from(&self.state_dir);
+        tune(&mut settings);
+        let controller = Controller::new(settings).map_err(controller_failure)?;
+        Ok(controller.with_progress(Arc::new(|line: &str| eprintln!("{line}"))))
+    }
+}
+
+fn controller_failure(e: ControllerError) -> Failure {
+    Failure {
+        code: e.exit_code(),
+        error: e.into(),
+    }
+}
+
+fn print_json(text: String) -> Result<(), Failure> {
+    println!("{text}");
+    Ok(())
 }
 
 /// A failure with its exit code.
@@ -70,6 +165,90 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
+        Command::Deploy {
+            version,
+            deadline,
+            drain_deadline,
+            common,
+        } => {
+            let controller = common.controller(|s| {
+                s.deadline = deadline;
+                s.drain_deadline = drain_deadline;
+            })?;
+            let outcome = controller_runtime()?
+                .block_on(controller.deploy(&version))
+                .map_err(controller_failure)?;
+            if common.json {
+                print_json(switchyard_controller::to_json(&outcome))?;
+            } else {
+                println!(
+                    "deployed {} to {} (group {}, job version {}) on {} instance(s) in {:.1}s; backup {}",
+                    outcome.version,
+                    outcome.colour,
+                    outcome.group,
+                    outcome.job_version,
+                    outcome.instances.len(),
+                    outcome.elapsed_ms as f64 / 1000.0,
+                    outcome.backup
+                );
+            }
+            Ok(())
+        }
+        Command::Switch { force, common } => {
+            let controller = common.controller(|_| {})?;
+            let outcome = controller_runtime()?
+                .block_on(controller.switch(force))
+                .map_err(controller_failure)?;
+            print_switch(&outcome, common.json)
+        }
+        Command::Rollback { common } => {
+            let controller = common.controller(|_| {})?;
+            let outcome = controller_runtime()?
+                .block_on(controller.rollback())
+                .map_err(controller_failure)?;
+            print_switch(&outcome, common.json)
+        }
+        Command::Status { common } => {
+            let controller = common.controller(|_| {})?;
+            let report = controller_runtime()?.block_on(controller.status());
+            if common.json {
+                print_json(switchyard_controller::to_json(&report))?;
+            } else {
+                print!("{}", switchyard_controller::report::render_status(&report));
+            }
+            match report.errors.first() {
+                Some(e) => Err(anyhow::anyhow!("cannot read everything: {e}").into()),
+                None => Ok(()),
+            }
+        }
+        Command::Diagnose { common } => {
+            let controller = common.controller(|_| {})?;
+            let report = controller_runtime()?.block_on(controller.diagnose());
+            if common.json {
+                print_json(switchyard_controller::to_json(&report))?;
+            } else {
+                print!(
+                    "{}",
+                    switchyard_controller::report::render_diagnose(&report)
+                );
+            }
+            if report.has_errors() {
+                let first = report
+                    .findings
+                    .first()
+                    .map(|f| f.message.clone())
+                    .unwrap_or_default();
+                return Err(
+                    anyhow::anyhow!("{} error finding(s); first: {first}", report.errors).into(),
+                );
+            }
+            Ok(())
+        }
+        Command::Dev(args) => {
+            init_logging("info", LogFormat::Text);
+            runtime(None)?.block_on(dev::run(args, shutdown_signal()))?;
+            Ok(())
+        }
         Command::CheckConfig { file } => {
             let config = Config::load(&file).map_err(bad_input)?;
             println!(
@@ -89,8 +268,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             init_logging(&config.log.level, config.log.format);
             let runtime = runtime(config.worker_threads)?;
             runtime.block_on(async move {
-                let proxy = switchyard_proxy::Proxy::new(config.clone())
-                    .context("starting the proxy")?;
+                let proxy =
+                    switchyard_proxy::Proxy::new(config.clone()).context("starting the proxy")?;
                 let listeners = switchyard_proxy::Listeners::bind(&config)
                     .await
                     .context("binding listeners")?;
@@ -103,6 +282,33 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+fn print_switch(o: &switchyard_controller::SwitchOutcome, json: bool) -> Result<(), Failure> {
+    if json {
+        return print_json(switchyard_controller::to_json(o));
+    }
+    println!(
+        "{} now serves {} (was {}), generation {}; every proxy followed in {} ms{}",
+        o.plan.service,
+        o.plan.to,
+        o.plan.from,
+        o.plan.generation,
+        o.cutover_ms,
+        if o.tags_updated {
+            "; role tags updated"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// A small runtime for the controller commands, with warnings-only logging on stderr (progress
+/// lines are printed separately).
+fn controller_runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    init_logging("warn", LogFormat::Text);
+    runtime(Some(2))
 }
 
 fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, Failure> {

@@ -5,5 +5,7 @@
 
 mod support;
 
+mod dev;
 mod discovery;
 mod proxy;
+mod switch_under_load;

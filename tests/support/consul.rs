@@ -182,8 +182,10 @@ async fn handle(
         .unwrap_or(0);
     let wait = wait_of(&req);
 
-    if req.method() == http::Method::PUT {
-        if let Some(key) = path.strip_prefix("/v1/kv/") {
+    if req.method() == http::Method::PUT
+        && let Some(key) = path.strip_prefix("/v1/kv/")
+    {
+        {
             let cas: Option<u64> = query(&req, "cas").and_then(|c| c.parse().ok());
             let key = key.to_owned();
             let body = req.into_body().collect().await.unwrap().to_bytes();

@@ -1,0 +1,68 @@
+//! [`ControllerError`]: why a command failed, and which exit code that maps to.
+//!
+//! The binary prints the error on one line, so every message names the cause and, where one
+//! exists, what the operator can do next.
+
+use std::path::PathBuf;
+
+use crate::plan::Refusal;
+
+/// Why a controller command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// The arguments or settings are unusable (exit code 2).
+    #[error("{0}")]
+    BadInput(String),
+
+    /// A planner refused to act on the observed state; nothing was changed.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+
+    /// A Consul or Nomad call failed.
+    #[error("{what}: {error}")]
+    Hashi {
+        /// What was being done, e.g. `registering job hello-service`.
+        what: String,
+        /// The client error (its message is complete; it is not chained again).
+        error: switchyard_hashi::Error,
+    },
+
+    /// A check-and-set write lost against a concurrent change; this command changed nothing.
+    #[error("{0}")]
+    Conflict(String),
+
+    /// The change was made but did not come out right (wrong version, never healthy, deadline,
+    /// proxies that did not follow). The message says what was undone.
+    #[error("{0}")]
+    Failed(String),
+
+    /// The state directory could not be read or written.
+    #[error("{what} {}: {error}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        error: std::io::Error,
+    },
+}
+
+impl ControllerError {
+    /// The process exit code: 2 for bad input (including an invalid version or an unknown
+    /// service), 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ControllerError::BadInput(_) => 2,
+            ControllerError::Refused(r) if r.is_bad_input() => 2,
+            _ => 1,
+        }
+    }
+
+    pub(crate) fn hashi(what: impl Into<String>, source: switchyard_hashi::Error) -> Self {
+        ControllerError::Hashi {
+            what: what.into(),
+            error: source,
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! [`Observed`]: one service's state as seen from outside, and the derivations every planner
+//! shares (which colour is active, which task group runs which colour, which instances pass).
+//!
+//! Each source is a `Result<_, String>`: an unreachable Consul does not stop `status` from
+//! showing what Nomad says. The planners refuse when a source they need is missing.
+
+use serde::Serialize;
+use serde_json::Value;
+use switchyard_hashi::consul::CheckStatus;
+use switchyard_hashi::nomad::{AllocationListStub, Job};
+use switchyard_model::{ACTIVE_TAG, Classification, RouteValue, STANDBY_TAG};
+
+use crate::state::SwitchRecord;
+
+/// Everything the planners look at.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// The Consul service name.
+    pub service: String,
+    /// The Nomad job ID.
+    pub job_id: String,
+    /// The two colour tags.
+    pub colours: [String; 2],
+    /// Nomad's view, or why it could not be read.
+    pub nomad: Result<NomadView, String>,
+    /// Every registered instance of the service (passing or not), or why Consul could not be
+    /// read.
+    pub instances: Result<Vec<Instance>, String>,
+    /// The route key (`None` when it does not exist), or why it could not be read.
+    pub route: Result<Option<RouteKey>, String>,
+    /// Each configured proxy's view.
+    pub proxies: Vec<ProxyObservation>,
+    /// The last recorded switch of this service.
+    pub last_switch: Option<SwitchRecord>,
+}
+
+/// The job and its allocations.
+#[derive(Clone, Debug, Default)]
+pub struct NomadView {
+    /// `None` when the job does not exist.
+    pub job: Option<Job>,
+    /// The job's allocations.
+    pub allocations: Vec<AllocationListStub>,
+}
+
+/// The route key as read from Consul.
+#[derive(Clone, Debug)]
+pub struct RouteKey {
+    /// Its `ModifyIndex`: the `?cas=` value for the next write.
+    pub modify_index: u64,
+    /// The parsed value, or why it is unusable.
+    pub value: Result<RouteValue, String>,
+}
+
+/// One Consul instance of the service.
+#[derive(Clone, Debug, Serialize)]
+pub struct Instance {
+    /// Consul service ID.
+    pub id: String,
+    /// `host:port`.
+    pub address: String,
+    /// The instance's tags.
+    pub tags: Vec<String>,
+    /// Index into the colour pair; `None` when tagged with both or neither colour.
+    pub colour: Option<usize>,
+    /// The worst status among its checks (service and node).
+    pub health: CheckStatus,
+    /// `name: status: output` of each check that is not passing.
+    pub failing_checks: Vec<String>,
+    /// What `GET /version` answered (`Ok`) or why it could not be asked (`Err`); `None` when
+    /// not asked.
+    pub reported_version: Option<Result<String, String>>,
+}
+
+impl Instance {
+    /// The `version=` tag.
+    pub fn version_tag(&self) -> Option<&str> {
+        switchyard_model::version_of(&self.tags)
+    }
+
+    /// The role tag (`active` / `standby`).
+    pub fn role_tag(&self) -> Option<&'static str> {
+        switchyard_model::role_of(&self.tags)
+    }
+
+    /// Whether every check passes.
+    pub fn passing(&self) -> bool {
+        self.health == CheckStatus::Passing
+    }
+
+    /// The version it answered, when it answered.
+    pub fn reported(&self) -> Option<&str> {
+        self.reported_version
+            .as_ref()
+            .and_then(|r| r.as_ref().ok())
+            .map(String::as_str)
+    }
+}
+
+/// One proxy's `/status`, reduced to this service.
+#[derive(Clone, Debug)]
+pub struct ProxyObservation {
+    /// Admin base URL.
+    pub url: String,
+    /// `Ok(None)`: the proxy answered but does not route this service.
+    pub status: Result<Option<ProxyService>, String>,
+}
+
+/// A proxy's view of one service (from `GET /status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProxyService {
+    /// Colour it serves.
+    pub active_colour: String,
+    /// Colour it holds as standby.
+    pub standby_colour: String,
+    /// Route generation it applied.
+    pub generation: u64,
+    /// `route-key`, `tags`, `static`.
+    pub decided_by: String,
+    /// Requests in flight to the active pool.
+    pub active_in_flight: u64,
+    /// Requests in flight to the standby pool.
+    pub standby_in_flight: u64,
+    /// Whether the active pool is draining.
+    pub active_draining: bool,
+    /// Whether the standby pool is draining (the colour switched away from).
+    pub standby_draining: bool,
+    /// Whether the proxy is holding its last good table because Consul data looked wrong.
+    pub fail_static: bool,
+    /// Why.
+    pub fail_static_reason: Option<String>,
+    /// Whether it has synced with Consul.
+    pub synced: bool,
+}
+
+impl ProxyService {
+    /// In-flight requests and draining state of the pool for `colour`: `(in_flight, draining)`.
+    pub fn load_on(&self, colour: &str) -> (u64, bool) {
+        if self.active_colour.eq_ignore_ascii_case(colour) {
+            (self.active_in_flight, self.active_draining)
+        } else if self.standby_colour.eq_ignore_ascii_case(colour) {
+            (self.standby_in_flight, self.standby_draining)
+        } else {
+            (0, false)
+        }
+    }
+}
+
+/// Picks `service` out of a proxy's `/status` document. `Ok(None)` when the proxy does not
+/// route it; `Err` when the document is not the expected shape.
+pub fn parse_proxy_status(doc: &Value, service: &str) -> Result<Option<ProxyService>, String> {
+    let services = doc
+        .get("services")
+        .and_then(Value::as_array)
+        .ok_or("the /status document has no services list")?;
+    let Some(s) = services
+        .iter()
+        .find(|s| s.get("name").and_then(Value::as_str) == Some(service))
+    else {
+        return Ok(None);
+    };
+    let str_at = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let pool = |k: &str| s.get(k).cloned().unwrap_or(Value::Null);
+    let (active, standby) = (pool("active"), pool("standby"));
+    let in_flight = |p: &Value| p.get("in_flight").and_then(Value::as_u64).unwrap_or(0);
+    let draining = |p: &Value| p.get("draining").and_then(Value::as_bool).unwrap_or(false);
+    Ok(Some(ProxyService {
+        active_colour: str_at(&active, "colour"),
+        standby_colour: str_at(&standby, "colour"),
+        generation: s
+            .get("generation")
+            .and_then(Value::as_u64)
+            .ok_or("the service entry has no generation")?,
+        decided_by: str_at(s, "decided_by"),
+        active_in_flight: in_flight(&active),
+        standby_in_flight: in_flight(&standby),
+        active_draining: draining(&active),
+        standby_draining: draining(&standby),
+        fail_static: s
+            .get("fail_static")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        fail_static_reason: s
+            .get("fail_static_reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        synced: s.get("synced").and_then(Value::as_bool).unwrap_or(false),
+    }))
+}
+
+/// How the active colour was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    /// The route key names it.
+    RouteKey,
+    /// Consul instances' role tags.
+    Tags,
+    /// The job's service tags (no instance carries a role tag).
+    JobTags,
+}
+
+impl Observed {
+    /// The active colour (index into [`colours`](Self::colours)) and how it was decided: the
+    /// route key when it exists and names one of the colours, else the instances' role tags,
+    /// else the job's service tags. `None` when nothing says.
+    pub fn active(&self) -> Option<(usize, Decision)> {
+        if let Ok(Some(RouteKey { value: Ok(v), .. })) = &self.route
+            && let Some(i) = self.colour_index(&v.active)
+        {
+            return Some((i, Decision::RouteKey));
+        }
+        if let Ok(instances) = &self.instances {
+            let mut tagged = [0usize; 2];
+            for inst in instances {
+                if let Some(c) = inst.colour
+                    && inst.role_tag() == Some(ACTIVE_TAG)
+                {
+                    tagged[c] += 1;
+                }
+            }
+            if tagged != [0, 0] {
+                return Some((
+                    switchyard_model::active_by_tags(tagged, None),
+                    Decision::Tags,
+                ));
+            }
+        }
+        let job = self.job()?;
+        (0..2)
+            .find(|&i| {
+                self.group_of(i)
+                    .and_then(|g| job.group_service_tags(&g, &self.service))
+                    .is_some_and(|t| switchyard_model::role_of(&t) == Some(ACTIVE_TAG))
+            })
+            .map(|i| (i, Decision::JobTags))
+    }
+
+    /// The route key's parsed value, when it exists and parses.
+    pub fn route_value(&self) -> Option<&RouteValue> {
+        match &self.route {
+            Ok(Some(RouteKey { value: Ok(v), .. })) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The index of a colour name (case-insensitive).
+    pub fn colour_index(&self, colour: &str) -> Option<usize> {
+        self.colours
+            .iter()
+            .position(|c| c.eq_ignore_ascii_case(colour))
+    }
+
+    /// The job, when Nomad was read and the job exists.
+    pub fn job(&self) -> Option<&Job> {
+        self.nomad.as_ref().ok().and_then(|n| n.job.as_ref())
+    }
+
+    /// The task group that runs colour `i`: the group whose service (named after the Consul
+    /// service) carries the colour tag; failing that, a group named after the colour.
+    pub fn group_of(&self, i: usize) -> Option<String> {
+        let job = self.job()?;
+        let colour = self.colours.get(i)?;
+        let names = job.group_names();
+        names
+            .iter()
+            .find(|g| {
+                job.group_service_tags(g, &self.service)
+                    .is_some_and(|tags| {
+                        matches!(
+                            switchyard_model::classify(&tags, &self.colours),
+                            Classification::Colour(c) if c == i
+                        )
+                    })
+            })
+            .or_else(|| names.iter().find(|g| g.eq_ignore_ascii_case(colour)))
+            .cloned()
+    }
+
+    /// The instances of colour `i` (empty when Consul could not be read).
+    pub fn instances_of(&self, i: usize) -> Vec<&Instance> {
+        match &self.instances {
+            Ok(list) => list.iter().filter(|x| x.colour == Some(i)).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// How many instances of colour `i` pass every check.
+    pub fn passing_count(&self, i: usize) -> usize {
+        self.instances_of(i).iter().filter(|x| x.passing()).count()
+    }
+
+    /// The version colour `i` runs: the most common `version=` tag among its instances, else
+    /// its group's `meta.version`.
+    pub fn version_of(&self, i: usize) -> Option<String> {
+        let instances = self.instances_of(i);
+        switchyard_model::most_common(instances.iter().filter_map(|x| x.version_tag()))
+            .map(str::to_owned)
+            .or_else(|| {
+                let g = self.group_of(i)?;
+                self.job()?.group_meta(&g, "version").map(str::to_owned)
+            })
+    }
+}
+
+/// The role tags a group's service should carry when colour `i` is (or is not) active: the
+/// existing tags with every role tag replaced in place, or the role appended when none exists.
+pub fn retag(tags: &[String], active: bool) -> Vec<String> {
+    let role = if active { ACTIVE_TAG } else { STANDBY_TAG };
+    let is_role =
+        |t: &str| t.eq_ignore_ascii_case(ACTIVE_TAG) || t.eq_ignore_ascii_case(STANDBY_TAG);
+    let mut out: Vec<String> = Vec::with_capacity(tags.len() + 1);
+    let mut placed = false;
+    for t in tags {
+        if is_role(t) {
+            if !placed {
+                out.push(role.to_owned());
+                placed = true;
+            }
+        } else {
+            out.push(t.clone());
+        }
+    }
+    if !placed {
+        out.push(role.to_owned());
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn proxy_status_is_parsed_for_one_service() {
+        let doc = json!({"ready": true, "table_version": 3, "services": [
+            {"name": "other", "generation": 9},
+            {"name": "web", "source": "consul",
+             "active": {"colour": "green", "version": "v2", "instances": [], "in_flight": 4, "draining": false},
+             "standby": {"colour": "blue", "version": "v1", "instances": [], "in_flight": 2, "draining": true},
+             "generation": 7, "decided_by": "route-key", "fail_static": true,
+             "fail_static_reason": "all instances vanished", "synced": true}
+        ]});
+        let s = parse_proxy_status(&doc, "web").unwrap().unwrap();
+        assert_eq!(s.active_colour, "green");
+        assert_eq!(s.generation, 7);
+        assert_eq!(s.load_on("blue"), (2, true));
+        assert_eq!(s.load_on("GREEN"), (4, false));
+        assert!(s.fail_static);
+        assert_eq!(
+            s.fail_static_reason.as_deref(),
+            Some("all instances vanished")
+        );
+        assert_eq!(parse_proxy_status(&doc, "nope").unwrap(), None);
+        assert!(parse_proxy_status(&json!({"x": 1}), "web").is_err());
+        assert!(parse_proxy_status(&json!({"services": [{"name": "web"}]}), "web").is_err());
+    }
+
+    #[test]
+    fn retag_replaces_roles_in_place() {
+        let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            retag(&t(&["green", "standby", "version=v2"]), true),
+            t(&["green", "active", "version=v2"])
+        );
+        assert_eq!(
+            retag(&t(&["blue", "ACTIVE", "active", "version=v1"]), false),
+            t(&["blue", "standby", "version=v1"])
+        );
+        assert_eq!(retag(&t(&["blue"]), false), t(&["blue", "standby"]));
+    }
+}

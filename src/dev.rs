@@ -1,0 +1,1032 @@
+//! `switchyard dev`: the whole blue/green system on one machine, in one
+//! process, in the spirit of `nomad agent -dev`.
+//!
+//! Module map, in the order things happen:
+//!
+//! - [`DevArgs`]: the flags.
+//! - [`run`]: binds every listener first (so a busy port fails before
+//!   anything starts), builds the dev Consul, the proxy and the dev Nomad,
+//!   starts them as a shutdown chain (`Stages`), brings the demo up, writes
+//!   `<data-dir>/dev.json`, prints a tour, and on shutdown stops the chain in
+//!   order.
+//! - `bring_up`: submits the job through the Nomad HTTP API when it is not
+//!   registered yet, then waits until its allocations are healthy, Consul
+//!   lists the instances as passing and the proxy serves all of them.
+//! - Helpers: where the job file, the proxy configuration and the task
+//!   binaries come from; `dev.json`; a tiny HTTP probe.
+//!
+//! Why the components talk HTTP to each other even though they share a
+//! process: the dev Nomad registers services through the Consul agent API,
+//! the proxy discovers them with blocking queries, and the job goes in
+//! through `/v1/jobs/parse` and `/v1/job/:id`, exactly as against a real
+//! cluster. What a developer sees here is what production does.
+//!
+//! Why this shutdown order: the proxy stops first so clients are not sent to
+//! instances that are going away; Nomad stops next because stopping an
+//! allocation deregisters it from Consul, waits its `shutdown_delay`, then
+//! signals the process; Consul stops last, once nobody needs it. Each stage
+//! only starts stopping when the one before it has returned, so no task
+//! process outlives the command.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use serde_json::Value;
+use switchyard_devstack::consul::{ConsulConfig, DevConsul};
+use switchyard_devstack::nomad::{DevNomad, NomadConfig};
+use switchyard_hashi::QueryOptions;
+use switchyard_hashi::blocking::next_index;
+use switchyard_hashi::consul::{ConsulClient, HealthQuery};
+use switchyard_hashi::nomad::{Job, NomadClient};
+use switchyard_proxy::config::{Config, Env, PoolSource};
+use switchyard_proxy::routing::Router;
+use switchyard_proxy::{Listeners, Proxy};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// The demo job, built in so `switchyard dev` works outside the workspace.
+const EMBEDDED_JOB: &str = include_str!("../config/hello-service.nomad.hcl");
+/// The dev proxy configuration, built in for the same reason.
+const EMBEDDED_PROXY_CONFIG: &str = include_str!("../config/dev.toml");
+/// The workspace this binary was built from: its `config/` files are
+/// preferred over the built-in copies (they may have been edited), and its
+/// `target/` directories hold `hello-service`.
+const WORKSPACE_DIR: &str = env!("CARGO_MANIFEST_DIR");
+const JOB_FILE: &str = "config/hello-service.nomad.hcl";
+const PROXY_CONFIG_FILE: &str = "config/dev.toml";
+/// Name of the file, in the data directory, that announces the addresses.
+pub(crate) const DEV_JSON: &str = "dev.json";
+
+/// `switchyard dev`: Consul, Nomad, the demo job and the proxy on this machine.
+///
+/// Task binaries (the job's `raw_exec` commands, `hello-service` for the
+/// demo) are looked up in `--hello-bin`, then next to the running
+/// `switchyard` executable, then in the workspace's `target/release` and
+/// `target/debug`, then on `PATH`: after `cargo build --workspace` it just
+/// works.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Task binaries (hello-service) are looked up in --hello-bin, next to this executable, in the \
+workspace's target/release and target/debug, then on PATH.
+Once ready, <data-dir>/dev.json holds the bound addresses \
+({\"consul\",\"nomad\",\"proxy\",\"admin\"}) and a tour is printed on stderr.
+Ctrl-C stops the proxy, then Nomad and every task it started, then Consul.")]
+pub(crate) struct DevArgs {
+    /// Dev Consul HTTP API address (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8500")]
+    consul_addr: SocketAddr,
+    /// Dev Nomad HTTP API address (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4646")]
+    nomad_addr: SocketAddr,
+    /// Proxy traffic listener (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    proxy_addr: SocketAddr,
+    /// Proxy admin listener (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
+    admin_addr: SocketAddr,
+    /// Where Consul (consul/) and Nomad (nomad/) keep state, and where
+    /// dev.json announces the bound addresses.
+    #[arg(long, value_name = "DIR", default_value = ".switchyard")]
+    data_dir: PathBuf,
+    /// Keep Consul and Nomad state in memory; allocation directories go to a
+    /// temporary directory removed at exit.
+    #[arg(long)]
+    ephemeral: bool,
+    /// Job file submitted at start when its job is not registered yet
+    /// [default: config/hello-service.nomad.hcl of the workspace, else a
+    /// built-in copy].
+    #[arg(long, value_name = "FILE")]
+    job: Option<PathBuf>,
+    /// Proxy configuration; its listener, admin and Consul addresses are
+    /// replaced by the ones above [default: config/dev.toml of the workspace,
+    /// else a built-in copy].
+    #[arg(long, value_name = "FILE")]
+    proxy_config: Option<PathBuf>,
+    /// Directory holding the task binaries (hello-service), searched first.
+    #[arg(long, value_name = "DIR")]
+    hello_bin: Option<PathBuf>,
+    /// Do not run the proxy.
+    #[arg(long)]
+    no_proxy: bool,
+    /// Run only Consul: no Nomad, no job, no proxy.
+    #[arg(long)]
+    no_nomad: bool,
+    /// Give up (and stop everything) when not ready after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    ready_timeout: u64,
+}
+
+/// Runs the dev stack until `shutdown` resolves (or a component fails), then
+/// stops the proxy, Nomad (and with it every task process) and Consul, in
+/// that order.
+pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let run_nomad = !args.no_nomad;
+    let run_proxy = run_nomad && !args.no_proxy;
+    if args.no_nomad && !args.no_proxy {
+        tracing::info!("--no-nomad runs Consul only; the proxy stays off");
+    }
+
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+    let dev_json = args.data_dir.join(DEV_JSON);
+    // A file left by an earlier run would announce dead addresses.
+    remove_if_exists(&dev_json);
+
+    // Everything the proxy needs is decided before any socket is bound, so
+    // a bad configuration fails fast.
+    let proxy_config = if run_proxy {
+        let (text, origin) = read_source(args.proxy_config.as_deref(), PROXY_CONFIG_FILE)
+            .unwrap_or_else(|| Ok((EMBEDDED_PROXY_CONFIG.to_owned(), "built-in dev.toml".into())))
+            .context("reading the proxy configuration")?;
+        let config = Config::parse(&text, Path::new(&origin), &Env::from_process())
+            .context("invalid proxy configuration")?;
+        tracing::info!(source = %origin, "proxy configuration");
+        Some(config)
+    } else {
+        None
+    };
+
+    // Bind first: a busy port is reported before anything runs.
+    let consul_listener = bind(args.consul_addr, "Consul").await?;
+    let consul_addr = connectable(consul_listener.local_addr()?);
+    let consul_url = format!("http://{consul_addr}");
+    let nomad_listener = match run_nomad {
+        true => Some(bind(args.nomad_addr, "Nomad").await?),
+        false => None,
+    };
+    let nomad_addr = match &nomad_listener {
+        Some(l) => Some(connectable(l.local_addr()?)),
+        None => None,
+    };
+    let mut proxy_parts = None;
+    if let Some(mut config) = proxy_config {
+        let traffic = bind(args.proxy_addr, "the proxy").await?;
+        let admin = bind(args.admin_addr, "the proxy admin API").await?;
+        let tls = match &config.tls {
+            Some(t) => Some(bind(t.listen, "the proxy TLS listener").await?),
+            None => None,
+        };
+        config.listen = traffic.local_addr()?;
+        config.admin.listen = Some(admin.local_addr()?);
+        config.consul.address = consul_url.clone();
+        let proxy_addr = connectable(config.listen);
+        let admin_addr = connectable(admin.local_addr()?);
+        let listeners = Listeners {
+            traffic,
+            tls,
+            admin: Some(admin),
+        };
+        proxy_parts = Some((config, listeners, proxy_addr, admin_addr));
+    }
+
+    let consul_data = (!args.ephemeral).then(|| args.data_dir.join("consul"));
+    let consul = DevConsul::new(ConsulConfig {
+        data_dir: consul_data,
+        ..ConsulConfig::default()
+    })
+    .context("starting the dev Consul")?;
+
+    let mut proxy_run = None;
+    if let Some((config, listeners, proxy_addr, admin_addr)) = proxy_parts {
+        let proxy = Proxy::new(config.clone()).context("starting the proxy")?;
+        let router = Arc::clone(proxy.router());
+        proxy_run = Some((
+            proxy,
+            listeners,
+            ProxyView {
+                config,
+                router,
+                addr: proxy_addr,
+                admin: admin_addr,
+            },
+        ));
+    }
+
+    let mut nomad_run = None;
+    if let (Some(listener), Some(addr)) = (nomad_listener, nomad_addr) {
+        let extra_path = task_dirs(args.hello_bin.as_deref())?;
+        tracing::info!(dirs = ?extra_path, "task binaries are looked up here, then on PATH");
+        let nomad = DevNomad::new(NomadConfig {
+            data_dir: (!args.ephemeral).then(|| args.data_dir.join("nomad")),
+            consul_addr: consul_url.clone(),
+            extra_path: extra_path.clone(),
+            ..NomadConfig::default()
+        })
+        .context("starting the dev Nomad")?;
+        nomad_run = Some((nomad, listener, addr, extra_path));
+    }
+
+    // Start the chain. Gates: the proxy stops on the shutdown signal, Nomad
+    // when the proxy has returned, Consul when Nomad has returned.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (fail_tx, mut fail_rx) = mpsc::unbounded_channel::<String>();
+    let mut stages = Vec::new();
+    let mut gate = stop_rx.clone();
+    let mut view = None;
+    if let Some((proxy, listeners, v)) = proxy_run {
+        let g = gate.clone();
+        let (done_tx, done_rx) = watch::channel(false);
+        stages.push(spawn_stage(
+            "proxy",
+            async move {
+                proxy
+                    .run(listeners, wait_for(g))
+                    .await
+                    .map_err(anyhow::Error::from)
+            },
+            done_tx,
+            stop_rx.clone(),
+            fail_tx.clone(),
+        ));
+        gate = done_rx;
+        view = Some(v);
+    }
+    let mut nomad_info = None;
+    if let Some((nomad, listener, addr, extra_path)) = nomad_run {
+        let g = gate.clone();
+        let (done_tx, done_rx) = watch::channel(false);
+        let alloc_root = nomad.alloc_dir();
+        stages.push(spawn_stage(
+            "nomad",
+            async move {
+                nomad
+                    .serve(listener, wait_for(g))
+                    .await
+                    .map_err(anyhow::Error::from)
+            },
+            done_tx,
+            stop_rx.clone(),
+            fail_tx.clone(),
+        ));
+        gate = done_rx;
+        nomad_info = Some(NomadView {
+            addr,
+            alloc_root,
+            extra_path,
+        });
+    }
+    {
+        let g = gate.clone();
+        let (done_tx, _) = watch::channel(false);
+        stages.push(spawn_stage(
+            "consul",
+            async move {
+                consul
+                    .serve(consul_listener, wait_for(g))
+                    .await
+                    .map_err(anyhow::Error::from)
+            },
+            done_tx,
+            stop_rx.clone(),
+            fail_tx.clone(),
+        ));
+    }
+    drop(fail_tx);
+
+    let deadline = Instant::now() + Duration::from_secs(args.ready_timeout);
+    let ctx = UpContext {
+        consul: ConsulClient::new(switchyard_hashi::consul::ConsulConfig {
+            address: consul_url.clone(),
+            ..Default::default()
+        })?,
+        nomad: nomad_info.as_ref(),
+        proxy: view.as_ref(),
+        job: args.job.as_deref(),
+        deadline,
+    };
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    let up = tokio::select! {
+        () = &mut shutdown => None,
+        Some(msg) = fail_rx.recv() => Some(Err(anyhow!(msg))),
+        r = bring_up(&ctx) => Some(r),
+    };
+    let outcome = match up {
+        None => Ok(()),
+        Some(Err(e)) => Err(e),
+        Some(Ok(())) => {
+            let addrs = Announce {
+                consul: consul_addr,
+                nomad: nomad_info.as_ref().map(|n| n.addr),
+                proxy: view.as_ref().map(|v| (v.addr, v.admin)),
+            };
+            match write_dev_json(&dev_json, &addrs) {
+                Ok(()) => {
+                    eprintln!("{}", tour(&addrs, view.as_ref(), &dev_json));
+                    tokio::select! {
+                        () = &mut shutdown => Ok(()),
+                        Some(msg) = fail_rx.recv() => Err(anyhow!(msg)),
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
+
+    tracing::info!("switchyard dev: stopping");
+    stop_tx.send_replace(true);
+    for (name, handle) in stages {
+        if let Err(err) = handle.await {
+            tracing::error!(stage = name, error = %err, "component ended abnormally");
+        }
+    }
+    remove_if_exists(&dev_json);
+    if args.ephemeral
+        && let Some(n) = &nomad_info
+    {
+        remove_ephemeral_alloc_root(&n.alloc_root);
+    }
+    if outcome.is_ok() {
+        tracing::info!("switchyard dev: stopped");
+    }
+    outcome
+}
+
+/// What the bring-up needs to know about the running Nomad.
+struct NomadView {
+    addr: SocketAddr,
+    alloc_root: PathBuf,
+    extra_path: Vec<PathBuf>,
+}
+
+/// What the bring-up and the tour need to know about the running proxy.
+struct ProxyView {
+    config: Config,
+    router: Arc<Router>,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+struct UpContext<'a> {
+    consul: ConsulClient,
+    nomad: Option<&'a NomadView>,
+    proxy: Option<&'a ProxyView>,
+    job: Option<&'a Path>,
+    deadline: Instant,
+}
+
+/// The addresses `dev.json` announces.
+struct Announce {
+    consul: SocketAddr,
+    nomad: Option<SocketAddr>,
+    proxy: Option<(SocketAddr, SocketAddr)>,
+}
+
+/// Submits the job (if needed) and waits until everything serves.
+async fn bring_up(ctx: &UpContext<'_>) -> anyhow::Result<()> {
+    // Consul answers as soon as its task runs; wait for it so the first
+    // errors are not spurious connection failures.
+    wait_until(ctx.deadline, "the dev Consul to answer", async || {
+        Ok(!ctx.consul.status_leader().await?.is_empty())
+    })
+    .await?;
+    let Some(nomad_view) = ctx.nomad else {
+        return Ok(());
+    };
+    let nomad = NomadClient::new(switchyard_hashi::nomad::NomadConfig {
+        address: format!("http://{}", nomad_view.addr),
+        ..Default::default()
+    })?;
+    let job = submit_job(&nomad, ctx.job).await?;
+    let missing = missing_commands(&job.0, &nomad_view.extra_path);
+    if !missing.is_empty() {
+        let list: Vec<String> = missing
+            .iter()
+            .map(|(task, cmd)| format!("{cmd:?} (task {task})"))
+            .collect();
+        bail!(
+            "cannot find {} in {} or on PATH; build it (`cargo build -p hello-service`) or pass --hello-bin DIR",
+            list.join(", "),
+            nomad_view
+                .extra_path
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    // A job stopped on purpose (`nomad job stop`) stays stopped: there is
+    // nothing to wait for, and the proxy serves no instance.
+    let stopped = job.0.get("Stop").and_then(Value::as_bool) == Some(true);
+    if stopped {
+        tracing::warn!(job = %job.id(), "job is stopped; not waiting for its allocations");
+    } else {
+        wait_allocations(&nomad, &job, nomad_view, ctx.deadline).await?;
+    }
+    if let Some(proxy) = ctx.proxy {
+        wait_proxy(&ctx.consul, proxy, !stopped, ctx.deadline).await?;
+    }
+    Ok(())
+}
+
+/// Registers the job through the Nomad HTTP API unless a job with its ID
+/// exists already (state persisted from an earlier run, or a deploy made
+/// since): re-submitting the file would undo that deploy. Returns the job
+/// that is registered now.
+async fn submit_job(nomad: &NomadClient, explicit: Option<&Path>) -> anyhow::Result<Job> {
+    let (hcl, origin) = read_source(explicit, JOB_FILE)
+        .unwrap_or_else(|| {
+            Ok((
+                EMBEDDED_JOB.to_owned(),
+                "built-in hello-service.nomad.hcl".into(),
+            ))
+        })
+        .context("reading the job file")?;
+    let job = wait_nomad(|| nomad.parse(&hcl, true))
+        .await
+        .with_context(|| format!("parsing {origin}"))?;
+    let id = job.id().to_owned();
+    if let (Some(existing), _) = nomad.job(&id, &QueryOptions::default()).await? {
+        tracing::info!(job = %id, version = existing.version(), "job already registered; leaving it as it is");
+        return Ok(existing);
+    }
+    match nomad.register(&job, Some(0)).await {
+        Ok(reply) => {
+            tracing::info!(job = %id, source = %origin, eval = %reply.eval_id, "job registered");
+            Ok(job)
+        }
+        // Someone registered it between our read and our write: theirs wins.
+        Err(e) if e.is_cas_conflict() => {
+            tracing::info!(job = %id, "job registered concurrently; leaving it as it is");
+            let (current, _) = nomad.job(&id, &QueryOptions::default()).await?;
+            current.ok_or_else(|| anyhow!("job {id} vanished after a register conflict"))
+        }
+        Err(e) => Err(anyhow::Error::from(e).context(format!("registering job {id}"))),
+    }
+}
+
+/// Retries a Nomad call that failed in transit: the server task may not have
+/// been polled yet when the first request goes out.
+async fn wait_nomad<T, F, Fut>(mut call: F) -> Result<T, switchyard_hashi::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, switchyard_hashi::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        match call().await {
+            Err(e) if e.is_transport() && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Waits, with blocking queries on the job's allocations, until as many
+/// allocations as the job's groups ask for run and their deployment has
+/// judged them healthy. A failed allocation ends the wait with the place of
+/// its task logs.
+async fn wait_allocations(
+    nomad: &NomadClient,
+    job: &Job,
+    view: &NomadView,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let expected: u64 = job
+        .group_names()
+        .iter()
+        .filter_map(|g| job.group_count(g))
+        .sum();
+    let id = job.id();
+    let mut index = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let opts = QueryOptions::blocking(index, left.min(Duration::from_secs(5)));
+        let (allocs, meta) = nomad.job_allocations(id, false, &opts).await?;
+        index = next_index(index, meta.index);
+        let live: Vec<_> = allocs
+            .iter()
+            .filter(|a| a.desired_status == "run")
+            .collect();
+        if let Some(bad) = live
+            .iter()
+            .find(|a| a.client_status == "failed" || a.healthy() == Some(false))
+        {
+            bail!(
+                "allocation {} ({}) failed: {}; task logs are in {}",
+                bad.id,
+                bad.name,
+                if bad.client_description.is_empty() {
+                    "unhealthy"
+                } else {
+                    &bad.client_description
+                },
+                view.alloc_root.join(&bad.id).display()
+            );
+        }
+        let healthy = live
+            .iter()
+            .filter(|a| a.client_status == "running" && a.healthy() == Some(true))
+            .count() as u64;
+        if healthy >= expected && live.len() as u64 == healthy {
+            tracing::info!(job = %id, allocations = healthy, "job healthy");
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "job {id}: {healthy} of {expected} allocation(s) healthy when the ready timeout ran out; task logs are in {}",
+                view.alloc_root.display()
+            );
+        }
+    }
+}
+
+/// Waits until the proxy reports ready on its admin API and its routing
+/// table holds every passing, coloured instance Consul lists for each
+/// Consul-backed service (and, with `expect_instances`, at least one).
+async fn wait_proxy(
+    consul: &ConsulClient,
+    proxy: &ProxyView,
+    expect_instances: bool,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    wait_until(
+        deadline,
+        "the proxy to serve every passing instance",
+        async || {
+            if http_status(proxy.admin, "/readyz").await? != 200 {
+                return Ok(false);
+            }
+            for svc in &proxy.config.services {
+                let PoolSource::Consul { service, .. } = &svc.source else {
+                    continue;
+                };
+                let query = HealthQuery {
+                    passing: true,
+                    ..Default::default()
+                };
+                let (entries, _) = consul
+                    .health_service(service, &query, &QueryOptions::default())
+                    .await?;
+                let coloured = entries
+                    .iter()
+                    .filter(|e| {
+                        e.service
+                            .tags
+                            .iter()
+                            .any(|t| svc.colours.iter().any(|c| c == t))
+                    })
+                    .count();
+                let table = proxy.router.table_full();
+                let served = table
+                    .service(&svc.name)
+                    .map_or(0, |s| s.active.endpoints.len() + s.standby.endpoints.len());
+                if (expect_instances && coloured == 0) || served != coloured {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    )
+    .await
+}
+
+/// Polls `check` every 100 ms until it answers `true`; errors count as "not
+/// yet" until the deadline, when the last one is reported.
+async fn wait_until(
+    deadline: Instant,
+    what: &str,
+    mut check: impl AsyncFnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    loop {
+        let last = match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => None,
+            Err(e) => Some(e),
+        };
+        if Instant::now() >= deadline {
+            return Err(match last {
+                Some(e) => e.context(format!("timed out waiting for {what}")),
+                None => anyhow!("timed out waiting for {what}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Spawns one component; when it returns, marks it done (which lets the next
+/// stage stop) and, unless a stop was asked for, reports the failure.
+fn spawn_stage(
+    name: &'static str,
+    fut: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    done: watch::Sender<bool>,
+    stopping: watch::Receiver<bool>,
+    failures: mpsc::UnboundedSender<String>,
+) -> (&'static str, JoinHandle<()>) {
+    let handle = tokio::spawn(async move {
+        let result = fut.await;
+        done.send_replace(true);
+        let asked = *stopping.borrow();
+        match result {
+            Ok(()) if asked => tracing::info!(component = name, "stopped"),
+            Ok(()) => {
+                let _ = failures.send(format!("{name} stopped unexpectedly"));
+            }
+            Err(e) if asked => {
+                tracing::error!(component = name, error = %format!("{e:#}"), "stopped with an error")
+            }
+            Err(e) => {
+                let _ = failures.send(format!("{name} failed: {e:#}"));
+            }
+        }
+    });
+    (name, handle)
+}
+
+/// Resolves once the watched flag is `true` (or its sender is gone, which
+/// also means "stop").
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for {what}"))
+}
+
+/// A bound address a client on this machine can connect to: a wildcard
+/// listener (`0.0.0.0`, `::`) is reached through loopback.
+fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+/// Reads `explicit` when given (an error if unreadable); otherwise the
+/// workspace file `rel` from the current directory or from the workspace
+/// this binary was built in. `None` when there is no such file: the caller
+/// falls back to its built-in copy.
+fn read_source(explicit: Option<&Path>, rel: &str) -> Option<anyhow::Result<(String, String)>> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|text| (text, p.display().to_string()))
+            .with_context(|| format!("cannot read {}", p.display()))
+    };
+    if let Some(p) = explicit {
+        return Some(read(p));
+    }
+    [
+        Path::new(rel).to_path_buf(),
+        Path::new(WORKSPACE_DIR).join(rel),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .map(|p| read(&p))
+}
+
+/// Directories searched for task binaries before `PATH`: `--hello-bin`, the
+/// running executable's directory, then the workspace's `target/release`
+/// and `target/debug`. Made absolute, since tasks run in their allocation
+/// directory.
+fn task_dirs(hello_bin: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    if let Some(d) = hello_bin {
+        let abs = std::path::absolute(d).with_context(|| format!("--hello-bin {}", d.display()))?;
+        if !abs.is_dir() {
+            bail!("--hello-bin {}: not a directory", d.display());
+        }
+        dirs.push(abs);
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        dirs.push(dir.to_path_buf());
+    }
+    for profile in ["release", "debug"] {
+        let d = Path::new(WORKSPACE_DIR).join("target").join(profile);
+        if d.is_dir() {
+            dirs.push(d);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    dirs.retain(|d| seen.insert(d.clone()));
+    Ok(dirs)
+}
+
+/// The `raw_exec` commands of a job (API JSON) that cannot be found in
+/// `dirs` or on `PATH`, as `(group/task, command)`. Commands with a path or
+/// an interpolation are left to the driver.
+fn missing_commands(job: &Value, dirs: &[PathBuf]) -> Vec<(String, String)> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let search: Vec<PathBuf> = dirs
+        .iter()
+        .cloned()
+        .chain(std::env::split_paths(&path))
+        .collect();
+    let mut missing = Vec::new();
+    let groups = job.get("TaskGroups").and_then(Value::as_array);
+    for group in groups.into_iter().flatten() {
+        let gname = group.get("Name").and_then(Value::as_str).unwrap_or("?");
+        let tasks = group.get("Tasks").and_then(Value::as_array);
+        for task in tasks.into_iter().flatten() {
+            if task.get("Driver").and_then(Value::as_str) != Some("raw_exec") {
+                continue;
+            }
+            let Some(cmd) = task
+                .get("Config")
+                .and_then(|c| c.get("command"))
+                .and_then(Value::as_str)
+            else {
+                continue;
+            };
+            if cmd.contains('/') || cmd.contains("${") {
+                continue;
+            }
+            if !search.iter().any(|d| is_executable(&d.join(cmd))) {
+                let tname = task.get("Name").and_then(Value::as_str).unwrap_or("?");
+                missing.push((format!("{gname}/{tname}"), cmd.to_owned()));
+            }
+        }
+    }
+    missing
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The `dev.json` document: `host:port` strings a client can connect to.
+fn dev_json(a: &Announce) -> Value {
+    let mut doc = serde_json::Map::new();
+    doc.insert("consul".into(), Value::String(a.consul.to_string()));
+    if let Some(n) = a.nomad {
+        doc.insert("nomad".into(), Value::String(n.to_string()));
+    }
+    if let Some((p, admin)) = a.proxy {
+        doc.insert("proxy".into(), Value::String(p.to_string()));
+        doc.insert("admin".into(), Value::String(admin.to_string()));
+    }
+    Value::Object(doc)
+}
+
+/// Writes `dev.json` atomically (temporary file, then rename), so a reader
+/// polling for it never sees half a document.
+fn write_dev_json(path: &Path, a: &Announce) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(&dev_json(a))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text + "\n").with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn remove_if_exists(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove");
+    }
+}
+
+/// In memory mode the dev Nomad puts allocation directories under
+/// `<tmp>/switchyard-dev-nomad-<uuid>/allocs`; that whole directory goes.
+fn remove_ephemeral_alloc_root(alloc_root: &Path) {
+    let Some(parent) = alloc_root.parent() else {
+        return;
+    };
+    let ours = parent
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("switchyard-dev-nomad-"));
+    if !ours {
+        return;
+    }
+    if let Err(e) = std::fs::remove_dir_all(parent) {
+        tracing::warn!(path = %parent.display(), error = %e, "cannot remove the allocation directories");
+    }
+}
+
+/// The "you are ready" message with commands that work as printed.
+fn tour(a: &Announce, proxy: Option<&ProxyView>, dev_json: &Path) -> String {
+    let mut out = String::from("switchyard dev: ready\n\n");
+    out += &format!("  Consul  http://{}\n", a.consul);
+    if let Some(n) = a.nomad {
+        out += &format!("  Nomad   http://{n}\n");
+    }
+    if let Some((p, admin)) = a.proxy {
+        out += &format!("  proxy   http://{p}\n  admin   http://{admin}\n");
+    }
+    out += &format!("  (also in {})\n\nTry:\n", dev_json.display());
+    let mut tries: Vec<(String, &str)> = Vec::new();
+    if let (Some((p, admin)), Some(view)) = (a.proxy, proxy) {
+        let prefix = &view.config.preview.path_prefix;
+        let header = view.config.preview.header.as_str();
+        let service = view
+            .config
+            .services
+            .first()
+            .map_or("hello-service", |s| s.name.as_str());
+        tries.push((format!("curl -i http://{p}/hello"), "the active colour"));
+        tries.push((
+            format!("curl -i http://{p}{prefix}/hello"),
+            "preview the standby colour",
+        ));
+        tries.push((
+            format!("curl -i -H '{header}: standby' http://{p}/hello"),
+            "the same, by header",
+        ));
+        tries.push((
+            format!("curl -s http://{admin}/status"),
+            "colours, versions, instances",
+        ));
+        tries.push((
+            format!("curl -X POST 'http://{admin}/switch?service={service}'"),
+            "flip active and standby",
+        ));
+        tries.push((
+            format!(
+                "curl -s 'http://{}/v1/health/service/{service}?passing'",
+                a.consul
+            ),
+            "what the proxy discovers",
+        ));
+    } else {
+        tries.push((
+            format!("curl -s http://{}/v1/catalog/services", a.consul),
+            "registered services",
+        ));
+    }
+    if let Some(n) = a.nomad {
+        tries.push((format!("curl -s http://{n}/v1/jobs"), "jobs"));
+    }
+    let width = tries.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+    for (cmd, why) in &tries {
+        out += &format!("  {cmd:<width$}   # {why}\n");
+    }
+    match a.nomad {
+        Some(n) => {
+            out += &format!(
+                "  export CONSUL_HTTP_ADDR=http://{} NOMAD_ADDR=http://{n}\n",
+                a.consul
+            );
+        }
+        None => out += &format!("  export CONSUL_HTTP_ADDR=http://{}\n", a.consul),
+    }
+    out += "\nCtrl-C stops everything.";
+    out
+}
+
+/// `GET path` over HTTP/1.1 and the status code; just enough for a
+/// readiness probe without pulling an HTTP client into the binary.
+async fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
+    let probe = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await?;
+        let mut head = Vec::with_capacity(256);
+        let mut buf = [0u8; 256];
+        while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(buf.get(..n).unwrap_or_default());
+        }
+        Ok::<_, std::io::Error>(head)
+    };
+    let head = tokio::time::timeout(Duration::from_secs(2), probe)
+        .await
+        .map_err(|_| anyhow!("GET {path} on {addr} timed out"))??;
+    parse_status_line(&head).ok_or_else(|| anyhow!("GET {path} on {addr}: not an HTTP answer"))
+}
+
+/// The status code of an `HTTP/1.x NNN ...` status line.
+fn parse_status_line(head: &[u8]) -> Option<u16> {
+    let line = head.split(|b| *b == b'\r').next()?;
+    let text = std::str::from_utf8(line).ok()?;
+    let mut parts = text.split(' ');
+    if !parts.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_addresses_become_loopback() {
+        let a: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(connectable(a).to_string(), "127.0.0.1:8080");
+        let b: SocketAddr = "[::]:9".parse().unwrap();
+        assert_eq!(connectable(b).to_string(), "[::1]:9");
+        let c: SocketAddr = "127.0.0.2:1".parse().unwrap();
+        assert_eq!(connectable(c), c);
+    }
+
+    #[test]
+    fn status_line_parsing_rejects_garbage() {
+        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(parse_status_line(b"HTTP/1.0 503 x\r\n"), Some(503));
+        assert_eq!(parse_status_line(b"SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(parse_status_line(b""), None);
+        assert_eq!(parse_status_line(b"HTTP/1.1 abc\r\n"), None);
+    }
+
+    #[test]
+    fn dev_json_lists_only_what_runs() {
+        let consul: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let only = dev_json(&Announce {
+            consul,
+            nomad: None,
+            proxy: None,
+        });
+        assert_eq!(only, serde_json::json!({"consul": "127.0.0.1:1"}));
+        let all = dev_json(&Announce {
+            consul,
+            nomad: Some("127.0.0.1:2".parse().unwrap()),
+            proxy: Some((
+                "127.0.0.1:3".parse().unwrap(),
+                "127.0.0.1:4".parse().unwrap(),
+            )),
+        });
+        assert_eq!(
+            all,
+            serde_json::json!({"consul": "127.0.0.1:1", "nomad": "127.0.0.1:2",
+                "proxy": "127.0.0.1:3", "admin": "127.0.0.1:4"})
+        );
+    }
+
+    #[test]
+    fn built_in_files_are_valid() {
+        let job = switchyard_devstack::nomad::hcl::parse_job(EMBEDDED_JOB, None).unwrap();
+        assert_eq!(job["ID"], "hello-service");
+        let config = Config::parse(
+            EMBEDDED_PROXY_CONFIG,
+            Path::new("dev.toml"),
+            &Env::default(),
+        )
+        .unwrap();
+        assert_eq!(config.services.len(), 1);
+        assert!(matches!(
+            &config.services[0].source,
+            PoolSource::Consul { service, .. } if service == "hello-service"
+        ));
+        assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.admin.listen.unwrap().to_string(), "127.0.0.1:8081");
+    }
+
+    #[test]
+    fn missing_commands_are_named_with_their_task() {
+        let job = switchyard_devstack::nomad::hcl::parse_job(EMBEDDED_JOB, None).unwrap();
+        let empty = std::env::temp_dir().join(format!("sy-dev-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&empty).unwrap();
+        // With PATH not containing hello-service and an empty search dir,
+        // both groups' tasks are reported.
+        let found = missing_commands(&job, std::slice::from_ref(&empty));
+        let on_path = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .any(|d| is_executable(&d.join("hello-service")));
+        if !on_path {
+            assert_eq!(
+                found,
+                vec![
+                    ("blue/hello".to_owned(), "hello-service".to_owned()),
+                    ("green/hello".to_owned(), "hello-service".to_owned()),
+                ]
+            );
+        }
+        // An executable in a search directory satisfies every task.
+        let bin = empty.join("hello-service");
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(missing_commands(&job, std::slice::from_ref(&empty)).is_empty());
+        // A non-executable file does not.
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o644)).unwrap();
+        if !on_path {
+            assert_eq!(
+                missing_commands(&job, std::slice::from_ref(&empty)).len(),
+                2
+            );
+        }
+        std::fs::remove_dir_all(&empty).unwrap();
+    }
+
+    #[test]
+    fn explicit_source_must_exist() {
+        let err = read_source(Some(Path::new("/nonexistent/job.hcl")), JOB_FILE)
+            .unwrap()
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent/job.hcl"));
+        // The workspace copy is found when no file is named.
+        let (text, _) = read_source(None, JOB_FILE).unwrap().unwrap();
+        assert_eq!(text, EMBEDDED_JOB);
+    }
+}

@@ -1,0 +1,531 @@
+//! `switchyard dev` end to end, and the dev Consul against a third-party
+//! Consul client.
+//!
+//! - `dev_runs_the_whole_stack_and_stops_cleanly` runs the real binary as a
+//!   child process with every address on port 0, waits for `dev.json`, talks
+//!   to the proxy, Consul and Nomad it announces, then sends SIGTERM and
+//!   checks the exit code and that every `hello-service` process it started
+//!   is gone.
+//! - `py_consul_talks_to_the_dev_consul` runs `tests/compat/consul_client.py`
+//!   (py-consul from PyPI, installed on demand) against a `DevConsul` on
+//!   `127.0.0.1:0`, then reads what it wrote back with our own client.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use switchyard_devstack::consul::{ConsulConfig, DevConsul};
+use switchyard_hashi::QueryOptions;
+use switchyard_hashi::consul::{CheckStatus, ConsulClient, HealthQuery};
+
+use crate::support::client;
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let p = std::env::temp_dir().join(format!(
+            "switchyard-test-{tag}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The `switchyard dev` child; stopped (TERM, then KILL) if a test fails
+/// half way, so no stack outlives the test run.
+struct DevChild {
+    child: Child,
+    log: PathBuf,
+}
+
+impl DevChild {
+    /// The child's log, without terminal colour codes.
+    fn log(&self) -> String {
+        strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for the child to exit, at most `within`.
+    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for DevChild {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status();
+            if self.wait_exit(Duration::from_secs(20)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// Removes `ESC [ ... m` colour sequences.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A process as `/proc/<pid>/stat` describes it: (command, state, parent).
+fn proc_stat(pid: u32) -> Option<(String, char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_owned();
+    let mut rest = stat.get(close + 1..)?.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some((comm, state, ppid))
+}
+
+/// Live `hello-service` processes whose parent is `parent`.
+fn hello_children(parent: u32) -> Vec<u32> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid| {
+            proc_stat(*pid).is_some_and(|(comm, state, ppid)| {
+                comm == "hello-service" && state != 'Z' && ppid == parent
+            })
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Whether `pid` is still a running `hello-service` (a zombie has exited).
+fn hello_alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|(comm, state, _)| comm == "hello-service" && state != 'Z')
+}
+
+fn addr(doc: &Value, key: &str) -> SocketAddr {
+    doc[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("dev.json has no {key:?}: {doc}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_runs_the_whole_stack_and_stops_cleanly() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_switchyard"));
+    let hello = bin.with_file_name("hello-service");
+    assert!(
+        hello.is_file(),
+        "{} is missing: build it first with `cargo build -p hello-service` (the dev stack runs it as its tasks)",
+        hello.display()
+    );
+    let tmp = TempDir::new("dev");
+    let data = tmp.0.join("data");
+    let log = tmp.0.join("dev.log");
+    let child = Command::new(bin)
+        .args(["dev", "--ephemeral", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--consul-addr",
+            "127.0.0.1:0",
+            "--nomad-addr",
+            "127.0.0.1:0",
+            "--proxy-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--hello-bin",
+        ])
+        .arg(hello.parent().unwrap())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut dev = DevChild { child, log };
+    let dev_pid = dev.child.id();
+
+    // dev.json appears once everything is ready.
+    let dev_json = data.join("dev.json");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let doc: Value = loop {
+        if let Ok(text) = std::fs::read_to_string(&dev_json) {
+            break serde_json::from_str(&text).unwrap();
+        }
+        if let Some(status) = dev.child.try_wait().unwrap() {
+            panic!("switchyard dev exited early ({status}):\n{}", dev.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no dev.json after 90 s:\n{}",
+            dev.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (consul, nomad, proxy, admin) = (
+        addr(&doc, "consul"),
+        addr(&doc, "nomad"),
+        addr(&doc, "proxy"),
+        addr(&doc, "admin"),
+    );
+    assert!(
+        dev.log().contains("switchyard dev: ready"),
+        "ready banner missing:\n{}",
+        dev.log()
+    );
+    let http = client();
+
+    // The proxy: the active colour is v1, the standby preview v2.
+    let resp = http
+        .get(format!("http://{proxy}/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-app-version"], "v1");
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("Lionel Messi"), "{body}");
+    let resp = http
+        .get(format!("http://{proxy}/standby/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-app-version"], "v2");
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("Cristiano Ronaldo"), "{body}");
+    let ready = http
+        .get(format!("http://{admin}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+
+    // Consul: four passing instances, two per colour, with Nomad's tags.
+    let entries: Vec<Value> = http
+        .get(format!(
+            "http://{consul}/v1/health/service/hello-service?passing"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 4, "{entries:#?}");
+    let mut tag_sets: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            assert_eq!(e["Service"]["Meta"]["external-source"], "nomad");
+            assert!(
+                e["Service"]["ID"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("_nomad-task-")
+            );
+            serde_json::from_value(e["Service"]["Tags"].clone()).unwrap()
+        })
+        .collect();
+    tag_sets.sort();
+    let blue = vec!["blue".to_owned(), "active".into(), "version=v1".into()];
+    let green = vec!["green".to_owned(), "standby".into(), "version=v2".into()];
+    assert_eq!(
+        tag_sets,
+        vec![blue.clone(), blue, green.clone(), green],
+        "tags of the passing instances"
+    );
+
+    // Nomad: four running allocations of the job.
+    let allocs: Vec<Value> = http
+        .get(format!("http://{nomad}/v1/job/hello-service/allocations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let running = allocs
+        .iter()
+        .filter(|a| a["ClientStatus"] == "running")
+        .count();
+    assert_eq!(running, 4, "{allocs:#?}");
+
+    // The task processes are children of the dev process.
+    let pids = hello_children(dev_pid);
+    assert_eq!(
+        pids.len(),
+        4,
+        "hello-service children of {dev_pid}: {pids:?}"
+    );
+
+    // SIGTERM: a clean exit, and nothing left behind.
+    let stopped_at = Instant::now();
+    dev.signal("TERM");
+    let status = dev.wait_exit(Duration::from_secs(30)).unwrap_or_else(|| {
+        panic!(
+            "switchyard dev still running 30 s after SIGTERM:\n{}",
+            dev.log()
+        )
+    });
+    assert!(status.success(), "exit status {status}:\n{}", dev.log());
+    let took = stopped_at.elapsed();
+    // Proxy grace, then shutdown_delay (1 s) and SIGTERM for the tasks.
+    assert!(took < Duration::from_secs(20), "stopping took {took:?}");
+    let left: Vec<u32> = pids.into_iter().filter(|p| hello_alive(*p)).collect();
+    assert!(
+        left.is_empty(),
+        "hello-service processes left behind: {left:?}"
+    );
+    assert!(!dev_json.exists(), "dev.json must not outlive the stack");
+    let log = dev.log();
+    let proxy_stop = log.find("component=\"proxy\"").expect("proxy stop logged");
+    let nomad_stop = log.find("component=\"nomad\"").expect("nomad stop logged");
+    let consul_stop = log
+        .find("component=\"consul\"")
+        .expect("consul stop logged");
+    assert!(
+        proxy_stop < nomad_stop && nomad_stop < consul_stop,
+        "stop order must be proxy, Nomad, Consul:\n{log}"
+    );
+    // The ports are free again.
+    assert!(std::net::TcpStream::connect(proxy).is_err());
+    assert!(std::net::TcpStream::connect(consul).is_err());
+}
+
+/// Makes `import consul` work, installing py-consul from PyPI if needed.
+/// `Err` says why the test cannot run here.
+fn python_with_py_consul() -> Result<(), String> {
+    let has = |code: &str| {
+        Command::new("python3")
+            .args(["-c", code])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has("import sys") {
+        return Err("python3 is not available".into());
+    }
+    if has("import consul; consul.Consul") {
+        return Ok(());
+    }
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "py-consul>=1.5,<2",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run pip: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "pip could not install py-consul: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    if has("import consul; consul.Consul") {
+        Ok(())
+    } else {
+        Err("py-consul installed but `import consul` still fails".into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn py_consul_talks_to_the_dev_consul() {
+    if let Err(why) = tokio::task::spawn_blocking(python_with_py_consul)
+        .await
+        .unwrap()
+    {
+        println!("SKIPPED py_consul_talks_to_the_dev_consul: {why}");
+        return;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let consul = DevConsul::new(ConsulConfig::default()).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(consul.serve(listener, async move {
+        let _ = stop_rx.await;
+    }));
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/consul_client.py");
+    let run = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the py-consul script hung")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "py-consul script failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("py-consul compat: ok"),
+        "{stdout}\n{stderr}"
+    );
+
+    // What the Python client wrote, read back with switchyard's client.
+    let ours = ConsulClient::new(switchyard_hashi::consul::ConsulConfig {
+        address: format!("http://{addr}"),
+        ..Default::default()
+    })
+    .unwrap();
+    let (kv, _) = ours
+        .kv_get("switchyard/compat/py", &QueryOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(kv.unwrap().value.as_deref(), Some(&b"three"[..]));
+    let (entries, _) = ours
+        .health_service(
+            "py-compat",
+            &HealthQuery {
+                passing: true,
+                ..Default::default()
+            },
+            &QueryOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].service.id, "py-compat-1");
+    assert_eq!(entries[0].service.port, 9999);
+    assert_eq!(entries[0].service.tags, ["blue", "active"]);
+    assert_eq!(entries[0].aggregated_status(), CheckStatus::Passing);
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("dev Consul did not stop")
+        .unwrap()
+        .unwrap();
+}
+
+/// Runs `switchyard dev` with `extra` arguments (all addresses on port 0
+/// unless overridden) and returns its exit status and log, failing the test
+/// if it is still running after `within`.
+fn run_dev_to_exit(
+    tmp: &TempDir,
+    extra: &[&str],
+    within: Duration,
+) -> (std::process::ExitStatus, String) {
+    let bin = Path::new(env!("CARGO_BIN_EXE_switchyard"));
+    let log = tmp.0.join("dev.log");
+    let mut args = vec![
+        "dev".to_owned(),
+        "--ephemeral".into(),
+        "--data-dir".into(),
+        tmp.0.join("data").display().to_string(),
+    ];
+    for flag in [
+        "--consul-addr",
+        "--nomad-addr",
+        "--proxy-addr",
+        "--admin-addr",
+    ] {
+        if !extra.contains(&flag) {
+            args.extend([flag.to_owned(), "127.0.0.1:0".to_owned()]);
+        }
+    }
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let child = Command::new(bin)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut dev = DevChild { child, log };
+    let status = dev.wait_exit(within).unwrap_or_else(|| {
+        panic!(
+            "switchyard dev did not exit within {within:?}:\n{}",
+            dev.log()
+        )
+    });
+    (status, dev.log())
+}
+
+#[test]
+fn dev_fails_fast_on_a_busy_port() {
+    let tmp = TempDir::new("dev-busy");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let (status, log) = run_dev_to_exit(&tmp, &["--nomad-addr", &addr], Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(&format!("cannot listen on {addr} for Nomad")),
+        "{log}"
+    );
+    assert!(!tmp.0.join("data/dev.json").exists());
+}
+
+#[test]
+fn dev_reports_a_job_file_nomad_cannot_parse() {
+    let tmp = TempDir::new("dev-badjob");
+    let job = tmp.0.join("broken.nomad.hcl");
+    std::fs::write(&job, "job \"x\" {\n  group \"g\" {\n").unwrap();
+    let (status, log) = run_dev_to_exit(
+        &tmp,
+        &["--job", job.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(1), "{log}");
+    // The message names the file and carries Nomad's 400 from /v1/jobs/parse.
+    assert!(log.contains(&format!("parsing {}", job.display())), "{log}");
+    assert!(log.contains("HTTP 400"), "{log}");
+    assert!(!tmp.0.join("data/dev.json").exists());
+}
