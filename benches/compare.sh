@@ -122,23 +122,25 @@ curl -fsS "http://127.0.0.1:$NGINX_PORT/" >/dev/null
 NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
 
 TICKS=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
-# One measured run: prints "req/s p50_ms p99_ms non2xx cpu_us_per_req".
+# One measured run: prints "req/s p50_ms p99_ms non2xx errors cpu_us user_us sys_us" (per request).
 run() {
   local port=$1 pid=$2
   taskset -c 0 wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$port/" >/dev/null
-  local before; before=$(cpu_ticks "$pid")
+  local u1 s1 u2 s2
+  read -r u1 s1 < <(cpu_ticks "$pid")
   local out; out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/")
-  local after; after=$(cpu_ticks "$pid")
+  read -r u2 s2 < <(cpu_ticks "$pid")
   local reqs; reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   local rps; rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   local p50; p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   local p99; p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   local non2xx; non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
   local errs; errs=$(echo "$out" | awk '/Socket errors/ {print $4+$6+$8+$10}')
-  local cpu_us; cpu_us=$(awk -v a="$before" -v b="$after" -v t="$TICKS" -v r="$reqs" 'BEGIN { printf "%.2f", (b-a)/t*1e6/r }')
-  echo "$rps $(to_ms "$p50") $(to_ms "$p99") ${non2xx:-0} ${errs:-0} $cpu_us"
+  local cpu; cpu=$(awk -v u="$((u2 - u1))" -v s="$((s2 - s1))" -v t="$TICKS" -v r="$reqs" \
+    'BEGIN { printf "%.2f %.2f %.2f", (u+s)/t*1e6/r, u/t*1e6/r, s/t*1e6/r }')
+  echo "$rps $(to_ms "$p50") $(to_ms "$p99") ${non2xx:-0} ${errs:-0} $cpu"
 }
 to_ms() {
   local v=$1
@@ -151,28 +153,31 @@ to_ms() {
 }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); wrk -t1 -c$CONNS -d${DURATION}s; $ROUNDS rounds A B"
-printf "%-6s %-10s %10s %8s %8s %7s %7s %10s\n" round proxy "req/s" "p50 ms" "p99 ms" non2xx errors "CPU us/req"
+printf "%-6s %-10s %10s %8s %8s %7s %7s %10s %8s %8s\n" round proxy "req/s" "p50 ms" "p99 ms" non2xx errors "CPU us/req" "user us" "sys us"
 : > "$WORK/results"
 for r in $(seq 1 "$ROUNDS"); do
   for who in switchyard nginx; do
     if [ "$who" = switchyard ]; then res=$(run $PROXY_PORT $SY_PID); else res=$(run $NGINX_PORT "$NGINX_WORKER"); fi
     echo "$who $res" >> "$WORK/results"
     # shellcheck disable=SC2086
-    printf "%-6s %-10s %10s %8s %8s %7s %7s %10s\n" "$r" "$who" $res
+    printf "%-6s %-10s %10s %8s %8s %7s %7s %10s %8s %8s\n" "$r" "$who" $res
   done
 done
 
 # Medians and the ratio.
 median() { sort -n | awk '{a[NR]=$1} END { if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 for who in switchyard nginx; do
-  for col in 2 3 4 6 7; do
+  for col in 2 3 4 7 8 9; do
     awk -v w="$who" -v c="$col" '$1==w {print $c}' "$WORK/results" | median > "$WORK/med.$who.$col"
   done
 done
 sy_cpu=$(cat "$WORK/med.switchyard.7"); ng_cpu=$(cat "$WORK/med.nginx.7")
 echo
-echo "medians: switchyard $(cat "$WORK/med.switchyard.2") req/s, p50 $(cat "$WORK/med.switchyard.3") ms, p99 $(cat "$WORK/med.switchyard.4") ms, ${sy_cpu} us/req"
-echo "         nginx      $(cat "$WORK/med.nginx.2") req/s, p50 $(cat "$WORK/med.nginx.3") ms, p99 $(cat "$WORK/med.nginx.4") ms, ${ng_cpu} us/req"
+for who in switchyard nginx; do
+  printf "median %-10s %s req/s, p50 %s ms, p99 %s ms, CPU %s us/req (user %s, sys %s)\n" "$who" \
+    "$(cat "$WORK/med.$who.2")" "$(cat "$WORK/med.$who.3")" "$(cat "$WORK/med.$who.4")" \
+    "$(cat "$WORK/med.$who.7")" "$(cat "$WORK/med.$who.8")" "$(cat "$WORK/med.$who.9")"
+done
 awk -v a="$sy_cpu" -v b="$ng_cpu" 'BEGIN { printf "CPU per request, switchyard / nginx = %.2f (target <= 0.75)\n", a/b }'
 non2xx=$(awk '$1=="switchyard" {s+=$5+$6} END {print s+0}' "$WORK/results")
 echo "switchyard non-2xx + socket errors over all runs: $non2xx"

@@ -219,7 +219,10 @@ impl Admin {
                     Err(Box::new(error(StatusCode::FORBIDDEN, "wrong admin token")))
                 }
             }
-            None if peer.ip().is_loopback() => Ok(()),
+            // `to_canonical`: on a dual-stack (`[::]`) listener an IPv4
+            // loopback client shows up as `::ffff:127.0.0.1`, which
+            // `Ipv6Addr::is_loopback` alone does not recognise.
+            None if peer.ip().to_canonical().is_loopback() => Ok(()),
             None => Err(Box::new(error(
                 StatusCode::FORBIDDEN,
                 "no admin token is configured, so mutating calls are accepted from loopback only",

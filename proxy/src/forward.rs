@@ -14,9 +14,28 @@
 //! Retry rules: a request that never left (connect failed, or the pooled
 //! connection closed before the request was written — hyper hands the
 //! request back) is retried on another instance whatever its method. A
-//! request without a body and with an idempotent method is also retried
-//! when the connection drops before the response head. A request whose
-//! body has been (even partly) sent is never retried.
+//! request without a body and with an idempotent method (a "replayable"
+//! request) is also retried on another instance when:
+//!
+//! - the connection drops before the response head;
+//! - no response head arrives within `timeouts.response_head`: an instance
+//!   that accepts but never answers (wedged, GC-paused, overloaded) must cost
+//!   the user one timeout, not an error. The timeout also counts towards
+//!   passive ejection, so after `ejection.consecutive_failures` of them the
+//!   instance is skipped for `cool_down` and later requests stop paying;
+//! - the instance answers **502, 503 or 504** and another instance of the
+//!   pool has not been tried yet. These statuses say "this instance cannot
+//!   serve right now" (its own upstream is down, it is draining or
+//!   overloaded), not "this request is wrong", so another instance may well
+//!   answer. Any other 5xx (500, 501, 505…) is the application's answer
+//!   about this request and is passed through unchanged: replaying it would
+//!   only multiply the work of a poisonous request. Every 5xx, retried or
+//!   not, counts towards passive ejection. When no untried instance is left,
+//!   the last 502/503/504 is passed to the client as it came.
+//!
+//! Every retry spends one of `retry.attempts`, so a request costs at most
+//! `1 + attempts` upstream exchanges. A request whose body has been (even
+//! partly) sent is never retried.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -287,6 +306,10 @@ impl Forwarder {
         // not the instance's fault: one free redo on a fresh connection.
         let mut stale_redo = true;
         let mut last_err: Option<ProxyError> = None;
+        // An HTTP/1.0 client may leave Host out, but the upstream is spoken
+        // to in HTTP/1.1, where Host is mandatory (RFC 9112 §3.2) and strict
+        // servers answer 400 without it: name the instance being tried.
+        let synthetic_host = !req.headers().contains_key(header::HOST);
 
         loop {
             let Some(ep) = pool.pick(balance, &tried).cloned() else {
@@ -335,6 +358,9 @@ impl Forwarder {
                 },
             };
 
+            if synthetic_host && let Ok(v) = HeaderValue::from_str(&addr.to_string()) {
+                req.headers_mut().insert(header::HOST, v);
+            }
             let sent =
                 tokio::time::timeout(timeouts.response_head, sender.try_send_request(req)).await;
             match sent {
@@ -343,6 +369,27 @@ impl Forwarder {
                         if ep.record_failure() {
                             service.metrics.ejections.inc();
                             tracing::warn!(upstream = %addr, service = %service.name, "instance ejected after consecutive 5xx");
+                        }
+                        if let Some(r) = &replay
+                            && tries_left > 0
+                            && is_retryable_status(resp.status())
+                            && pool
+                                .endpoints
+                                .iter()
+                                .any(|e| e.addr() != addr && !tried.contains(&e.addr()))
+                        {
+                            // Dropping the response and its connection: an
+                            // unread body makes the connection unusable anyway.
+                            tried.push(addr);
+                            tries_left -= 1;
+                            service.metrics.retries.inc();
+                            tracing::debug!(upstream = %addr, status = resp.status().as_u16(), "idempotent request retried on another instance after a gateway error");
+                            last_err = Some(ProxyError::Upstream {
+                                addr,
+                                reason: format!("answered {}", resp.status()),
+                            });
+                            req = r.rebuild();
+                            continue;
                         }
                     } else {
                         ep.record_success();
@@ -354,11 +401,35 @@ impl Forwarder {
                 Err(_elapsed) => {
                     // Dropping the exchange closes the connection.
                     service.metrics.response_timeouts.inc();
-                    ep.record_failure();
-                    return Err(ProxyError::ResponseTimeout {
+                    if ep.record_failure() {
+                        service.metrics.ejections.inc();
+                        tracing::warn!(upstream = %addr, service = %service.name, "instance ejected after consecutive failures");
+                    }
+                    let err = ProxyError::ResponseTimeout {
                         addr,
                         timeout_ms: timeouts.response_head.as_millis(),
-                    });
+                    };
+                    tried.push(addr);
+                    match &replay {
+                        Some(r) if tries_left > 0 => {
+                            tries_left -= 1;
+                            service.metrics.retries.inc();
+                            tracing::debug!(upstream = %addr, "idempotent request retried after a response-head timeout");
+                            req = r.rebuild();
+                            last_err = Some(err);
+                            continue;
+                        }
+                        _ => return Err(err),
+                    }
+                }
+                Ok(Err(e)) if e.error().is_user() => {
+                    // hyper blames the request side: the client's body
+                    // stream failed (invalid chunked framing, or the client
+                    // went away mid-upload). Not the instance's fault, so
+                    // no 502, no failure towards ejection, and no retry;
+                    // the upstream saw a truncated request it will discard.
+                    tracing::debug!(upstream = %addr, error = %e.error(), "request body from the client failed");
+                    return Err(ProxyError::BadRequest("invalid or incomplete request body"));
                 }
                 Ok(Err(mut e)) => {
                     let reason = e.error().to_string();
@@ -419,6 +490,15 @@ impl Replay {
         *r.headers_mut() = self.headers.clone();
         r
     }
+}
+
+/// Upstream statuses after which a replayable request is tried on another
+/// instance (see the module doc).
+fn is_retryable_status(s: StatusCode) -> bool {
+    matches!(
+        s,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    )
 }
 
 fn is_idempotent(m: &Method) -> bool {

@@ -45,6 +45,14 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers. With `upgrade`, keeps the `Connection:
 /// upgrade` / `Upgrade` pair that the upgrade needs.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none: one pass over the names is cheaper than a
+    // hash lookup per hop-by-hop name.
+    let any = headers
+        .keys()
+        .any(|k| k == header::UPGRADE || HOP_BY_HOP.iter().any(|h| h == k));
+    if !any {
+        return;
+    }
     // Headers named by Connection are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)

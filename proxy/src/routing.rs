@@ -310,9 +310,20 @@ impl DrainSignal {
         self.tx.send_if_modified(|v| v.take().is_some());
     }
 
-    /// Whether a drain is under way.
+    /// Whether a drain is under way: the colour stopped being active, the
+    /// deadline has not passed yet, and upgraded connections opened on it are
+    /// still open (each one holds a subscription until it ends). Once the last
+    /// of them is gone, or the deadline has closed them, there is nothing left
+    /// to drain, even though the signal keeps its deadline until the colour is
+    /// active again; reporting "draining" after that would hold a deploy to
+    /// this colour back for no reason. Plain requests are not counted here:
+    /// they show as in flight.
     pub fn draining(&self) -> bool {
-        self.tx.borrow().is_some()
+        self.tx.receiver_count() > 0
+            && self
+                .tx
+                .borrow()
+                .is_some_and(|deadline| Instant::now() < deadline)
     }
 }
 
@@ -485,6 +496,14 @@ impl Router {
                 .observe_cutover(&next.name, delay.as_secs_f64());
         }
         self.applied.send_replace(version);
+        let visible = prev.snapshot.active != next.snapshot.active
+            || prev.snapshot.standby != next.snapshot.standby
+            || prev.snapshot.generation != next.snapshot.generation
+            || prev.snapshot.fail_static != next.snapshot.fail_static;
+        if !visible {
+            tracing::debug!(service = %next.name, table = version, "routing table refreshed (indexes only)");
+            return true;
+        }
         tracing::info!(
             service = %next.name,
             active = %next.active.colour,
@@ -669,6 +688,8 @@ mod tests {
         assert!(!r.apply(snap.clone()), "identical snapshot is not a change");
         let before = r.table_full();
         let blue_ep = Arc::clone(&before.service("a").unwrap().active.endpoints[0]);
+        // An upgraded connection open on blue.
+        let tunnel = before.service("a").unwrap().active.drain.subscribe();
 
         let flipped = ServiceSnapshot {
             active: snap.standby.clone(),
@@ -686,6 +707,9 @@ mod tests {
         assert_eq!(before.service("a").unwrap().active.colour, "blue");
         assert!(before.service("a").unwrap().active.drain.draining());
         assert!(!a.active.drain.draining());
+        // Its last upgraded connection closed: nothing left to drain.
+        drop(tunnel);
+        assert!(!before.service("a").unwrap().active.drain.draining());
     }
 
     #[test]

@@ -24,7 +24,8 @@ use tracing::Instrument;
 use crate::config::{Limits, Timeouts};
 use crate::forward::Forwarder;
 use crate::headers::ClientInfo;
-use crate::io::SharedStream;
+use crate::io::{self as tracked, Answerer};
+use crate::metrics::Metrics;
 
 const REQUEST_TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 52\r\nconnection: close\r\n\r\n408 request timeout: the request head came too slow\n";
 
@@ -90,8 +91,8 @@ pub(crate) async fn accept_loop(
         let span = tracing::debug_span!("conn", client.addr = %peer);
         match &tls {
             None => {
-                let io = SharedStream::new(stream);
-                let handle = io.clone();
+                let (io, handle) = tracked::track(stream);
+                let metrics = Arc::clone(forwarder.router().metrics());
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(io), service)
                     .into_owned();
@@ -99,7 +100,7 @@ pub(crate) async fn accept_loop(
                 tokio::spawn(
                     async move {
                         if let Err(e) = conn.await {
-                            on_conn_error(&*e, Some(&handle));
+                            on_conn_error(&*e, Some(&handle), &metrics);
                         }
                         gauge.dec();
                         drop(permit);
@@ -110,6 +111,7 @@ pub(crate) async fn accept_loop(
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 let builder = Arc::clone(&builder);
+                let metrics = Arc::clone(forwarder.router().metrics());
                 let watcher = graceful.watcher();
                 tokio::spawn(
                     async move {
@@ -119,7 +121,7 @@ pub(crate) async fn accept_loop(
                                 let conn = builder
                                     .serve_connection_with_upgrades(TokioIo::new(tls), service);
                                 if let Err(e) = watcher.watch(conn.into_owned()).await {
-                                    on_conn_error(&*e, None);
+                                    on_conn_error(&*e, None, &metrics);
                                 }
                             }
                             Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
@@ -135,7 +137,11 @@ pub(crate) async fn accept_loop(
     }
 }
 
-fn on_conn_error(e: &(dyn std::error::Error + Send + Sync + 'static), io: Option<&SharedStream>) {
+fn on_conn_error(
+    e: &(dyn std::error::Error + Send + Sync + 'static),
+    io: Option<&Answerer>,
+    metrics: &Metrics,
+) {
     let timed_out = e
         .downcast_ref::<hyper::Error>()
         .is_some_and(hyper::Error::is_timeout);
@@ -144,6 +150,7 @@ fn on_conn_error(e: &(dyn std::error::Error + Send + Sync + 'static), io: Option
             && io.request_pending()
         {
             io.write_final(REQUEST_TIMEOUT_RESPONSE);
+            metrics.local_response(408);
             tracing::debug!("request head too slow: answered 408");
         }
         return;

@@ -67,16 +67,36 @@ async fn wait_for_drain(mut rx: watch::Receiver<Option<Instant>>, pool: &Pool) {
                 }
             }
             Some(deadline) => {
-                pool.metrics.draining.inc();
+                // Counted through a guard: when the connection ends on its
+                // own during the drain, `spawn`'s select drops this future
+                // mid-wait, and the gauge must still come back down.
+                let counted = DrainingGuard::new(pool);
                 let cancelled = tokio::select! {
                     () = tokio::time::sleep_until(deadline.into()) => false,
                     changed = rx.changed() => changed.is_ok(),
                 };
-                pool.metrics.draining.dec();
+                drop(counted);
                 if !cancelled {
                     return;
                 }
             }
         }
+    }
+}
+
+/// One draining connection in `switchyard_draining_connections`, for as
+/// long as it lives.
+struct DrainingGuard<'a>(&'a Pool);
+
+impl<'a> DrainingGuard<'a> {
+    fn new(pool: &'a Pool) -> Self {
+        pool.metrics.draining.inc();
+        Self(pool)
+    }
+}
+
+impl Drop for DrainingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.draining.dec();
     }
 }
