@@ -299,7 +299,7 @@ deploy_loop() { # log deploys_file
       deploys=$((deploys + 1))
     else
       fails=$((fails + 1))
-      log "switchyard deploy $v failed (see $WORK/deploy.log)"
+      log "switchyard deploy $v failed: $(tail -1 "$WORK/deploy.log") (full log: $WORK/deploy.log)"
       break
     fi
     # Switching needs the new standby fully passing.
@@ -311,7 +311,7 @@ deploy_loop() { # log deploys_file
     t0=$(now_ms)
     if ! cli switch --proxy "http://$ADMIN" --state-dir "$WORK/state" >>"$WORK/deploy.log" 2>&1; then
       fails=$((fails + 1))
-      log "switchyard switch failed (see $WORK/deploy.log)"
+      log "switchyard switch failed: $(tail -1 "$WORK/deploy.log") (full log: $WORK/deploy.log)"
       break
     fi
     # Acknowledged = the CLI returned and this proxy serves the new version.

@@ -5,7 +5,10 @@
 
 mod support;
 
+mod bad_input;
+mod cutover;
 mod dev;
 mod discovery;
+mod faults;
 mod proxy;
 mod switch_under_load;

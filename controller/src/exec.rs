@@ -335,7 +335,7 @@ impl Controller {
             },
             Err(why) => why,
         };
-        let reverted = self.revert(&plan, new_version).await;
+        let reverted = self.revert(&plan, new_version, &backup).await;
         Err(ControllerError::Failed(format!(
             "deploy of {version} to {} failed after {:.1}s: {failure}; {reverted}",
             plan.colour,
@@ -407,6 +407,9 @@ impl Controller {
                 .job_allocations(&plan.job_id, false, &QueryOptions::default())
                 .await
                 .map(|(a, _)| a);
+            // Nomad may be unreachable while the allocations keep running: say so rather
+            // than report the wait as a health problem.
+            let nomad_down = allocs.as_ref().err().map(|e| e.to_string());
             let running = match &allocs {
                 Ok(a) => a
                     .iter()
@@ -436,12 +439,16 @@ impl Controller {
                 .count();
             let expected = usize::try_from(plan.expected_count).unwrap_or(usize::MAX);
             let line = format!(
-                "waiting for {}: {running}/{expected} allocation(s) running, {ready}/{expected} passing with version={version}{}",
+                "waiting for {}: {running}/{expected} allocation(s) running, {ready}/{expected} passing with version={version}{}{}",
                 plan.colour,
                 if stale > 0 {
                     format!(", {stale} old instance(s) still registered")
                 } else {
                     String::new()
+                },
+                match &nomad_down {
+                    Some(e) => format!(" (Nomad API unreachable: {e})"),
+                    None => String::new(),
                 }
             );
             if line != last {
@@ -455,6 +462,13 @@ impl Controller {
                 return Err(format!("Nomad deployment failed ({why})"));
             }
             if Instant::now() >= deadline {
+                if let Some(e) = nomad_down {
+                    return Err(format!(
+                        "the Nomad API was unreachable at the deadline of {}s ({e}), so the allocations of group {} could not be confirmed ({ready}/{expected} passing with version={version} in Consul)",
+                        self.settings.deadline.as_secs(),
+                        plan.group
+                    ));
+                }
                 let failing: Vec<String> = mine
                     .iter()
                     .filter(|i| !i.passing())
@@ -520,7 +534,12 @@ impl Controller {
 
     /// Reverts the job to the version it had before the deploy and waits for the standby to
     /// come back; returns a sentence for the error message.
-    async fn revert(&self, plan: &DeployPlan, current_version: u64) -> String {
+    async fn revert(
+        &self,
+        plan: &DeployPlan,
+        current_version: u64,
+        backup: &std::path::Path,
+    ) -> String {
         self.say(&format!(
             "reverting job {} to version {}",
             plan.job_id, plan.prior_job_version
@@ -533,8 +552,10 @@ impl Controller {
             Ok(_) => {}
             Err(e) => {
                 return format!(
-                    "reverting job {} to version {} FAILED ({e}); restore it from the backup",
-                    plan.job_id, plan.prior_job_version
+                    "reverting job {} to version {} FAILED ({e}); the job is left as it is; restore it from the backup {}",
+                    plan.job_id,
+                    plan.prior_job_version,
+                    backup.display()
                 );
             }
         }

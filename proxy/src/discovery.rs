@@ -210,41 +210,47 @@ impl ServiceWatch {
     }
 
     fn on_health(&self, res: Result<(Vec<Instance>, u64), String>) {
-        let Ok(mut k) = self.knowledge.lock() else {
-            return;
-        };
-        match res {
-            Ok(h) => {
-                k.health = Some(h);
-                k.health_failure = None;
-                k.last_sync = Some(SystemTime::now());
-            }
-            Err(e) => {
-                if k.health_failure.is_none() {
-                    tracing::warn!(service = %self.name, error = %e, "Consul health watch failed; serving the last good pools");
-                }
-                k.health_failure = Some(e);
-            }
-        }
-        self.publish(&mut k);
+        self.on_answer(
+            res,
+            "Consul health watch failed; serving the last good pools",
+            |k| (&mut k.health, &mut k.health_failure),
+        );
     }
 
     fn on_route(&self, res: Result<Option<(RouteValue, u64)>, String>) {
+        self.on_answer(res, "route key watch failed; keeping the last route", |k| {
+            (&mut k.route, &mut k.route_failure)
+        });
+    }
+
+    /// Records one watch's answer (or failure, logged once per outage) and
+    /// republishes the service.
+    fn on_answer<T>(
+        &self,
+        res: Result<T, String>,
+        failed: &'static str,
+        slots: impl FnOnce(&mut Knowledge) -> (&mut Option<T>, &mut Option<String>),
+    ) {
         let Ok(mut k) = self.knowledge.lock() else {
             return;
         };
-        match res {
-            Ok(r) => {
-                k.route = Some(r);
-                k.route_failure = None;
-                k.last_sync = Some(SystemTime::now());
+        let (value, failure) = slots(&mut k);
+        let ok = match res {
+            Ok(v) => {
+                *value = Some(v);
+                *failure = None;
+                true
             }
             Err(e) => {
-                if k.route_failure.is_none() {
-                    tracing::warn!(service = %self.name, error = %e, "route key watch failed; keeping the last route");
+                if failure.is_none() {
+                    tracing::warn!(service = %self.name, error = %e, "{failed}");
                 }
-                k.route_failure = Some(e);
+                *failure = Some(e);
+                false
             }
+        };
+        if ok {
+            k.last_sync = Some(SystemTime::now());
         }
         self.publish(&mut k);
     }

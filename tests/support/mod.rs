@@ -9,6 +9,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 pub mod consul;
+pub mod faulty;
 pub mod load;
 
 use std::convert::Infallible;

@@ -311,18 +311,16 @@ pub fn alive(pid: u32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
 }
 
+/// A published Nomad sample: the repository keeps one copy of them beside
+/// the client crate that decodes them (`SWITCHYARD_FIXTURES_DIR` overrides).
 pub fn fixture(name: &str) -> Value {
-    let p = workspace_root()
-        .parent()
-        .unwrap()
-        .join("shared/fixtures/nomad")
-        .join(name);
-    let p = if p.exists() {
-        p
-    } else {
-        PathBuf::from("/work/shared/fixtures/nomad").join(name)
-    };
-    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+    let dir = std::env::var("SWITCHYARD_FIXTURES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("hashi/tests/fixtures"));
+    let p = dir.join("nomad").join(name);
+    let text = std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("fixture {} unreadable: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
 }
 
 fn kind(v: &Value) -> &'static str {
