@@ -219,10 +219,7 @@ impl Admin {
                     Err(Box::new(error(StatusCode::FORBIDDEN, "wrong admin token")))
                 }
             }
-            // `to_canonical`: on a dual-stack (`[::]`) listener an IPv4
-            // loopback client shows up as `::ffff:127.0.0.1`, which
-            // `Ipv6Addr::is_loopback` alone does not recognise.
-            None if peer.ip().to_canonical().is_loopback() => Ok(()),
+            None if loopback_peer(peer.ip()) => Ok(()),
             None => Err(Box::new(error(
                 StatusCode::FORBIDDEN,
                 "no admin token is configured, so mutating calls are accepted from loopback only",
@@ -478,6 +475,13 @@ fn service_status(
     })
 }
 
+/// Whether a peer counts as local for token-less mutating calls. On a
+/// dual-stack (`[::]`) listener an IPv4 loopback client arrives as
+/// `::ffff:127.0.0.1`, which is loopback too.
+fn loopback_peer(ip: std::net::IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
 /// `a=1&b=x%20y` → pairs, percent-decoded; a bare `a` has an empty value.
 fn parse_query(q: &str) -> Vec<(String, String)> {
     q.split('&')
@@ -524,6 +528,23 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_peers_switch_without_a_token() {
+        for (ip, local) in [
+            ("127.0.0.1", true),
+            ("127.8.9.10", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("192.0.2.2", false),
+            ("10.0.0.1", false),
+            ("::ffff:192.0.2.2", false),
+            ("2001:db8::1", false),
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap_or_else(|_| unreachable!());
+            assert_eq!(loopback_peer(ip), local, "{ip}");
+        }
+    }
 
     #[test]
     fn query_parsing() {
