@@ -6,6 +6,7 @@
 mod support;
 
 mod bad_input;
+mod cli;
 mod cutover;
 mod dev;
 mod discovery;
