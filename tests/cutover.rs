@@ -21,59 +21,32 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use switchyard_devstack::consul::{ConsulConfig as DevConsulConfig, DevConsul};
 use switchyard_hashi::QueryOptions;
-use switchyard_hashi::consul::{
-    AgentServiceCheck, AgentServiceRegistration, CheckStatus, ConsulClient, ConsulConfig,
-};
+use switchyard_hashi::consul::{AgentServiceCheck, AgentServiceRegistration, CheckStatus};
 use switchyard_model::RouteValue;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::discovery::eventually;
+use crate::support::load::DevConsulServer;
 use crate::support::{ProxyHandle, Upstream, client};
 
 const SERVICE: &str = "hello-service";
 const TOKEN: &str = "cutover-test-admin-token-7f3a9c";
 
-/// A dev Consul on `127.0.0.1:0`, stopped on drop.
-pub(crate) struct Consul {
-    pub(crate) addr: SocketAddr,
-    pub(crate) client: ConsulClient,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+/// A dev Consul on `127.0.0.1:0` (stopped on drop) with the registrations
+/// these tests need.
+pub(crate) struct Consul(DevConsulServer);
+
+impl std::ops::Deref for Consul {
+    type Target = DevConsulServer;
+    fn deref(&self) -> &DevConsulServer {
+        &self.0
+    }
 }
 
 impl Consul {
     pub(crate) async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let consul = DevConsul::new(DevConsulConfig::default()).unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = consul
-                .serve(listener, async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        let client = ConsulClient::new(ConsulConfig {
-            address: format!("http://{addr}"),
-            ..ConsulConfig::default()
-        })
-        .unwrap();
-        Self {
-            addr,
-            client,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        Self(DevConsulServer::start().await)
     }
 
     /// Registers an instance tagged `[colour, role, version=v]` with a TTL
@@ -126,15 +99,6 @@ impl Consul {
             .unwrap();
         pair.and_then(|p| p.value)
             .map(|v| RouteValue::parse(&v).unwrap())
-    }
-}
-
-impl Drop for Consul {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.task.abort();
     }
 }
 
