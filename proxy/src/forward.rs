@@ -103,7 +103,7 @@ impl Forwarder {
             .access_log
             .then(|| req.uri().path().to_owned());
         match self.forward(req, client, start).await {
-            Ok((resp, service, colour, upstream)) => {
+            Ok((resp, service, pool, upstream)) => {
                 if let Some(path) = path_for_log {
                     tracing::info!(
                         target: "access",
@@ -111,8 +111,8 @@ impl Forwarder {
                         method = %method,
                         path = %path,
                         status = resp.status().as_u16(),
-                        service = %service,
-                        colour = %colour,
+                        service = %service.name,
+                        colour = %pool.colour,
                         upstream = %upstream,
                         micros = start.elapsed().as_micros() as u64,
                     );
@@ -145,13 +145,22 @@ impl Forwarder {
         mut req: Request<Incoming>,
         client: ClientInfo,
         start: Instant,
-    ) -> Result<(Response<ProxyBody>, String, String, SocketAddr), ProxyError> {
+    ) -> Result<
+        (
+            Response<ProxyBody>,
+            Arc<ServiceRoutes>,
+            Arc<Pool>,
+            SocketAddr,
+        ),
+        ProxyError,
+    > {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed(Method::CONNECT));
         }
 
         // The authority of an absolute-form (or HTTP/2) request wins over
         // Host (RFC 9112 §3.2.2); either way exactly one host is forwarded.
+        let from_authority = req.uri().authority().is_some();
         let host_value: Option<HeaderValue> = match req.uri().authority() {
             Some(a) => Some(
                 HeaderValue::from_str(a.as_str())
@@ -185,12 +194,12 @@ impl Forwarder {
             role = Role::Standby;
         }
         let path = req.uri().path();
-        let path = match path.strip_prefix(preview.path_prefix.as_str()) {
+        let (path, stripped) = match path.strip_prefix(preview.path_prefix.as_str()) {
             Some(rest) if rest.is_empty() || rest.starts_with('/') => {
                 role = Role::Standby;
-                if rest.is_empty() { "/" } else { rest }
+                (if rest.is_empty() { "/" } else { rest }, true)
             }
-            _ => path,
+            _ => (path, false),
         };
 
         let table = self.router.table();
@@ -210,15 +219,19 @@ impl Forwarder {
             });
         }
 
-        // Origin-form URI towards the upstream.
-        let path_and_query = match req.uri().query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_owned(),
+        // Origin-form URI towards the upstream: the request's own path and
+        // query (a cheap shared copy) unless the preview prefix came off.
+        let path_and_query = match (stripped, req.uri().path_and_query()) {
+            (false, Some(pq)) => pq.clone(),
+            _ => {
+                let pq = match req.uri().query() {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.to_owned(),
+                };
+                PathAndQuery::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid path"))?
+            }
         };
-        let uri = Uri::from(
-            PathAndQuery::try_from(path_and_query)
-                .map_err(|_| ProxyError::BadRequest("invalid path"))?,
-        );
+        let uri = Uri::from(path_and_query);
 
         let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -238,7 +251,8 @@ impl Forwarder {
                 headers.insert(header::CONTENT_LENGTH, v);
             }
         }
-        if let Some(h) = &host_value {
+        // The Host header already says it unless the authority decided.
+        if from_authority && let Some(h) = &host_value {
             headers.insert(header::HOST, h.clone());
         }
         let via = if parts.version == Version::HTTP_2 {
@@ -249,7 +263,13 @@ impl Forwarder {
         headers::add_forwarded(&mut headers, client, host_value.as_ref(), via);
 
         let bodiless = body.is_end_stream();
-        let replay = (bodiless && is_idempotent(&parts.method)).then(|| Replay {
+        // A replay needs another instance to go to and a try left; keep
+        // the copy of the headers only then.
+        let replayable = bodiless
+            && is_idempotent(&parts.method)
+            && self.settings.retry_attempts > 0
+            && pool.endpoints.len() > 1;
+        let replay = replayable.then(|| Replay {
             method: parts.method.clone(),
             uri: uri.clone(),
             headers: headers.clone(),
@@ -284,10 +304,10 @@ impl Forwarder {
                 service.name.clone(),
             );
             let resp = Response::from_parts(parts, ProxyBody::empty());
-            return Ok((resp, service.name.clone(), pool.colour.clone(), addr));
+            return Ok((resp, service, pool, addr));
         }
         let resp = Response::from_parts(parts, ProxyBody::upstream(body, guard));
-        Ok((resp, service.name.clone(), pool.colour.clone(), addr))
+        Ok((resp, service, pool, addr))
     }
 
     /// Picks instances and sends, retrying by the rules in the module doc.
