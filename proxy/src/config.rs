@@ -12,7 +12,7 @@
 //! `CONSUL_HTTP_TOKEN`, `SWITCHYARD_ADMIN_TOKEN`), mirroring how the Consul CLI
 //! treats them. `docs/config.md` documents every key.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -928,18 +928,6 @@ impl Config {
             routes,
             worker_threads: file.runtime.worker_threads,
         })
-    }
-
-    /// The services keyed by name.
-    pub fn services_by_name(&self) -> BTreeMap<&str, &ServiceConfig> {
-        self.services.iter().map(|s| (s.name.as_str(), s)).collect()
-    }
-
-    /// Whether any service is discovered through Consul.
-    pub fn uses_consul(&self) -> bool {
-        self.services
-            .iter()
-            .any(|s| matches!(s.source, PoolSource::Consul { .. }))
     }
 }
 

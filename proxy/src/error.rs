@@ -10,17 +10,6 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-/// Who caused an error: used for metrics and logs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Blame {
-    /// The client sent something we will not forward.
-    Client,
-    /// An upstream instance failed or was too slow.
-    Upstream,
-    /// No instance was available, or the proxy is shutting down.
-    Proxy,
-}
-
 /// A failure on the request path.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -96,32 +85,6 @@ impl ProxyError {
             ProxyError::ResponseTimeout { .. } | ProxyError::ConnectTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-        }
-    }
-
-    /// Who is to blame.
-    pub fn blame(&self) -> Blame {
-        match self {
-            ProxyError::NoRoute { .. }
-            | ProxyError::BadRequest(_)
-            | ProxyError::MethodNotAllowed(_) => Blame::Client,
-            ProxyError::NoInstance { .. } | ProxyError::ShuttingDown => Blame::Proxy,
-            _ => Blame::Upstream,
-        }
-    }
-
-    /// A short label for metrics (`upstream_errors_total{kind=...}`).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ProxyError::NoRoute { .. } => "no_route",
-            ProxyError::BadRequest(_) => "bad_request",
-            ProxyError::MethodNotAllowed(_) => "method_not_allowed",
-            ProxyError::NoInstance { .. } => "no_instance",
-            ProxyError::Connect { .. } => "connect",
-            ProxyError::ResponseTimeout { .. } => "response_timeout",
-            ProxyError::ConnectTimeout { .. } => "connect_timeout",
-            ProxyError::Upstream { .. } => "upstream",
-            ProxyError::ShuttingDown => "shutting_down",
         }
     }
 

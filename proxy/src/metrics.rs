@@ -273,11 +273,6 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// The cutover histogram of a service, for tests and benchmarks.
-    pub fn cutover_histogram(&self, service: &str) -> Histogram {
-        self.cutover_delay.with_label_values(&[service])
-    }
-
     /// Counts a Consul watch error.
     pub fn consul_watch_error(&self, service: &str, watch: &str) {
         self.consul_watch_errors
@@ -308,7 +303,6 @@ fn itoa_status(s: u16) -> &'static str {
         400 => "400",
         404 => "404",
         408 => "408",
-        431 => "431",
         502 => "502",
         503 => "503",
         504 => "504",

@@ -88,8 +88,6 @@ pub struct Endpoint {
     consecutive_failures: AtomicU32,
     /// Milliseconds since [`epoch`] until which this endpoint is ejected.
     ejected_until_ms: AtomicU64,
-    /// Connections opened, for tests and status.
-    connects: AtomicU64,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -121,7 +119,6 @@ impl Endpoint {
             retired: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
-            connects: AtomicU64::new(0),
         }
     }
 
@@ -133,11 +130,6 @@ impl Endpoint {
     /// Requests currently outstanding on this endpoint.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// TCP connections opened so far.
-    pub fn connects(&self) -> u64 {
-        self.connects.load(Ordering::Relaxed)
     }
 
     /// Idle pooled connections right now.
@@ -259,7 +251,6 @@ impl Endpoint {
                 .await
                 .map_err(|_| ConnectError::Timeout)??;
         stream.set_nodelay(true)?;
-        self.connects.fetch_add(1, Ordering::Relaxed);
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;
