@@ -7,176 +7,20 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+mod support;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::{Load, Stack, alloc_ids, failing_health_args, set_task_args, version_served};
 use switchyard_controller::plan::{self, Refusal};
-use switchyard_controller::{Controller, ControllerError, Settings};
-use switchyard_devstack::consul::{ConsulConfig, DevConsul};
-use switchyard_devstack::nomad::{DevNomad, NomadConfig};
-use switchyard_hashi::QueryOptions;
-use switchyard_hashi::nomad::{Job, NomadClient};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use switchyard_controller::{Controller, ControllerError};
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "switchyard-controller-it-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-struct Stack {
-    consul_url: String,
-    nomad_url: String,
-    proxy_url: String,
-    admin_url: String,
-    nomad: NomadClient,
-    state_dir: PathBuf,
-    stops: Vec<oneshot::Sender<()>>,
-    tasks: Vec<JoinHandle<()>>,
-}
+/// The pause between two requests of the load loop.
+const LOAD_PAUSE: Duration = Duration::from_millis(5);
 
 impl Stack {
-    /// Starts everything; `edit` may change the parsed job before it is first registered.
-    async fn start(name: &str, edit: impl FnOnce(&mut Job)) -> Stack {
-        let bin = workspace_root().join("target/debug");
-        assert!(
-            bin.join("hello-service").exists(),
-            "build hello-service first: cargo build -p hello-service"
-        );
-        let mut stops = Vec::new();
-        let mut tasks = Vec::new();
-
-        let consul = DevConsul::new(ConsulConfig::default()).unwrap();
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let consul_url = format!("http://{}", l.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel::<()>();
-        stops.push(tx);
-        tasks.push(tokio::spawn(async move {
-            let _ = consul
-                .serve(l, async {
-                    let _ = rx.await;
-                })
-                .await;
-        }));
-
-        let nomad = DevNomad::new(NomadConfig {
-            consul_addr: consul_url.clone(),
-            extra_path: vec![bin],
-            ..NomadConfig::default()
-        })
-        .unwrap();
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let nomad_url = format!("http://{}", l.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel::<()>();
-        stops.push(tx);
-        tasks.push(tokio::spawn(async move {
-            let _ = nomad
-                .serve(l, async {
-                    let _ = rx.await;
-                })
-                .await;
-        }));
-
-        let toml = format!(
-            r#"
-[log]
-access_log = false
-[consul]
-address = "{consul_url}"
-wait = "2s"
-min_interval = "5ms"
-[[services]]
-name = "hello-service"
-consul = {{}}
-"#
-        );
-        let config = switchyard_proxy::config::Config::parse(
-            &toml,
-            Path::new("test.toml"),
-            &switchyard_proxy::config::Env::default(),
-        )
-        .unwrap();
-        let traffic = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy_url = format!("http://{}", traffic.local_addr().unwrap());
-        let admin_url = format!("http://{}", admin.local_addr().unwrap());
-        let proxy = switchyard_proxy::Proxy::new(config).unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        stops.push(tx);
-        tasks.push(tokio::spawn(async move {
-            let _ = proxy
-                .run(
-                    switchyard_proxy::Listeners {
-                        traffic,
-                        tls: None,
-                        admin: Some(admin),
-                    },
-                    async {
-                        let _ = rx.await;
-                    },
-                )
-                .await;
-        }));
-
-        let nomad = NomadClient::new(switchyard_hashi::nomad::NomadConfig {
-            address: nomad_url.clone(),
-            ..Default::default()
-        })
-        .unwrap();
-        let hcl = std::fs::read_to_string(workspace_root().join("config/hello-service.nomad.hcl"))
-            .unwrap();
-        let mut job = nomad.parse(&hcl, true).await.unwrap();
-        for g in job.0["TaskGroups"].as_array_mut().unwrap() {
-            g["Count"] = json!(1);
-        }
-        edit(&mut job);
-        nomad.register(&job, None).await.unwrap();
-        Stack {
-            consul_url,
-            nomad_url,
-            proxy_url,
-            admin_url,
-            nomad,
-            state_dir: temp_dir(name),
-            stops,
-            tasks,
-        }
-    }
-
-    fn settings(&self) -> Settings {
-        let mut s = Settings::from_lookup("hello-service", |_| None);
-        s.consul.address = self.consul_url.clone();
-        s.nomad.address = self.nomad_url.clone();
-        s.proxies = vec![self.admin_url.clone()];
-        s.state_dir = self.state_dir.clone();
-        s.deadline = Duration::from_secs(40);
-        s.drain_deadline = Duration::from_secs(10);
-        s.poll_interval = Duration::from_millis(200);
-        s
-    }
-
-    fn controller(&self) -> Controller {
-        Controller::new(self.settings()).unwrap()
-    }
-
     /// Waits until Consul shows `n` passing instances per colour and the proxy serves `active`.
     async fn wait_ready(&self, active: &str, active_version: &str) {
         let c = self.controller();
@@ -199,101 +43,6 @@ consul = {{}}
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-
-    async fn job(&self) -> Job {
-        self.nomad
-            .job("hello-service", &QueryOptions::default())
-            .await
-            .unwrap()
-            .0
-            .unwrap()
-    }
-
-    async fn shutdown(mut self) {
-        // Proxy first, then Nomad (stops the processes), then Consul.
-        for tx in self.stops.drain(..).rev() {
-            let _ = tx.send(());
-        }
-        for t in self.tasks.drain(..).rev() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
-        }
-        let _ = std::fs::remove_dir_all(&self.state_dir);
-    }
-}
-
-async fn version_served(proxy: &str) -> Option<String> {
-    let r = reqwest::get(format!("{proxy}/hello")).await.ok()?;
-    if !r.status().is_success() {
-        return None;
-    }
-    r.headers()
-        .get("x-app-version")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-/// A load loop through the proxy: counts failures and the versions that answered.
-struct Load {
-    stop: Arc<AtomicBool>,
-    task: JoinHandle<(usize, usize, Vec<String>)>,
-}
-
-impl Load {
-    fn start(proxy: &str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicUsize::new(0));
-        let url = format!("{proxy}/hello");
-        let (s, o) = (stop.clone(), ok);
-        let task = tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let mut failed = 0;
-            let mut versions: Vec<String> = Vec::new();
-            while !s.load(Ordering::Relaxed) {
-                match client.get(&url).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        o.fetch_add(1, Ordering::Relaxed);
-                        let v = r
-                            .headers()
-                            .get("x-app-version")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_owned();
-                        if !versions.contains(&v) {
-                            versions.push(v);
-                        }
-                    }
-                    _ => failed += 1,
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            (o.load(Ordering::Relaxed), failed, versions)
-        });
-        Load { stop, task }
-    }
-
-    async fn finish(self) -> (usize, usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap()
-    }
-}
-
-fn group_mut<'a>(job: &'a mut Job, name: &str) -> &'a mut Value {
-    job.0["TaskGroups"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|g| g["Name"] == name)
-        .unwrap()
-}
-
-fn alloc_ids(allocs: &[switchyard_hashi::nomad::AllocationListStub], group: &str) -> Vec<String> {
-    let mut ids: Vec<String> = allocs
-        .iter()
-        .filter(|a| a.task_group == group && a.desired_status == "run")
-        .map(|a| a.id.clone())
-        .collect();
-    ids.sort();
-    ids
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,7 +54,7 @@ async fn deploy_under_load_then_switch_status_diagnose_and_rollback() {
     assert_eq!(blue_before.len(), 1);
 
     // Deploy v3 to the standby (green) while users hit the active colour.
-    let load = Load::start(&stack.proxy_url);
+    let load = Load::start(&stack.proxy_url, LOAD_PAUSE);
     let outcome = c.deploy("v3").await.unwrap();
     let (ok, failed, versions) = load.finish().await;
     assert_eq!(failed, 0, "requests failed during the deploy");
@@ -351,7 +100,7 @@ async fn deploy_under_load_then_switch_status_diagnose_and_rollback() {
     assert_eq!(status["errors"], json!([]));
 
     // Switch: the route key is written and the proxy serves v3.
-    let load = Load::start(&stack.proxy_url);
+    let load = Load::start(&stack.proxy_url, LOAD_PAUSE);
     let sw = c.switch(false).await.unwrap();
     assert_eq!(
         (sw.plan.from.as_str(), sw.plan.to.as_str()),
@@ -434,9 +183,11 @@ async fn deploy_under_load_then_switch_status_diagnose_and_rollback() {
 async fn deploy_answering_the_wrong_version_is_reverted() {
     // The green task is told to report a version other than its tag.
     let stack = Stack::start("wrong", |job| {
-        let g = group_mut(job, "green");
-        g["Tasks"][0]["Config"]["args"] =
-            json!(["--port", "${NOMAD_PORT_http}", "--version", "imposter"]);
+        set_task_args(
+            job,
+            "green",
+            json!(["--port", "${NOMAD_PORT_http}", "--version", "imposter"]),
+        );
     })
     .await;
     stack.wait_ready("blue", "v1").await;
@@ -460,23 +211,12 @@ async fn deploy_answering_the_wrong_version_is_reverted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_healthy_deploy_is_reverted_and_switch_is_refused() {
     let stack = Stack::start("unhealthy", |job| {
-        let g = group_mut(job, "green");
-        g["Tasks"][0]["Config"]["args"] = json!([
-            "--port",
-            "${NOMAD_PORT_http}",
-            "--version",
-            "${NOMAD_META_version}",
-            "--fail-health"
-        ]);
+        set_task_args(job, "green", failing_health_args());
     })
     .await;
     let c = stack.controller();
     // Blue serves; green never passes.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while version_served(&stack.proxy_url).await.as_deref() != Some("v1") {
-        assert!(Instant::now() < deadline, "blue never served");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    stack.wait_serving("blue", "v1").await;
     let r = c.switch(false).await.unwrap_err();
     assert!(
         matches!(&r, ControllerError::Refused(Refusal::StandbyUnhealthy { colour }) if colour == "green"),
