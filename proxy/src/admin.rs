@@ -3,6 +3,7 @@
 //!
 //! | method | path | what |
 //! |---|---|---|
+//! | GET | `/` | the status page: one self-contained HTML document that polls `/status` |
 //! | GET | `/healthz` | 200 while the process runs |
 //! | GET | `/readyz` | 200 once every Consul-backed service has synced, else 503 |
 //! | GET | `/status` | JSON: every service's colours, versions, instances, generation, sync and fail-static state |
@@ -11,7 +12,14 @@
 //!
 //! Mutating calls need `Authorization: Bearer <token>` when a token is
 //! configured (compared in constant time); with no token configured they are
-//! accepted from loopback peers only. The token is never logged.
+//! accepted from loopback peers only. The token is never logged. A mutating
+//! call whose `Origin` names another host than the one it was sent to is
+//! refused, so a web page elsewhere cannot make a browser on the operator's
+//! machine switch through the loopback rule.
+
+mod history;
+
+pub use history::{Event, History};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -50,12 +58,29 @@ pub struct Admin {
     pub token: Option<String>,
     /// Flips to true once listeners are bound.
     pub listening: watch::Receiver<bool>,
+    /// Switches, deploys and fail-static episodes this proxy has seen.
+    pub history: History,
 }
+
+/// The status page (`GET /`).
+const PAGE: &str = include_str!("admin/page.html");
+/// The page loads nothing from anywhere: inline script and style only, and
+/// it talks to this admin port alone.
+const PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+     connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 type AdminResponse = Response<Full<Bytes>>;
 
 /// Serves the admin API until the future is dropped.
 pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    let recorder = Arc::clone(&admin);
+    tokio::join!(
+        history::record(Arc::clone(&recorder.router), &recorder.history),
+        accept_loop(listener, admin)
+    );
+}
+
+async fn accept_loop(listener: TcpListener, admin: Arc<Admin>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -123,6 +148,7 @@ impl Admin {
         let path = req.uri().path().to_owned();
         let query = req.uri().query().unwrap_or("").to_owned();
         match (req.method(), path.as_str()) {
+            (&Method::GET, "/") => page(),
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/readyz") => match self.ready() {
                 Ok(()) => text(StatusCode::OK, "ready\n"),
@@ -139,7 +165,14 @@ impl Admin {
                 );
                 r
             }
-            (&Method::GET, "/status") => json_response(StatusCode::OK, &self.status()),
+            (&Method::GET, "/status") => {
+                let mut doc = self.status();
+                doc["admin"] = json!({
+                    "token_required": self.token.is_some(),
+                    "loopback": loopback_peer(peer.ip()),
+                });
+                json_response(StatusCode::OK, &doc)
+            }
             (&Method::POST, "/switch") => {
                 if let Err(resp) = self.authorize(&req, peer) {
                     return *resp;
@@ -168,7 +201,7 @@ impl Admin {
                 };
                 self.switch(&service, force).await
             }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/status") => {
+            (_, "/" | "/healthz" | "/readyz" | "/metrics" | "/status") => {
                 let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
                 r.headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static("GET"));
@@ -183,7 +216,7 @@ impl Admin {
             _ => error(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "no admin endpoint {path}; try /status, /metrics, /healthz, /readyz, POST /switch"
+                    "no admin endpoint {path}; try /, /status, /metrics, /healthz, /readyz, POST /switch"
                 ),
             ),
         }
@@ -194,6 +227,15 @@ impl Admin {
         req: &Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<(), Box<AdminResponse>> {
+        if let Some(origin) = req.headers().get(header::ORIGIN)
+            && !same_origin(origin, req.headers().get(header::HOST))
+        {
+            tracing::warn!(peer = %peer, "cross-origin admin call refused");
+            return Err(Box::new(error(
+                StatusCode::FORBIDDEN,
+                "cross-origin admin call refused: Origin does not name this admin address",
+            )));
+        }
         match &self.token {
             Some(token) => {
                 let Some(given) = req
@@ -239,11 +281,16 @@ impl Admin {
                     .0
                     .get(&s.name)
                     .map(|w| w.state().borrow().clone());
-                service_status(s, sync)
+                let mut doc = service_status(s, sync);
+                doc["traffic"] = json!(self.router.metrics().colour_traffic(&s.name));
+                doc["history"] = json!(self.history.events(&s.name));
+                doc
             })
             .collect();
         json!({
             "ready": self.ready().is_ok(),
+            "now": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            "proxy": { "version": crate::metrics::VERSION, "commit": crate::metrics::COMMIT },
             "table_version": table.version,
             "services": services,
         })
@@ -447,6 +494,7 @@ fn pool_status(p: &Pool) -> serde_json::Value {
         "instances": instances,
         "in_flight": p.endpoints.iter().map(|e| e.in_flight()).sum::<usize>(),
         "draining": p.drain.draining(),
+        "draining_connections": p.metrics.draining.get(),
     })
 }
 
@@ -471,8 +519,40 @@ fn service_status(
         "synced": sync.as_ref().is_none_or(|s| s.synced),
         "fail_static": snap.fail_static,
         "fail_static_reason": snap.fail_static_reason,
+        // Fail-static serves what the last good sync saw.
+        "fail_static_since": if snap.fail_static { fmt(snap.last_sync) } else { None },
         "unassigned": snap.unassigned,
     })
+}
+
+fn page() -> AdminResponse {
+    let mut r = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// Whether an `Origin` header names the host the request was sent to
+/// (`Host`), whatever the scheme. `null` and unparsable origins do not.
+fn same_origin(origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
+    let (Ok(origin), Some(Ok(host))) = (origin.to_str(), host.map(|h| h.to_str())) else {
+        return false;
+    };
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
 }
 
 /// Whether a peer counts as local for token-less mutating calls. On a
@@ -544,6 +624,18 @@ mod tests {
             let ip: std::net::IpAddr = ip.parse().unwrap_or_else(|_| unreachable!());
             assert_eq!(loopback_peer(ip), local, "{ip}");
         }
+    }
+
+    #[test]
+    fn origin_must_name_the_admin_host() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        let host = v("127.0.0.1:8081");
+        assert!(same_origin(&v("http://127.0.0.1:8081"), Some(&host)));
+        assert!(same_origin(&v("https://127.0.0.1:8081"), Some(&host)));
+        assert!(!same_origin(&v("http://evil.example"), Some(&host)));
+        assert!(!same_origin(&v("http://127.0.0.1:8082"), Some(&host)));
+        assert!(!same_origin(&v("null"), Some(&host)));
+        assert!(!same_origin(&v("http://127.0.0.1:8081"), None));
     }
 
     #[test]

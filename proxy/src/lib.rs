@@ -280,6 +280,7 @@ impl Proxy {
                 watches: watches.clone(),
                 token: config.admin.token.clone(),
                 listening: listening_rx,
+                history: Default::default(),
             });
             if let Ok(a) = admin_listener.local_addr() {
                 tracing::info!(address = %a, "admin listening");

@@ -8,6 +8,8 @@
 //! `docs/metrics.md` documents each name; to add a metric, add its name
 //! constant here, register it in [`Metrics::new`], and document it there.
 
+use std::collections::BTreeMap;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -41,6 +43,13 @@ pub const EJECTIONS: &str = "switchyard_ejections_total";
 pub const LOCAL_RESPONSES: &str = "switchyard_local_responses_total";
 /// `switchyard_table_updates_total`
 pub const TABLE_UPDATES: &str = "switchyard_table_updates_total";
+/// `switchyard_build_info{version,commit}`
+pub const BUILD_INFO: &str = "switchyard_build_info";
+
+/// The version this proxy was built from.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit this proxy was built from (`unknown` outside a git checkout).
+pub const COMMIT: &str = env!("SWITCHYARD_COMMIT");
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -129,6 +138,21 @@ impl Metrics {
         let table_updates = IntCounter::new(TABLE_UPDATES, "Routing tables swapped in.")
             .unwrap_or_else(|e| unreachable!("static metric: {e}"));
         register(&r, Box::new(table_updates.clone()), TABLE_UPDATES);
+        let build_info = gauge_vec(
+            &r,
+            BUILD_INFO,
+            "Always 1; the labels name the version and commit this proxy was built from.",
+            &["version", "commit"],
+        );
+        build_info.with_label_values(&[VERSION, COMMIT]).set(1);
+        // The standard process_* metrics (CPU, memory, file descriptors,
+        // start time), read from /proc on Linux.
+        #[cfg(target_os = "linux")]
+        register(
+            &r,
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+            "process_*",
+        );
         Self {
             requests: counter_vec(
                 &r,
@@ -217,6 +241,57 @@ impl Metrics {
             tracing::warn!(error = %e, "encoding metrics failed");
         }
         String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// Cumulative traffic of one service per colour, summed over versions,
+    /// for the status page (which turns two readings into rates). Read from
+    /// the registry, so it sees exactly what `/metrics` exposes.
+    pub fn colour_traffic(&self, service: &str) -> BTreeMap<String, ColourTraffic> {
+        let mut out: BTreeMap<String, ColourTraffic> = BTreeMap::new();
+        let label = |m: &prometheus::proto::Metric, name: &str| {
+            m.get_label()
+                .iter()
+                .find(|l| l.name() == name)
+                .map(|l| l.value().to_owned())
+        };
+        for family in self.registry.gather() {
+            let name = family.name();
+            if name != REQUESTS_TOTAL && name != REQUEST_DURATION {
+                continue;
+            }
+            for m in family.get_metric() {
+                if label(m, "service").as_deref() != Some(service) {
+                    continue;
+                }
+                let Some(colour) = label(m, "colour") else {
+                    continue;
+                };
+                let t = out.entry(colour).or_default();
+                if name == REQUESTS_TOTAL {
+                    // Counters are whole numbers kept as f64.
+                    let n = m.get_counter().get_value() as u64;
+                    t.requests += n;
+                    if label(m, "class").as_deref() == Some("5xx") {
+                        t.errors += n;
+                    }
+                } else {
+                    let h = m.get_histogram();
+                    let buckets = h.get_bucket();
+                    if t.latency_buckets.is_empty() {
+                        t.latency_buckets = buckets
+                            .iter()
+                            .map(|b| (b.upper_bound(), b.cumulative_count()))
+                            .collect();
+                    } else {
+                        for (sum, b) in t.latency_buckets.iter_mut().zip(buckets) {
+                            sum.1 += b.cumulative_count();
+                        }
+                    }
+                    t.latency_count += h.get_sample_count();
+                }
+            }
+        }
+        out
     }
 
     /// Resolves the per-pool handles used on the request path.
@@ -310,6 +385,19 @@ fn itoa_status(s: u16) -> &'static str {
     }
 }
 
+/// One colour's cumulative traffic (see [`Metrics::colour_traffic`]).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ColourTraffic {
+    /// Proxied requests, every status class.
+    pub requests: u64,
+    /// Of which the upstream answered 5xx.
+    pub errors: u64,
+    /// Latency histogram: (upper bound in seconds, cumulative count).
+    pub latency_buckets: Vec<(f64, u64)>,
+    /// Observations in the latency histogram.
+    pub latency_count: u64,
+}
+
 /// Handles for one pool (service × colour × version).
 #[derive(Clone, Debug)]
 pub struct PoolMetrics {
@@ -368,5 +456,39 @@ mod tests {
             r#"switchyard_requests_total{class="5xx",colour="blue",service="hello",version="v1"} 1"#
         ));
         assert!(text.contains(r#"switchyard_route_generation{service="hello"} 7"#));
+        assert!(text.contains(&format!(
+            r#"switchyard_build_info{{commit="{COMMIT}",version="{VERSION}"}} 1"#
+        )));
+        #[cfg(target_os = "linux")]
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(text.contains(&format!("\n{name} ")), "{name} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn colour_traffic_sums_versions_and_classes() {
+        let m = Metrics::new();
+        m.pool("hello", "blue", "v1").observe(200, 0.001);
+        m.pool("hello", "blue", "v2").observe(503, 0.2);
+        m.pool("hello", "green", "v3").observe(200, 0.001);
+        m.pool("other", "blue", "v1").observe(500, 0.001);
+        let t = m.colour_traffic("hello");
+        assert_eq!(t.keys().collect::<Vec<_>>(), ["blue", "green"]);
+        let blue = &t["blue"];
+        assert_eq!((blue.requests, blue.errors, blue.latency_count), (2, 1, 2));
+        let le = |b: f64| {
+            blue.latency_buckets
+                .iter()
+                .find(|x| x.0 == b)
+                .map(|x| x.1)
+        };
+        assert_eq!(le(0.001), Some(1));
+        assert_eq!(le(0.25), Some(2));
+        assert_eq!((t["green"].requests, t["green"].errors), (1, 0));
     }
 }
