@@ -10,9 +10,8 @@
 //!   (py-consul from PyPI, installed on demand) against a `DevConsul` on
 //!   `127.0.0.1:0`, then reads what it wrote back with our own client.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -21,98 +20,7 @@ use switchyard_hashi::QueryOptions;
 use switchyard_hashi::consul::{CheckStatus, ConsulClient, HealthQuery};
 
 use crate::support::client;
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p = std::env::temp_dir().join(format!(
-            "switchyard-test-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The `switchyard dev` child; stopped (TERM, then KILL) if a test fails
-/// half way, so no stack outlives the test run.
-struct DevChild {
-    child: Child,
-    log: PathBuf,
-}
-
-impl DevChild {
-    /// The child's log, without terminal colour codes.
-    fn log(&self) -> String {
-        strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{sig} failed");
-    }
-
-    /// Waits for the child to exit, at most `within`.
-    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for DevChild {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(self.child.id().to_string())
-                .status();
-            if self.wait_exit(Duration::from_secs(20)).is_none() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
-    }
-}
-
-/// Removes `ESC [ ... m` colour sequences.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+use crate::support::dev::{DevChild, TempDir, addr, hello_bin_dir};
 
 /// A process as `/proc/<pid>/stat` describes it: (command, state, parent).
 fn proc_stat(pid: u32) -> Option<(String, char, u32)> {
@@ -147,67 +55,21 @@ fn hello_alive(pid: u32) -> bool {
     proc_stat(pid).is_some_and(|(comm, state, _)| comm == "hello-service" && state != 'Z')
 }
 
-fn addr(doc: &Value, key: &str) -> SocketAddr {
-    doc[key]
-        .as_str()
-        .unwrap_or_else(|| panic!("dev.json has no {key:?}: {doc}"))
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_runs_the_whole_stack_and_stops_cleanly() {
-    let bin = Path::new(env!("CARGO_BIN_EXE_switchyard"));
-    let hello = bin.with_file_name("hello-service");
-    assert!(
-        hello.is_file(),
-        "{} is missing: build it first with `cargo build -p hello-service` (the dev stack runs it as its tasks)",
-        hello.display()
-    );
+    let hello = hello_bin_dir();
     let tmp = TempDir::new("dev");
     let data = tmp.0.join("data");
-    let log = tmp.0.join("dev.log");
-    let child = Command::new(bin)
-        .args(["dev", "--ephemeral", "--data-dir"])
-        .arg(&data)
-        .args([
-            "--consul-addr",
-            "127.0.0.1:0",
-            "--nomad-addr",
-            "127.0.0.1:0",
-            "--proxy-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--hello-bin",
-        ])
-        .arg(hello.parent().unwrap())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut dev = DevChild { child, log };
+    let mut dev = DevChild::spawn(
+        &tmp,
+        &["--hello-bin", hello.to_str().unwrap()],
+        &[("RUST_LOG", "info")],
+    );
     let dev_pid = dev.child.id();
 
     // dev.json appears once everything is ready.
     let dev_json = data.join("dev.json");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let doc: Value = loop {
-        if let Ok(text) = std::fs::read_to_string(&dev_json) {
-            break serde_json::from_str(&text).unwrap();
-        }
-        if let Some(status) = dev.child.try_wait().unwrap() {
-            panic!("switchyard dev exited early ({status}):\n{}", dev.log());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no dev.json after 90 s:\n{}",
-            dev.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let doc = dev.ready(&tmp, Duration::from_secs(90)).await;
     let (consul, nomad, proxy, admin) = (
         addr(&doc, "consul"),
         addr(&doc, "nomad"),
@@ -463,33 +325,7 @@ fn run_dev_to_exit(
     extra: &[&str],
     within: Duration,
 ) -> (std::process::ExitStatus, String) {
-    let bin = Path::new(env!("CARGO_BIN_EXE_switchyard"));
-    let log = tmp.0.join("dev.log");
-    let mut args = vec![
-        "dev".to_owned(),
-        "--ephemeral".into(),
-        "--data-dir".into(),
-        tmp.0.join("data").display().to_string(),
-    ];
-    for flag in [
-        "--consul-addr",
-        "--nomad-addr",
-        "--proxy-addr",
-        "--admin-addr",
-    ] {
-        if !extra.contains(&flag) {
-            args.extend([flag.to_owned(), "127.0.0.1:0".to_owned()]);
-        }
-    }
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let child = Command::new(bin)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut dev = DevChild { child, log };
+    let mut dev = DevChild::spawn(tmp, extra, &[]);
     let status = dev.wait_exit(within).unwrap_or_else(|| {
         panic!(
             "switchyard dev did not exit within {within:?}:\n{}",

@@ -8,7 +8,9 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod browser;
 pub mod consul;
+pub mod dev;
 pub mod faulty;
 pub mod load;
 

@@ -48,21 +48,35 @@ struct Seen {
     standby: (String, String),
     generation: u64,
     fail_static: bool,
+    /// Last version each colour ran with instances; a pool without
+    /// instances has no version worth reporting.
+    versions: Vec<(String, String)>,
 }
 
 impl Seen {
-    fn of(s: &ServiceRoutes) -> Self {
+    fn of(s: &ServiceRoutes, before: &Seen) -> Self {
+        let mut versions = before.versions.clone();
+        for p in [&s.active, &s.standby] {
+            if p.endpoints.is_empty() || p.colour.is_empty() {
+                continue;
+            }
+            match versions.iter_mut().find(|(c, _)| *c == p.colour) {
+                Some(v) => v.1.clone_from(&p.version),
+                None => versions.push((p.colour.clone(), p.version.clone())),
+            }
+        }
         Self {
             active: (s.active.colour.clone(), s.active.version.clone()),
             standby: (s.standby.colour.clone(), s.standby.version.clone()),
             generation: s.snapshot.generation,
             fail_static: s.snapshot.fail_static,
+            versions,
         }
     }
 
     fn version_of(&self, colour: &str) -> Option<&str> {
-        [&self.active, &self.standby]
-            .into_iter()
+        self.versions
+            .iter()
             .find(|(c, _)| c == colour)
             .map(|(_, v)| v.as_str())
     }
@@ -90,14 +104,16 @@ impl History {
     /// Compares a service's routing with what was seen last and records
     /// what changed.
     pub fn observe(&self, s: &ServiceRoutes) {
-        let now = Seen::of(s);
-        if now.active.0.is_empty() {
+        if s.active.colour.is_empty()
+            || (s.active.endpoints.is_empty() && s.standby.endpoints.is_empty())
+        {
             return; // Nothing discovered yet.
         }
         let Ok(mut map) = self.inner.lock() else {
             return;
         };
         let (seen, events) = map.entry(s.name.clone()).or_default();
+        let now = Seen::of(s, seen);
         if *seen == now {
             return;
         }
@@ -115,11 +131,19 @@ impl History {
         };
         let mut new = Vec::new();
         if seen.active.0.is_empty() {
+            let pool = |p: &crate::routing::Pool| {
+                if p.endpoints.is_empty() {
+                    format!("{} (no instances)", p.colour)
+                } else {
+                    format!("{} {}", p.colour, p.version)
+                }
+            };
             new.push(event(
                 "serving",
                 format!(
-                    "{} {} active, {} {} standby",
-                    now.active.0, now.active.1, now.standby.0, now.standby.1
+                    "{} active, {} standby",
+                    pool(&s.active),
+                    pool(&s.standby)
                 ),
             ));
         } else {
@@ -144,10 +168,9 @@ impl History {
                     ),
                 ));
             }
-            for (colour, version) in [&now.active, &now.standby] {
+            for (colour, version) in &now.versions {
                 if let Some(before) = seen.version_of(colour)
                     && before != version
-                    && !colour.is_empty()
                 {
                     new.push(Event {
                         to: Some(colour.clone()),
@@ -251,10 +274,26 @@ mod tests {
         };
         observe(&h);
         assert!(h.events("svc").is_empty(), "nothing discovered yet");
+        let nothing = |colour: &str| PoolSpec {
+            colour: colour.into(),
+            version: "unknown".into(),
+            instances: Vec::new(),
+        };
+        router.apply(snap(nothing("blue"), nothing("green"), 0));
+        observe(&h);
+        assert!(h.events("svc").is_empty(), "no instances yet");
         router.apply(snap(pool("blue", "v1", 1), pool("green", "v2", 2), 1));
         observe(&h);
         observe(&h);
         router.apply(snap(pool("green", "v2", 2), pool("blue", "v1", 1), 2));
+        observe(&h);
+        // blue's v1 instances go before its v3 ones arrive: one deploy.
+        let empty = PoolSpec {
+            colour: "blue".into(),
+            version: "unknown".into(),
+            instances: Vec::new(),
+        };
+        router.apply(snap(pool("green", "v2", 2), empty, 2));
         observe(&h);
         router.apply(snap(pool("green", "v2", 2), pool("blue", "v3", 3), 2));
         observe(&h);
