@@ -11,6 +11,7 @@ mod cutover;
 mod dev;
 mod discovery;
 mod faults;
+mod prometheus;
 mod proxy;
 mod status_page;
 mod switch_under_load;

@@ -43,6 +43,8 @@ pub const EJECTIONS: &str = "switchyard_ejections_total";
 pub const LOCAL_RESPONSES: &str = "switchyard_local_responses_total";
 /// `switchyard_table_updates_total`
 pub const TABLE_UPDATES: &str = "switchyard_table_updates_total";
+/// `switchyard_passing_instances{service,role}`
+pub const PASSING_INSTANCES: &str = "switchyard_passing_instances";
 /// `switchyard_build_info{version,commit}`
 pub const BUILD_INFO: &str = "switchyard_build_info";
 
@@ -75,6 +77,7 @@ pub struct Metrics {
     ejections: IntCounterVec,
     local_responses: IntCounterVec,
     table_updates: IntCounter,
+    passing: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -230,6 +233,12 @@ impl Metrics {
                 &["status"],
             ),
             table_updates,
+            passing: gauge_vec(
+                &r,
+                PASSING_INSTANCES,
+                "Passing instances in the pool this proxy serves, by service and role (active, standby).",
+                &["service", "role"],
+            ),
             registry: r,
         }
     }
@@ -314,8 +323,16 @@ impl Metrics {
         }
     }
 
-    /// Per-service handles used on the request path.
+    /// Per-service handles used on the request path. Also creates the
+    /// service's event series (cutover delay, fail-static) and its
+    /// passing-instance gauges at zero, so rates and increases see their
+    /// first event and a never-synced service reads as empty.
     pub fn service(&self, service: &str) -> ServiceMetrics {
+        let _ = self.cutover_delay.with_label_values(&[service]);
+        let _ = self.fail_static.with_label_values(&[service]);
+        for role in ["active", "standby"] {
+            let _ = self.passing.with_label_values(&[service, role]);
+        }
         let err = |k: &str| self.upstream_errors.with_label_values(&[service, k]);
         ServiceMetrics {
             retries: self.retries.with_label_values(&[service]),
@@ -339,6 +356,15 @@ impl Metrics {
         self.route_generation
             .with_label_values(&[service])
             .set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the passing-instance gauges of a service.
+    pub fn set_passing(&self, service: &str, active: usize, standby: usize) {
+        for (role, n) in [("active", active), ("standby", standby)] {
+            self.passing
+                .with_label_values(&[service, role])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// Observes a cutover delay.

@@ -488,6 +488,11 @@ impl Router {
         self.metrics.table_updated();
         self.metrics
             .set_generation(&next.name, next.snapshot.generation);
+        self.metrics.set_passing(
+            &next.name,
+            next.active.endpoints.len(),
+            next.standby.endpoints.len(),
+        );
         if prev.active.colour != next.active.colour
             && let Some(written) = next.snapshot.route_written_at
             && let Ok(delay) = next.applied_at.duration_since(written)
