@@ -93,7 +93,7 @@ async fn stack(extra: &str) -> Stack {
     }
 }
 
-async fn status(p: &ProxyHandle) -> serde_json::Value {
+pub(crate) async fn status(p: &ProxyHandle) -> serde_json::Value {
     client()
         .get(p.admin_url("/status"))
         .send()

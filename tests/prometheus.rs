@@ -9,7 +9,11 @@
 //! - `prometheus_answers_every_dashboard_query_from_a_live_proxy`: a real
 //!   Prometheus scrapes a proxy under load through a switch, loads the
 //!   alert rules, and answers every PromQL expression of
-//!   `deploy/grafana/switchyard.json` with finite values.
+//!   `deploy/grafana/switchyard.json` with finite values; the panels are
+//!   then drawn from the same queries (`query_range`) and photographed in
+//!   headless Chromium to `target/screenshots/dashboard.png`. Set
+//!   `SWITCHYARD_DASHBOARD_SECONDS` to record longer before and after the
+//!   switch (the README's picture used 60).
 //!
 //! A missing tool fails these tests.
 
@@ -20,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::browser::{Browser, screenshot_dir};
 use crate::support::dev::TempDir;
 use crate::support::{ProxyHandle, Upstream, client, static_config};
 
@@ -34,7 +39,9 @@ fn tool(name: &str) -> PathBuf {
 }
 
 fn deploy(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path)
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -140,15 +147,21 @@ async fn metrics_exposition_passes_promtool() {
 /// Every PromQL expression of the dashboard (panel targets and
 /// annotations), with Grafana's variables replaced by what a user picking
 /// "All" over the last five minutes gets.
-pub(crate) fn dashboard_queries() -> Vec<(String, String)> {
+fn dashboard() -> Value {
     let text = std::fs::read_to_string(deploy("grafana/switchyard.json")).unwrap();
-    let dash: Value = serde_json::from_str(&text).unwrap();
-    let fill = |e: &str| {
-        e.replace("$service", ".+")
-            .replace("$job", "switchyard")
-            .replace("$__rate_interval", "1m")
-            .replace("$__range", "5m")
-    };
+    serde_json::from_str(&text).unwrap()
+}
+
+fn fill(e: &str) -> String {
+    // Grafana's $__rate_interval for a 1 s scrape interval is 4 s.
+    e.replace("$service", ".+")
+        .replace("$job", "switchyard")
+        .replace("$__rate_interval", "5s")
+        .replace("$__range", "5m")
+}
+
+fn dashboard_queries() -> Vec<(String, String)> {
+    let dash = dashboard();
     let mut out = Vec::new();
     for panel in dash["panels"].as_array().unwrap() {
         for t in panel["targets"].as_array().into_iter().flatten() {
@@ -165,9 +178,9 @@ pub(crate) fn dashboard_queries() -> Vec<(String, String)> {
 }
 
 /// A Prometheus child scraping `targets` every second; stopped on drop.
-pub(crate) struct Prometheus {
+struct Prometheus {
     child: std::process::Child,
-    pub addr: SocketAddr,
+    addr: SocketAddr,
     log: PathBuf,
     _dir: TempDir,
 }
@@ -180,7 +193,7 @@ impl Drop for Prometheus {
 }
 
 impl Prometheus {
-    pub(crate) async fn start(target: SocketAddr) -> Self {
+    async fn start(target: SocketAddr) -> Self {
         let bin = tool("prometheus");
         let dir = TempDir::new("prometheus");
         let config = dir.0.join("prometheus.yml");
@@ -200,7 +213,10 @@ impl Prometheus {
         let log = dir.0.join("prometheus.log");
         let child = Command::new(bin)
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.0.join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--log.level=warn")
             .stdin(Stdio::null())
@@ -224,34 +240,139 @@ impl Prometheus {
             if let Some(status) = p.child.try_wait().unwrap() {
                 panic!("prometheus exited ({status}):\n{}", p.log());
             }
-            assert!(Instant::now() < deadline, "prometheus not ready:\n{}", p.log());
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready:\n{}",
+                p.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         p
     }
 
-    pub(crate) fn url(&self, path: &str) -> String {
+    fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    pub(crate) fn log(&self) -> String {
+    fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// An instant query; panics unless Prometheus answers `success`.
-    pub(crate) async fn query(&self, q: &str) -> Vec<Value> {
+    /// A query API call; panics unless Prometheus answers `success`.
+    async fn api(&self, path: &str, params: &[(&str, String)]) -> Vec<Value> {
         let v: Value = client()
-            .get(self.url("/api/v1/query"))
-            .query(&[("query", q)])
+            .get(self.url(path))
+            .query(params)
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
-        assert_eq!(v["status"], "success", "{q}: {v}");
+        assert_eq!(v["status"], "success", "{path} {params:?}: {v}");
         v["data"]["result"].as_array().cloned().unwrap_or_default()
     }
+
+    /// A range query (one-second steps) from `start` (Unix seconds) to now.
+    async fn query_range(&self, q: &str, start: f64) -> Vec<Value> {
+        let params = [
+            ("query", q.to_owned()),
+            ("start", format!("{start:.3}")),
+            ("end", format!("{:.3}", unix_now())),
+            ("step", "1".to_owned()),
+        ];
+        self.api("/api/v1/query_range", &params).await
+    }
+
+    /// An instant query.
+    async fn query(&self, q: &str) -> Vec<Value> {
+        self.api("/api/v1/query", &[("query", q.to_owned())]).await
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// `{{colour}} {{version}}` with a series' labels.
+fn legend(format: &str, metric: &Value) -> String {
+    let mut out = format.to_owned();
+    if let Some(labels) = metric.as_object() {
+        for (k, v) in labels {
+            out = out.replace(&format!("{{{{{k}}}}}"), v.as_str().unwrap_or_default());
+        }
+    }
+    // A label the series lacks (the empty pool a service has before its
+    // first sync carries no colour) reads as a dash.
+    while let (Some(a), Some(b)) = (out.find("{{"), out.find("}}")) {
+        if b < a {
+            break;
+        }
+        out.replace_range(a..b + 2, "–");
+    }
+    out
+}
+
+/// Draws every panel of the dashboard from `query_range` answers (a
+/// stand-in for Grafana, which no registry here ships) and photographs it.
+async fn render_dashboard(prom: &Prometheus, since: f64) -> PathBuf {
+    let dash = dashboard();
+    let mut panels = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        let mut series = Vec::new();
+        for t in p["targets"].as_array().into_iter().flatten() {
+            for s in prom
+                .query_range(&fill(t["expr"].as_str().unwrap()), since)
+                .await
+            {
+                let points: Vec<(f64, f64)> = s["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|v| Some((v[0].as_f64()?, v[1].as_str()?.parse().ok()?)))
+                    .collect();
+                let name = legend(t["legendFormat"].as_str().unwrap_or_default(), &s["metric"]);
+                series.push(serde_json::json!({ "name": name, "points": points }));
+            }
+        }
+        panels.push(serde_json::json!({
+            "type": p["type"], "title": p["title"], "unit": p["fieldConfig"]["defaults"]["unit"],
+            "w": p["gridPos"]["w"], "series": series,
+        }));
+    }
+    let data = serde_json::json!({
+        "title": format!("{} — panels drawn from Prometheus query_range", dash["title"].as_str().unwrap()),
+        "panels": panels,
+    });
+    let template = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/dashboard-render.html"),
+    )
+    .unwrap();
+    let data = data.to_string().replace("</", "<\\/");
+    let html = template.replacen(
+        "<script>\n\"use strict\";",
+        &format!("<script>window.DATA = {data};</script>\n<script>\n\"use strict\";"),
+        1,
+    );
+    let dir = TempDir::new("dashboard");
+    let file = dir.0.join("dashboard.html");
+    std::fs::write(&file, html).unwrap();
+    let mut b = Browser::start(1400, 900).await;
+    b.navigate(&format!("file://{}", file.display())).await;
+    let drawn = b.eval("window.__rendered").await;
+    assert_eq!(
+        drawn.as_u64(),
+        Some(panels.len() as u64),
+        "{:?}",
+        b.exceptions
+    );
+    assert!(b.exceptions.is_empty(), "{:?}", b.exceptions);
+    let png = screenshot_dir().join("dashboard.png");
+    b.screenshot(&png).await;
+    png
 }
 
 /// The finite sample values of a vector result.
@@ -267,19 +388,30 @@ fn finite(result: &[Value]) -> Vec<f64> {
 async fn prometheus_answers_every_dashboard_query_from_a_live_proxy() {
     let (p, _blue, _green) = proxy().await;
     let prom = Prometheus::start(p.admin.unwrap()).await;
+    let since = unix_now();
+    let record = Duration::from_secs(
+        std::env::var("SWITCHYARD_DASHBOARD_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    ) / 2;
 
     let url = p.url("/");
     let load = tokio::spawn(async move {
         let http = client();
         let mut n = 0u64;
         loop {
-            let path = if n % 10 == 0 { "status/500" } else { "" };
-            let _ = http.get(format!("{url}{path}")).send().await;
-            let _ = http
-                .get(&url)
-                .header("x-switchyard-pool", "standby")
-                .send()
-                .await;
+            // Active: 3 of 4 requests, one in ten a 500; standby preview: 1 of 4.
+            let path = if n.is_multiple_of(10) {
+                "status/500"
+            } else {
+                ""
+            };
+            let mut req = http.get(format!("{url}{path}"));
+            if n % 4 == 3 {
+                req = req.header("x-switchyard-pool", "standby");
+            }
+            let _ = req.send().await;
             n += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -287,10 +419,17 @@ async fn prometheus_answers_every_dashboard_query_from_a_live_proxy() {
 
     // Scraped at least twice before the switch, so increases see it.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while finite(&prom.query(r#"count_over_time(up{job="switchyard"}[1m]) >= 3"#).await).is_empty() {
+    while finite(
+        &prom
+            .query(r#"count_over_time(up{job="switchyard"}[1m]) >= 3"#)
+            .await,
+    )
+    .is_empty()
+    {
         assert!(Instant::now() < deadline, "no scrapes:\n{}", prom.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    tokio::time::sleep(record).await;
     let r = client()
         .post(p.admin_url("/switch?service=svc"))
         .send()
@@ -321,14 +460,18 @@ async fn prometheus_answers_every_dashboard_query_from_a_live_proxy() {
         missing.join("\n")
     );
     // The data means what the panels say.
-    let per_colour =
-        prom.query(r#"sum by (colour) (increase(switchyard_requests_total{class="5xx"}[5m]))"#)
-            .await;
+    let per_colour = prom
+        .query(r#"sum by (colour) (increase(switchyard_requests_total{class="5xx"}[5m]))"#)
+        .await;
     assert!(
         per_colour.iter().any(|s| s["metric"]["colour"] == "blue"),
         "{per_colour:?}"
     );
-    let generation = finite(&prom.query(r#"switchyard_route_generation{service="svc"}"#).await);
+    let generation = finite(
+        &prom
+            .query(r#"switchyard_route_generation{service="svc"}"#)
+            .await,
+    );
     assert_eq!(generation, [2.0]);
     let cutovers = finite(
         &prom
@@ -360,5 +503,8 @@ async fn prometheus_answers_every_dashboard_query_from_a_live_proxy() {
         .collect();
     assert_eq!(loaded.len(), 5, "{loaded:?}");
     assert!(loaded.iter().all(|(_, h)| h == "ok"), "{loaded:?}");
+    tokio::time::sleep(record).await;
     load.abort();
+    let png = render_dashboard(&prom, since).await;
+    println!("screenshot: {}", png.display());
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::discovery::status;
 use crate::support::browser::{Browser, screenshot_dir};
 use crate::support::dev::{DevChild, TempDir, addr, hello_bin_dir};
 use crate::support::{ProxyHandle, Upstream, client, static_config};
@@ -98,7 +99,11 @@ async fn status_page_follows_a_switch_in_a_real_browser() {
         let http = client();
         let mut n = 0u64;
         loop {
-            let path = if n % 4 == 0 { "/standby/hello" } else { "/hello" };
+            let path = if n.is_multiple_of(4) {
+                "/standby/hello"
+            } else {
+                "/hello"
+            };
             let _ = http.get(format!("http://{proxy}{path}")).send().await;
             n += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -107,13 +112,12 @@ async fn status_page_follows_a_switch_in_a_real_browser() {
 
     let mut b = Browser::start(1200, 900).await;
     b.navigate(&format!("http://{admin}/")).await;
-    if b
-        .wait_for(
-            &shows("hello-service", ("blue", "v1"), ("green", "v2")),
-            Duration::from_secs(10),
-        )
-        .await
-        .is_none()
+    if b.wait_for(
+        &shows("hello-service", ("blue", "v1"), ("green", "v2")),
+        Duration::from_secs(10),
+    )
+    .await
+    .is_none()
     {
         panic!(
             "the page never showed blue active v1 / green standby v2:\n{}\n{:?}\n{}",
@@ -126,7 +130,11 @@ async fn status_page_follows_a_switch_in_a_real_browser() {
     let passing = b
         .eval(r#"[...document.querySelectorAll('[data-colour]')].map((c) => c.querySelectorAll("td.health-passing").length)"#)
         .await;
-    assert_eq!(passing, serde_json::json!([2, 2]), "passing instances per colour");
+    assert_eq!(
+        passing,
+        serde_json::json!([2, 2]),
+        "passing instances per colour"
+    );
     let text = page_text(&mut b).await;
     assert!(text.contains("decided by"), "{text}");
     // Rates need two readings; a number (not a dash) appears for both colours.
@@ -137,14 +145,21 @@ async fn status_page_follows_a_switch_in_a_real_browser() {
             Duration::from_secs(5),
         )
         .await;
-    assert!(rated.is_some(), "no live rates: {}", page_text(&mut b).await);
+    assert!(
+        rated.is_some(),
+        "no live rates: {}",
+        page_text(&mut b).await
+    );
 
     // Keyboard only: Tab reaches the switch button, Enter opens the
     // confirmation (focus on Cancel), Escape closes it.
     let mut reached = false;
     for _ in 0..15 {
         key(&mut b, "Tab", 9).await;
-        if b.eval(r#"document.activeElement.matches("button.switch")"#).await == true {
+        if b.eval(r#"document.activeElement.matches("button.switch")"#)
+            .await
+            == true
+        {
             reached = true;
             break;
         }
@@ -157,14 +172,22 @@ async fn status_page_follows_a_switch_in_a_real_browser() {
             .is_some(),
         "Enter did not open the confirmation with focus on Cancel"
     );
-    let confirm = b.eval(r#"document.getElementById("confirm").innerText"#).await;
+    let confirm = b
+        .eval(r#"document.getElementById("confirm").innerText"#)
+        .await;
     let confirm = confirm.as_str().unwrap_or_default();
-    assert!(confirm.contains("blue") && confirm.contains("green"), "{confirm}");
+    assert!(
+        confirm.contains("blue") && confirm.contains("green"),
+        "{confirm}"
+    );
     key(&mut b, "Escape", 27).await;
     assert!(
-        b.wait_for(r#"!document.getElementById("confirm").open"#, Duration::from_secs(2))
-            .await
-            .is_some(),
+        b.wait_for(
+            r#"!document.getElementById("confirm").open"#,
+            Duration::from_secs(2)
+        )
+        .await
+        .is_some(),
         "Escape did not close the confirmation"
     );
 
@@ -184,7 +207,10 @@ async fn status_page_follows_a_switch_in_a_real_browser() {
     let switch = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["switch", "--state-dir"])
         .arg(&state)
-        .env("CONSUL_HTTP_ADDR", format!("http://{}", addr(&doc, "consul")))
+        .env(
+            "CONSUL_HTTP_ADDR",
+            format!("http://{}", addr(&doc, "consul")),
+        )
         .env("NOMAD_ADDR", format!("http://{}", addr(&doc, "nomad")))
         .env("SWITCHYARD_PROXIES", format!("http://{admin}"))
         .env("NO_COLOR", "1")
@@ -217,9 +243,12 @@ async fn status_page_follows_a_switch_in_a_real_browser() {
     assert!(switched.elapsed() < Duration::from_secs(2));
     assert_eq!(b.eval("window.__noReload").await, 42, "the page reloaded");
     assert!(
-        b.wait_for(r#"!!document.querySelector('[data-kind="switch"]')"#, Duration::from_secs(1))
-            .await
-            .is_some(),
+        b.wait_for(
+            r#"!!document.querySelector('[data-kind="switch"]')"#,
+            Duration::from_secs(1)
+        )
+        .await
+        .is_some(),
         "the switch is missing from the history: {}",
         page_text(&mut b).await
     );
@@ -260,9 +289,12 @@ async fn status_page_switches_with_an_admin_token() {
     let mut b = Browser::start(1000, 800).await;
     b.navigate(&p.admin_url("/")).await;
     assert!(
-        b.wait_for(&shows("svc", ("blue", "v1"), ("green", "v2")), Duration::from_secs(5))
-            .await
-            .is_some(),
+        b.wait_for(
+            &shows("svc", ("blue", "v1"), ("green", "v2")),
+            Duration::from_secs(5)
+        )
+        .await
+        .is_some(),
         "{}",
         page_text(&mut b).await
     );
@@ -296,46 +328,40 @@ async fn status_page_switches_with_an_admin_token() {
         "the confirmation must name both colours: {confirm}"
     );
     assert!(
-        b.wait_for(r#"document.getElementById("result").textContent.includes("403")"#, Duration::from_secs(5))
-            .await
-            .is_some(),
+        b.wait_for(
+            r#"document.getElementById("result").textContent.includes("403")"#,
+            Duration::from_secs(5)
+        )
+        .await
+        .is_some(),
         "a wrong token must show the refusal: {}",
         page_text(&mut b).await
     );
-    let status: Value = client()
-        .get(p.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(status["services"][0]["active"]["colour"], "blue");
+    let st = status(&p).await;
+    assert_eq!(st["services"][0]["active"]["colour"], "blue");
 
     b.eval(&use_token(TOKEN)).await;
     b.eval(switch_and_confirm).await;
     assert!(
-        b.wait_for(&shows("svc", ("green", "v2"), ("blue", "v1")), Duration::from_secs(2))
-            .await
-            .is_some(),
+        b.wait_for(
+            &shows("svc", ("green", "v2"), ("blue", "v1")),
+            Duration::from_secs(2)
+        )
+        .await
+        .is_some(),
         "{}",
         page_text(&mut b).await
     );
-    let result = b.eval(r#"document.getElementById("result").textContent"#).await;
+    let result = b
+        .eval(r#"document.getElementById("result").textContent"#)
+        .await;
     assert!(
         result.as_str().unwrap_or_default().contains("green active"),
         "{result}"
     );
-    let status: Value = client()
-        .get(p.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(status["services"][0]["active"]["colour"], "green");
-    assert_eq!(status["admin"]["token_required"], true);
+    let st = status(&p).await;
+    assert_eq!(st["services"][0]["active"]["colour"], "green");
+    assert_eq!(st["admin"]["token_required"], true);
     assert_no_js_errors(&mut b).await;
 }
 
@@ -352,7 +378,10 @@ async fn status_page_is_self_contained_and_refuses_foreign_origins() {
     let page = http.get(p.admin_url("/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
-    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(csp.starts_with("default-src 'none'"), "{csp}");
     assert!(csp.contains("connect-src 'self'"), "{csp}");
     let html = page.text().await.unwrap();
@@ -363,17 +392,10 @@ async fn status_page_is_self_contained_and_refuses_foreign_origins() {
     let wrong = http.post(p.admin_url("/")).send().await.unwrap();
     assert_eq!(wrong.status(), 405);
 
-    let status: Value = http
-        .get(p.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(status["admin"]["token_required"], false);
-    assert_eq!(status["admin"]["loopback"], true);
-    let svc = &status["services"][0];
+    let st = status(&p).await;
+    assert_eq!(st["admin"]["token_required"], false);
+    assert_eq!(st["admin"]["loopback"], true);
+    let svc = &st["services"][0];
     assert_eq!(svc["traffic"]["blue"]["requests"], 3, "{svc:#}");
     assert_eq!(svc["traffic"]["blue"]["errors"], 0);
     assert_eq!(svc["history"][0]["kind"], "serving", "{svc:#}");

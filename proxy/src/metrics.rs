@@ -492,7 +492,10 @@ mod tests {
             "process_open_fds",
             "process_start_time_seconds",
         ] {
-            assert!(text.contains(&format!("\n{name} ")), "{name} missing:\n{text}");
+            assert!(
+                text.contains(&format!("\n{name} ")),
+                "{name} missing:\n{text}"
+            );
         }
     }
 
@@ -507,12 +510,7 @@ mod tests {
         assert_eq!(t.keys().collect::<Vec<_>>(), ["blue", "green"]);
         let blue = &t["blue"];
         assert_eq!((blue.requests, blue.errors, blue.latency_count), (2, 1, 2));
-        let le = |b: f64| {
-            blue.latency_buckets
-                .iter()
-                .find(|x| x.0 == b)
-                .map(|x| x.1)
-        };
+        let le = |b: f64| blue.latency_buckets.iter().find(|x| x.0 == b).map(|x| x.1);
         assert_eq!(le(0.001), Some(1));
         assert_eq!(le(0.25), Some(2));
         assert_eq!((t["green"].requests, t["green"].errors), (1, 0));

@@ -140,11 +140,7 @@ impl History {
             };
             new.push(event(
                 "serving",
-                format!(
-                    "{} active, {} standby",
-                    pool(&s.active),
-                    pool(&s.standby)
-                ),
+                format!("{} active, {} standby", pool(&s.active), pool(&s.standby)),
             ));
         } else {
             if seen.active.0 != now.active.0 {
@@ -222,7 +218,6 @@ pub(crate) async fn record(router: Arc<Router>, history: &History) {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -312,6 +307,10 @@ mod tests {
         assert_eq!(e[2].to.as_deref(), Some("blue"));
         assert_eq!(e[2].from_version.as_deref(), Some("v1"));
         assert_eq!(e[2].to_version.as_deref(), Some("v3"));
-        assert!(e[3].summary.contains("connection refused"), "{}", e[3].summary);
+        assert!(
+            e[3].summary.contains("connection refused"),
+            "{}",
+            e[3].summary
+        );
     }
 }
