@@ -197,6 +197,16 @@ async fn fail_static_on_500_garbage_truncated_and_empty_answers_then_recovery() 
             metrics.contains("switchyard_fail_static{service=\"hello-service\"} 1"),
             "{fault:?}"
         );
+        // The status page's view: since when, and the episode in the history.
+        let st = status(&s.proxy).await;
+        let svc = &st["services"][0];
+        assert!(svc["fail_static_since"].is_string(), "{fault:?}: {svc:#}");
+        let last = svc["history"].as_array().and_then(|h| h.last()).cloned();
+        assert_eq!(
+            last.as_ref().map(|e| &e["kind"]),
+            Some(&"fail_static".into()),
+            "{svc:#}"
+        );
 
         // A good answer ends fail static within one round trip.
         s.consul.set_fault(Fault::None);
@@ -208,6 +218,17 @@ async fn fail_static_on_500_garbage_truncated_and_empty_answers_then_recovery() 
             })
             .await,
             "no recovery after {fault:?}"
+        );
+        let st = status(&s.proxy).await;
+        assert!(st["services"][0]["fail_static_since"].is_null(), "{st:#}");
+        let last = st["services"][0]["history"]
+            .as_array()
+            .and_then(|h| h.last())
+            .cloned();
+        assert_eq!(
+            last.map(|e| e["kind"].clone()),
+            Some("recovered".into()),
+            "{st:#}"
         );
     }
 }

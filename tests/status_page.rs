@@ -196,6 +196,33 @@ async fn status_page_follows_a_switch_in_a_real_browser() {
         (v[0].as_f64().unwrap(), v[1].to_string())
     };
     assert!(worst >= 4.5, "text contrast {worst:.2} < 4.5: {what}");
+    println!("lowest text contrast (light): {worst:.2} ({what})");
+
+    // The same in dark mode.
+    b.call(
+        "Emulation.setEmulatedMedia",
+        serde_json::json!({ "features": [{ "name": "prefers-color-scheme", "value": "dark" }] }),
+    )
+    .await;
+    let v = b.eval(MIN_CONTRAST).await;
+    let dark = v[0].as_f64().unwrap();
+    assert!(
+        dark >= 4.5,
+        "dark mode text contrast {dark:.2} < 4.5: {}",
+        v[1]
+    );
+    println!("lowest text contrast (dark): {dark:.2} ({})", v[1]);
+    assert_ne!(
+        b.eval("getComputedStyle(document.body).backgroundColor")
+            .await,
+        "rgb(255, 255, 255)",
+        "dark mode not applied"
+    );
+    b.call(
+        "Emulation.setEmulatedMedia",
+        serde_json::json!({ "features": [{ "name": "prefers-color-scheme", "value": "light" }] }),
+    )
+    .await;
 
     let dir = screenshot_dir();
     let before = dir.join("status-page-blue.png");

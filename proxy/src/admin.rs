@@ -283,7 +283,17 @@ impl Admin {
                     .map(|w| w.state().borrow().clone());
                 let mut doc = service_status(s, sync);
                 doc["traffic"] = json!(self.router.metrics().colour_traffic(&s.name));
-                doc["history"] = json!(self.history.events(&s.name));
+                let events = self.history.events(&s.name);
+                // When the current fail-static episode began, as observed.
+                doc["fail_static_since"] = json!(
+                    events
+                        .iter()
+                        .rev()
+                        .find(|e| e.kind == "fail_static" || e.kind == "recovered")
+                        .filter(|e| s.snapshot.fail_static && e.kind == "fail_static")
+                        .map(|e| e.at.clone())
+                );
+                doc["history"] = json!(events);
                 doc
             })
             .collect();
@@ -519,8 +529,6 @@ fn service_status(
         "synced": sync.as_ref().is_none_or(|s| s.synced),
         "fail_static": snap.fail_static,
         "fail_static_reason": snap.fail_static_reason,
-        // Fail-static serves what the last good sync saw.
-        "fail_static_since": if snap.fail_static { fmt(snap.last_sync) } else { None },
         "unassigned": snap.unassigned,
     })
 }
