@@ -819,7 +819,9 @@ fn tour(a: &Announce, proxy: Option<&ProxyView>, dev_json: &Path) -> String {
         out += &format!("  Nomad   http://{n}\n");
     }
     if let Some((p, admin)) = a.proxy {
-        out += &format!("  proxy   http://{p}\n  admin   http://{admin}\n");
+        out += &format!(
+            "  proxy   http://{p}\n  admin   http://{admin}  (open it in a browser: the status page)\n"
+        );
     }
     out += &format!("  (also in {})\n\nTry:\n", dev_json.display());
     let mut tries: Vec<(String, &str)> = Vec::new();
