@@ -391,7 +391,12 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
             };
             match write_dev_json(&dev_json, &addrs) {
                 Ok(()) => {
-                    eprintln!("{}", tour(&addrs, view.as_ref(), &dev_json));
+                    let access_log =
+                        (!args.no_access_log && view.is_some()).then(|| args.data_dir.join(ACCESS_LOG));
+                    eprintln!(
+                        "{}",
+                        tour(&addrs, view.as_ref(), &dev_json, access_log.as_deref())
+                    );
                     tokio::select! {
                         () = &mut shutdown => Ok(()),
                         Some(msg) = fail_rx.recv() => Err(anyhow!(msg)),
@@ -905,7 +910,12 @@ fn remove_ephemeral_alloc_root(alloc_root: &Path) {
 }
 
 /// The "you are ready" message with commands that work as printed.
-fn tour(a: &Announce, proxy: Option<&ProxyView>, dev_json: &Path) -> String {
+fn tour(
+    a: &Announce,
+    proxy: Option<&ProxyView>,
+    dev_json: &Path,
+    access_log: Option<&Path>,
+) -> String {
     let mut out = String::from("switchyard dev: ready\n\n");
     out += &format!("  Consul  http://{}\n", a.consul);
     if let Some(n) = a.nomad {
@@ -914,7 +924,11 @@ fn tour(a: &Announce, proxy: Option<&ProxyView>, dev_json: &Path) -> String {
     if let Some((p, admin)) = a.proxy {
         out += &format!("  proxy   http://{p}\n  admin   http://{admin}\n");
     }
-    out += &format!("  (also in {})\n\nTry:\n", dev_json.display());
+    out += &format!("  (also in {})\n", dev_json.display());
+    if let Some(log) = access_log {
+        out += &format!("  access log: {} (one line per request)\n", log.display());
+    }
+    out += "\nTry:\n";
     let mut tries: Vec<(String, &str)> = Vec::new();
     if let (Some((p, admin)), Some(view)) = (a.proxy, proxy) {
         let prefix = &view.config.preview.path_prefix;
