@@ -391,8 +391,8 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
             };
             match write_dev_json(&dev_json, &addrs) {
                 Ok(()) => {
-                    let access_log =
-                        (!args.no_access_log && view.is_some()).then(|| args.data_dir.join(ACCESS_LOG));
+                    let access_log = (!args.no_access_log && view.is_some())
+                        .then(|| args.data_dir.join(ACCESS_LOG));
                     eprintln!(
                         "{}",
                         tour(&addrs, view.as_ref(), &dev_json, access_log.as_deref())

@@ -391,7 +391,12 @@ async fn dev_restart_after_sigkill_starts_clean() {
     let doc = wait_dev_json(&mut first, &data, Duration::from_secs(90)).await;
     let proxy = addr(&doc, "proxy");
     let old = hello_children(first.child.id());
-    assert_eq!(old.len(), 4, "tasks of the first run: {old:?}\n{}", first.log());
+    assert_eq!(
+        old.len(),
+        4,
+        "tasks of the first run: {old:?}\n{}",
+        first.log()
+    );
 
     // Load while it dies.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -424,7 +429,10 @@ async fn dev_restart_after_sigkill_starts_clean() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let survivors: Vec<u32> = old.iter().copied().filter(|p| hello_alive(*p)).collect();
-    assert!(survivors.is_empty(), "tasks outlived their dev stack: {survivors:?}");
+    assert!(
+        survivors.is_empty(),
+        "tasks outlived their dev stack: {survivors:?}"
+    );
     // The killed run could not remove its dev.json; the next one must not be
     // mistaken for it.
     std::fs::remove_file(data.join("dev.json")).unwrap();
@@ -470,13 +478,18 @@ async fn dev_restart_after_sigkill_starts_clean() {
     assert!(status.success(), "exit status {status}:\n{}", second.log());
     let access = std::fs::read_to_string(data.join("access.log")).unwrap();
     assert!(
-        access.lines().any(|l| l.contains("path=/hello") && l.contains("status=200")),
+        access
+            .lines()
+            .any(|l| l.contains("path=/hello") && l.contains("status=200")),
         "{access}"
     );
     let terminal = second.log();
     assert!(!terminal.contains("path=/hello"), "{terminal}");
     assert!(terminal.contains("switchyard dev: ready"), "{terminal}");
-    assert!(new.iter().all(|p| !hello_alive(*p)), "tasks left after SIGTERM");
+    assert!(
+        new.iter().all(|p| !hello_alive(*p)),
+        "tasks left after SIGTERM"
+    );
 }
 
 /// Makes `import consul` work, installing py-consul from PyPI if needed.
