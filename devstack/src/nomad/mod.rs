@@ -1,7 +1,8 @@
 //! Dev Nomad: a Nomad-compatible HTTP API with a local process driver.
 //!
 //! Module map:
-//! - [`hcl`]: job files (HCL) to the API's JSON `Job` (`/v1/jobs/parse`).
+//! - [`hcl`]: job files (HCL) to the API's JSON `Job` (`/v1/jobs/parse`),
+//!   the `switchyard-jobspec` crate re-exported.
 //! - `spec`: defaults (`Canonicalize`), the typed group view, and the
 //!   destructive-versus-in-place comparison (fixtures digest §N3).
 //! - `state`: jobs/versions/allocations/deployments/evaluations under one
@@ -19,8 +20,6 @@
 //! tested on one machine. Fidelity to the fixtures in `shared/fixtures` is the
 //! contract; anything not implemented answers as Nomad would for an unknown
 //! route rather than inventing behaviour.
-
-pub mod hcl;
 
 mod consul;
 mod http;
@@ -42,8 +41,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use consul::ConsulError;
-pub use hcl::ParseError;
 pub use leftovers::exec_task;
+pub use switchyard_jobspec as hcl;
+pub use switchyard_jobspec::ParseError;
 
 use runner::{RunnerCmd, RunnerHandle};
 use state::{NodeInfo, Persisted, Store};
