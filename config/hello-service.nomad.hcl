@@ -8,7 +8,10 @@
 # (an in-place update: same allocations, same ports, no restart).
 #
 # Runs unchanged on a real Nomad client with the raw_exec driver enabled and
-# `hello-service` on the PATH, and on switchyard's dev stack.
+# `hello-service` on the PATH (`cargo install --path hello-service`, or a link
+# named `hello-service` to the `switchyard` binary, which serves the demo when
+# called by that name), and on switchyard's dev stack, which links
+# `hello-service` to its own executable so nothing else needs building.
 
 job "hello-service" {
   type        = "service"

@@ -54,8 +54,8 @@ build_binaries() {
 }
 
 # use_binaries <binary>...: checks they are in BIN_DIR and puts BIN_DIR first
-# on PATH. The dev Nomad runs `hello-service` from PATH, as a real raw_exec
-# client would.
+# on PATH (for the processes these scripts start themselves; `switchyard dev`
+# runs its demo tasks as its own executable, linked as `hello-service`).
 use_binaries() {
   local b why="is missing"
   [ "${BUILD:-1}" != 0 ] && why="missing after the build"

@@ -1,8 +1,8 @@
 //! `switchyard check-config FILE`: validates what `config/` holds.
 //!
 //! - `*.toml`: a proxy configuration (every problem, with its key path).
-//! - `*.hcl`: a blue/green Nomad job. It must parse (the same HCL reader the
-//!   dev Nomad uses for `/v1/jobs/parse`), and each colour group must carry
+//! - `*.hcl`: a blue/green Nomad job. It must parse (`switchyard-jobspec`,
+//!   the HCL reader the dev Nomad also uses for `/v1/jobs/parse`), and each colour group must carry
 //!   what switchyard relies on: a `meta.version`, and a service whose tags
 //!   name its colour, one role (`active` or `standby`) and `version=`.
 
@@ -33,7 +33,7 @@ pub(crate) fn check(file: &Path) -> anyhow::Result<String> {
 fn check_job(file: &Path) -> anyhow::Result<String> {
     let src =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let job = switchyard_devstack::nomad::hcl::parse_job(&src, None)
+    let job = switchyard_jobspec::parse_job(&src, None)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let problems = job_problems(&job);
     if !problems.is_empty() {

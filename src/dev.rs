@@ -62,20 +62,82 @@ const JOB_FILE: &str = "config/hello-service.nomad.hcl";
 const PROXY_CONFIG_FILE: &str = "config/dev.toml";
 /// Name of the file, in the data directory, that announces the addresses.
 pub(crate) const DEV_JSON: &str = "dev.json";
+/// The demo job's `raw_exec` command. The dev stack links it to the running
+/// executable, and `switchyard` called by this name serves the demo.
+pub(crate) const DEMO_COMMAND: &str = "hello-service";
+/// Where, in the data directory, the demo command is linked.
+const BIN_DIR: &str = "bin";
+/// The access log, in the data directory.
+const ACCESS_LOG: &str = "access.log";
+/// Size at which the access log is rotated, and how many old files are kept.
+const ACCESS_LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
+const ACCESS_LOG_KEEP: usize = 2;
+/// The task record (live task process groups), in the data directory.
+const TASK_RECORD: &str = "tasks.json";
+/// The hidden subcommand tasks are started through (see `main.rs`).
+pub(crate) const LAUNCH_TASK: &str = "launch-task";
+
+/// Sets up logging for `dev`: state changes and warnings on the terminal
+/// (`RUST_LOG` overrides the `info` default), and the proxy's per-request
+/// lines (target `access`) in `<data-dir>/access.log` only, unless
+/// `--no-access-log`. The guard flushes the access log when dropped.
+pub(crate) fn init_logging(
+    args: &DevArgs,
+) -> anyhow::Result<Option<crate::access_log::FlushGuard>> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let terminal_filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive("access=off".parse()?);
+    let terminal = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(terminal_filter);
+    let (access, guard) = if args.no_access_log {
+        (None, None)
+    } else {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+        let (writer, guard) = crate::access_log::open(
+            &args.data_dir.join(ACCESS_LOG),
+            ACCESS_LOG_MAX_BYTES,
+            ACCESS_LOG_KEEP,
+        )?;
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(writer)
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("access", tracing::Level::INFO),
+            );
+        (Some(layer), Some(guard))
+    };
+    tracing_subscriber::registry()
+        .with(terminal)
+        .with(access)
+        .init();
+    Ok(guard)
+}
 
 /// `switchyard dev`: Consul, Nomad, the demo job and the proxy on this machine.
 ///
-/// Task binaries (the job's `raw_exec` commands, `hello-service` for the
-/// demo) are looked up in `--hello-bin`, then next to the running
-/// `switchyard` executable, then in the workspace's `target/release` and
-/// `target/debug`, then on `PATH`: after `cargo build --workspace` it just
-/// works.
+/// Task binaries (the job's `raw_exec` commands) are looked up in
+/// `--hello-bin`, then in `<data-dir>/bin`, where `hello-service` (the demo
+/// job's command) is a link to this very executable, which serves the demo
+/// when called by that name; then next to the running `switchyard`
+/// executable, in the workspace's `target/release` and `target/debug`, and
+/// on `PATH`. So `cargo run -- dev` needs nothing built beforehand.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
-Task binaries (hello-service) are looked up in --hello-bin, next to this executable, in the \
-workspace's target/release and target/debug, then on PATH.
+The demo job's command, hello-service, is this executable (linked as <data-dir>/bin/hello-service); \
+other task binaries are looked up in --hello-bin, next to this executable, in the workspace's \
+target/release and target/debug, then on PATH.
 Once ready, <data-dir>/dev.json holds the bound addresses \
-({\"consul\",\"nomad\",\"proxy\",\"admin\"}) and a tour is printed on stderr.
+({\"consul\",\"nomad\",\"proxy\",\"admin\"}) and a tour is printed on stderr. \
+The terminal shows state changes and warnings; one line per request goes to \
+<data-dir>/access.log (10 MiB, then rotated; 2 old files kept).
+Tasks die with this process, even on kill -9; the next start stops any that an earlier run left \
+and removes their Consul registrations before serving.
 Ctrl-C stops the proxy, then Nomad and every task it started, then Consul.")]
 pub(crate) struct DevArgs {
     /// Dev Consul HTTP API address (port 0 picks a free port).
@@ -108,9 +170,13 @@ pub(crate) struct DevArgs {
     /// else a built-in copy].
     #[arg(long, value_name = "FILE")]
     proxy_config: Option<PathBuf>,
-    /// Directory holding the task binaries (hello-service), searched first.
+    /// Directory holding task binaries, searched first (a `hello-service`
+    /// there replaces the built-in demo).
     #[arg(long, value_name = "DIR")]
     hello_bin: Option<PathBuf>,
+    /// Do not write the access log (<data-dir>/access.log).
+    #[arg(long)]
+    no_access_log: bool,
     /// Do not run the proxy.
     #[arg(long)]
     no_proxy: bool,
@@ -144,8 +210,11 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
         let (text, origin) = read_source(args.proxy_config.as_deref(), PROXY_CONFIG_FILE)
             .unwrap_or_else(|| Ok((EMBEDDED_PROXY_CONFIG.to_owned(), "built-in dev.toml".into())))
             .context("reading the proxy configuration")?;
-        let config = Config::parse(&text, Path::new(&origin), &Env::from_process())
+        let mut config = Config::parse(&text, Path::new(&origin), &Env::from_process())
             .context("invalid proxy configuration")?;
+        if args.no_access_log {
+            config.log.access_log = false;
+        }
         tracing::info!(source = %origin, "proxy configuration");
         Some(config)
     } else {
@@ -210,12 +279,16 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
 
     let mut nomad_run = None;
     if let (Some(listener), Some(addr)) = (nomad_listener, nomad_addr) {
-        let extra_path = task_dirs(args.hello_bin.as_deref())?;
-        tracing::info!(dirs = ?extra_path, "task binaries are looked up here, then on PATH");
+        let exe = std::env::current_exe().context("locating the running executable")?;
+        let demo_dir = link_demo(&args.data_dir, &exe)?;
+        let extra_path = task_dirs(args.hello_bin.as_deref(), &demo_dir, &exe)?;
+        tracing::debug!(dirs = ?extra_path, "task binaries are looked up here, then on PATH");
         let nomad = DevNomad::new(NomadConfig {
             data_dir: (!args.ephemeral).then(|| args.data_dir.join("nomad")),
             consul_addr: consul_url.clone(),
             extra_path: extra_path.clone(),
+            task_launcher: Some(vec![exe.into_os_string(), LAUNCH_TASK.into()]),
+            task_record: Some(args.data_dir.join(TASK_RECORD)),
             ..NomadConfig::default()
         })
         .context("starting the dev Nomad")?;
@@ -318,7 +391,12 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
             };
             match write_dev_json(&dev_json, &addrs) {
                 Ok(()) => {
-                    eprintln!("{}", tour(&addrs, view.as_ref(), &dev_json));
+                    let access_log = (!args.no_access_log && view.is_some())
+                        .then(|| args.data_dir.join(ACCESS_LOG));
+                    eprintln!(
+                        "{}",
+                        tour(&addrs, view.as_ref(), &dev_json, access_log.as_deref())
+                    );
                     tokio::select! {
                         () = &mut shutdown => Ok(()),
                         Some(msg) = fail_rx.recv() => Err(anyhow!(msg)),
@@ -401,7 +479,7 @@ async fn bring_up(ctx: &UpContext<'_>) -> anyhow::Result<()> {
             .map(|(task, cmd)| format!("{cmd:?} (task {task})"))
             .collect();
         bail!(
-            "cannot find {} in {} or on PATH; build it (`cargo build -p hello-service`) or pass --hello-bin DIR",
+            "cannot find {} in {} or on PATH; install it there or pass --hello-bin DIR",
             list.join(", "),
             nomad_view
                 .extra_path
@@ -689,11 +767,32 @@ fn read_source(explicit: Option<&Path>, rel: &str) -> Option<anyhow::Result<(Str
     .map(|p| read(&p))
 }
 
+/// Links `<data_dir>/bin/hello-service` to `exe` (replacing what was there)
+/// and returns that directory, absolute: tasks run in their allocation
+/// directory.
+fn link_demo(data_dir: &Path, exe: &Path) -> anyhow::Result<PathBuf> {
+    let dir = std::path::absolute(data_dir.join(BIN_DIR))
+        .with_context(|| format!("{}", data_dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let link = dir.join(DEMO_COMMAND);
+    if std::fs::read_link(&link).ok().as_deref() != Some(exe) {
+        remove_if_exists(&link);
+        std::os::unix::fs::symlink(exe, &link)
+            .with_context(|| format!("linking {} to {}", link.display(), exe.display()))?;
+    }
+    Ok(dir)
+}
+
 /// Directories searched for task binaries before `PATH`: `--hello-bin`, the
+/// directory where the demo command is linked to this executable, the
 /// running executable's directory, then the workspace's `target/release`
 /// and `target/debug`. Made absolute, since tasks run in their allocation
 /// directory.
-fn task_dirs(hello_bin: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
+fn task_dirs(
+    hello_bin: Option<&Path>,
+    demo_dir: &Path,
+    exe: &Path,
+) -> anyhow::Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
     if let Some(d) = hello_bin {
         let abs = std::path::absolute(d).with_context(|| format!("--hello-bin {}", d.display()))?;
@@ -702,9 +801,8 @@ fn task_dirs(hello_bin: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
         }
         dirs.push(abs);
     }
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(dir) = exe.parent()
-    {
+    dirs.push(demo_dir.to_path_buf());
+    if let Some(dir) = exe.parent() {
         dirs.push(dir.to_path_buf());
     }
     for profile in ["release", "debug"] {
@@ -812,7 +910,12 @@ fn remove_ephemeral_alloc_root(alloc_root: &Path) {
 }
 
 /// The "you are ready" message with commands that work as printed.
-fn tour(a: &Announce, proxy: Option<&ProxyView>, dev_json: &Path) -> String {
+fn tour(
+    a: &Announce,
+    proxy: Option<&ProxyView>,
+    dev_json: &Path,
+    access_log: Option<&Path>,
+) -> String {
     let mut out = String::from("switchyard dev: ready\n\n");
     out += &format!("  Consul  http://{}\n", a.consul);
     if let Some(n) = a.nomad {
@@ -823,7 +926,11 @@ fn tour(a: &Announce, proxy: Option<&ProxyView>, dev_json: &Path) -> String {
             "  proxy   http://{p}\n  admin   http://{admin}  (open it in a browser: the status page)\n"
         );
     }
-    out += &format!("  (also in {})\n\nTry:\n", dev_json.display());
+    out += &format!("  (also in {})\n", dev_json.display());
+    if let Some(log) = access_log {
+        out += &format!("  access log: {} (one line per request)\n", log.display());
+    }
+    out += "\nTry:\n";
     let mut tries: Vec<(String, &str)> = Vec::new();
     if let (Some((p, admin)), Some(view)) = (a.proxy, proxy) {
         let prefix = &view.config.preview.path_prefix;

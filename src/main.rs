@@ -4,9 +4,14 @@
 //! library entry point, and maps errors to exit codes: 0 success, 1 failure
 //! at run time, 2 bad input (configuration, arguments).
 
+#[cfg(feature = "dev")]
+mod access_log;
 mod check;
+#[cfg(feature = "dev")]
 mod dev;
 
+#[cfg(feature = "dev")]
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -44,7 +49,23 @@ enum Command {
         config: PathBuf,
     },
     /// Run Consul, Nomad, the demo job and the proxy on this machine.
+    #[cfg(feature = "dev")]
     Dev(dev::DevArgs),
+    /// Serve the blue/green demo (what the demo job's tasks run); `demo --help` lists its flags.
+    #[cfg(feature = "dev")]
+    #[command(disable_help_flag = true)]
+    Demo {
+        /// `--port N --version vN [--listen IP] [--fail-health] [--delay-ms MS]`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Start a dev-stack task tied to the life of its parent (internal).
+    #[cfg(feature = "dev")]
+    #[command(hide = true)]
+    LaunchTask {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Validate a proxy configuration (.toml) or a blue/green job file (.hcl); report every problem.
     CheckConfig {
         /// Configuration file (TOML).
@@ -160,7 +181,21 @@ fn bad_input(error: impl Into<anyhow::Error>) -> Failure {
 }
 
 fn main() -> ExitCode {
+    // Called as `hello-service` (the name the demo job's tasks run, which the
+    // dev stack links to this executable): be the demo.
+    #[cfg(feature = "dev")]
+    {
+        let mut args = std::env::args_os();
+        let argv0 = args.next().unwrap_or_default();
+        if Path::new(&argv0).file_name() == Some(std::ffi::OsStr::new(dev::DEMO_COMMAND)) {
+            return hello_service::run(args.map(|a| a.to_string_lossy().into_owned()));
+        }
+    }
     let cli = Cli::parse();
+    #[cfg(feature = "dev")]
+    if let Command::Demo { args } = &cli.command {
+        return hello_service::run(args.iter().cloned());
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -251,10 +286,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        #[cfg(feature = "dev")]
         Command::Dev(args) => {
-            init_logging("info", LogFormat::Text);
+            let _flush_access_log = dev::init_logging(&args).map_err(bad_input)?;
             runtime(None)?.block_on(dev::run(args, shutdown_signal()))?;
             Ok(())
+        }
+        // `main` runs the demo: it has its own exit codes and messages.
+        #[cfg(feature = "dev")]
+        Command::Demo { .. } => Ok(()),
+        #[cfg(feature = "dev")]
+        Command::LaunchTask { args } => {
+            // Replaces this process with the task; returns only on failure.
+            let err = switchyard_devstack::nomad::exec_task(args);
+            Err(anyhow::Error::from(err).context("launch-task").into())
         }
         Command::CheckConfig { file } => {
             println!("{}", check::check(&file).map_err(bad_input)?);

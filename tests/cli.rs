@@ -153,3 +153,54 @@ async fn unreachable_agents_fail_with_1_and_a_garbage_route_key_is_refused_untou
     let _ = stop.send(());
     let _ = server.await;
 }
+
+/// `switchyard demo` is the demo service: it serves its version on a real
+/// socket, refuses bad arguments with exit code 2, and stops cleanly
+/// (exit 0) on SIGTERM. The launcher the dev stack starts tasks through
+/// refuses to run a task for a parent that is not its own.
+#[tokio::test]
+async fn demo_serves_the_demo_and_the_launcher_checks_its_parent() {
+    use std::io::BufRead as _;
+    let out = switchyard(&["demo", "--version", "v3", "--bogus"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown argument: --bogus"));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["demo", "--port", "0", "--version", "v3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    // Kept open until the demo has exited: it prints a last line on stop.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    let resp = crate::support::client()
+        .get(format!("http://{addr}/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-app-version"], "v3");
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "Zinedine Zidane is the best player in the world!"
+    );
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success());
+    drop(stdout);
+
+    // PID 1 is never the parent of this test's child.
+    let out = switchyard(&["launch-task", "1", "true"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(one_line_cause(&out).contains("is gone"), "{out:?}");
+}

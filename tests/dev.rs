@@ -6,6 +6,12 @@
 //!   to the proxy, Consul and Nomad it announces, then sends SIGTERM and
 //!   checks the exit code and that every `hello-service` process it started
 //!   is gone.
+//! - `dev_restart_after_sigkill_starts_clean` runs the real binary with the
+//!   built-in demo (nothing but `switchyard` built), SIGKILLs it under load,
+//!   starts it again on the same data directory and checks that the old
+//!   tasks died with it, Consul lists exactly the four new instances, all
+//!   passing, and the proxy answers; and that requests went to the access
+//!   log file, not to the terminal.
 //! - `py_consul_talks_to_the_dev_consul` runs `tests/compat/consul_client.py`
 //!   (py-consul from PyPI, installed on demand) against a `DevConsul` on
 //!   `127.0.0.1:0`, then reads what it wrote back with our own client.
@@ -20,7 +26,7 @@ use switchyard_hashi::QueryOptions;
 use switchyard_hashi::consul::{CheckStatus, ConsulClient, HealthQuery};
 
 use crate::support::client;
-use crate::support::dev::{DevChild, TempDir, addr, hello_bin_dir};
+use crate::support::dev::{DevChild, TempDir, addr, spawn_dev, wait_dev_json};
 
 /// A process as `/proc/<pid>/stat` describes it: (command, state, parent).
 fn proc_stat(pid: u32) -> Option<(String, char, u32)> {
@@ -57,19 +63,30 @@ fn hello_alive(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_runs_the_whole_stack_and_stops_cleanly() {
-    let hello = hello_bin_dir();
+    let bin = Path::new(env!("CARGO_BIN_EXE_switchyard"));
+    let hello = bin.with_file_name("hello-service");
+    assert!(
+        hello.is_file(),
+        "{} is missing: build it first with `cargo build -p hello-service` (the dev stack runs it as its tasks)",
+        hello.display()
+    );
     let tmp = TempDir::new("dev");
     let data = tmp.0.join("data");
-    let mut dev = DevChild::spawn(
-        &tmp,
-        &["--hello-bin", hello.to_str().unwrap()],
-        &[("RUST_LOG", "info")],
+    let log = tmp.0.join("dev.log");
+    let mut dev = spawn_dev(
+        &data,
+        &log,
+        &[
+            "--ephemeral",
+            "--hello-bin",
+            hello.parent().unwrap().to_str().unwrap(),
+        ],
     );
     let dev_pid = dev.child.id();
 
     // dev.json appears once everything is ready.
     let dev_json = data.join("dev.json");
-    let doc = dev.ready(&tmp, Duration::from_secs(90)).await;
+    let doc = wait_dev_json(&mut dev, &data, Duration::from_secs(90)).await;
     let (consul, nomad, proxy, admin) = (
         addr(&doc, "consul"),
         addr(&doc, "nomad"),
@@ -200,6 +217,130 @@ async fn dev_runs_the_whole_stack_and_stops_cleanly() {
     assert!(std::net::TcpStream::connect(consul).is_err());
 }
 
+/// Live `hello-service` processes, anywhere (a task that outlived its dev
+/// stack has a new parent).
+fn all_hello_processes() -> Vec<u32> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid| hello_alive(*pid))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_restart_after_sigkill_starts_clean() {
+    let tmp = TempDir::new("dev-restart");
+    let data = tmp.0.join("data");
+    let http = client();
+
+    // First run: persisted state, the built-in demo (no --hello-bin).
+    let mut first = spawn_dev(&data, &tmp.0.join("first.log"), &[]);
+    let doc = wait_dev_json(&mut first, &data, Duration::from_secs(90)).await;
+    let proxy = addr(&doc, "proxy");
+    let old = hello_children(first.child.id());
+    assert_eq!(
+        old.len(),
+        4,
+        "tasks of the first run: {old:?}\n{}",
+        first.log()
+    );
+
+    // Load while it dies.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (http, stop) = (http.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut ok = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(r) = http.get(format!("http://{proxy}/hello")).send().await
+                    && r.status() == 200
+                {
+                    ok += 1;
+                }
+            }
+            ok
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.signal("KILL");
+    let status = first.wait_exit(Duration::from_secs(10)).unwrap();
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(status.signal(), Some(9));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served = load.await.unwrap();
+    assert!(served > 0, "no request served before the kill");
+
+    // Its tasks die with it (parent-death signal).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while old.iter().any(|p| hello_alive(*p)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let survivors: Vec<u32> = old.iter().copied().filter(|p| hello_alive(*p)).collect();
+    assert!(
+        survivors.is_empty(),
+        "tasks outlived their dev stack: {survivors:?}"
+    );
+    // The killed run could not remove its dev.json; the next one must not be
+    // mistaken for it.
+    std::fs::remove_file(data.join("dev.json")).unwrap();
+
+    // Second run on the same data directory.
+    let mut second = spawn_dev(&data, &tmp.0.join("second.log"), &[]);
+    let doc = wait_dev_json(&mut second, &data, Duration::from_secs(90)).await;
+    let (consul, proxy) = (addr(&doc, "consul"), addr(&doc, "proxy"));
+    let entries: Vec<Value> = http
+        .get(format!("http://{consul}/v1/health/service/hello-service"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 4, "registered instances: {entries:#?}");
+    for e in &entries {
+        for check in e["Checks"].as_array().unwrap() {
+            assert_eq!(check["Status"], "passing", "{e:#}");
+        }
+    }
+    let new = hello_children(second.child.id());
+    assert_eq!(new.len(), 4, "tasks of the second run: {new:?}");
+    assert_eq!(
+        all_hello_processes()
+            .into_iter()
+            .filter(|p| old.contains(p))
+            .count(),
+        0
+    );
+    let resp = http
+        .get(format!("http://{proxy}/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-app-version"], "v1");
+
+    // Requests are in the access log file, not on the terminal.
+    second.signal("TERM");
+    let status = second.wait_exit(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "exit status {status}:\n{}", second.log());
+    let access = std::fs::read_to_string(data.join("access.log")).unwrap();
+    assert!(
+        access
+            .lines()
+            .any(|l| l.contains("path=/hello") && l.contains("status=200")),
+        "{access}"
+    );
+    let terminal = second.log();
+    assert!(!terminal.contains("path=/hello"), "{terminal}");
+    assert!(terminal.contains("switchyard dev: ready"), "{terminal}");
+    assert!(
+        new.iter().all(|p| !hello_alive(*p)),
+        "tasks left after SIGTERM"
+    );
+}
+
 /// Makes `import consul` work, installing py-consul from PyPI if needed.
 /// `Err` says why the test cannot run here.
 fn python_with_py_consul() -> Result<(), String> {
@@ -325,7 +466,33 @@ fn run_dev_to_exit(
     extra: &[&str],
     within: Duration,
 ) -> (std::process::ExitStatus, String) {
-    let mut dev = DevChild::spawn(tmp, extra, &[]);
+    let bin = Path::new(env!("CARGO_BIN_EXE_switchyard"));
+    let log = tmp.0.join("dev.log");
+    let mut args = vec![
+        "dev".to_owned(),
+        "--ephemeral".into(),
+        "--data-dir".into(),
+        tmp.0.join("data").display().to_string(),
+    ];
+    for flag in [
+        "--consul-addr",
+        "--nomad-addr",
+        "--proxy-addr",
+        "--admin-addr",
+    ] {
+        if !extra.contains(&flag) {
+            args.extend([flag.to_owned(), "127.0.0.1:0".to_owned()]);
+        }
+    }
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let child = Command::new(bin)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut dev = DevChild { child, log };
     let status = dev.wait_exit(within).unwrap_or_else(|| {
         panic!(
             "switchyard dev did not exit within {within:?}:\n{}",

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::discovery::status;
 use crate::support::browser::{Browser, screenshot_dir};
-use crate::support::dev::{DevChild, TempDir, addr, hello_bin_dir};
+use crate::support::dev::{TempDir, addr, spawn_dev, wait_dev_json};
 use crate::support::{ProxyHandle, Upstream, client, static_config};
 
 /// True once the page shows `active` and `standby` colours with versions.
@@ -88,10 +88,10 @@ const MIN_CONTRAST: &str = r#"(() => {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_follows_a_switch_in_a_real_browser() {
-    let hello = hello_bin_dir();
     let tmp = TempDir::new("status-page");
-    let mut dev = DevChild::spawn(&tmp, &["--hello-bin", hello.to_str().unwrap()], &[]);
-    let doc = dev.ready(&tmp, Duration::from_secs(90)).await;
+    let data = tmp.0.join("data");
+    let mut dev = spawn_dev(&data, &tmp.0.join("dev.log"), &["--ephemeral"]);
+    let doc = wait_dev_json(&mut dev, &data, Duration::from_secs(90)).await;
     let (proxy, admin) = (addr(&doc, "proxy"), addr(&doc, "admin"));
 
     // Light load on both colours, so the page has rates to show.

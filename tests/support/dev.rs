@@ -1,6 +1,6 @@
-//! `switchyard dev` as a child process: every address on port 0 unless a
-//! test overrides it, its log in a temp dir, stopped (TERM, then KILL) on
-//! drop so no stack outlives a failed test.
+//! `switchyard dev` as a child process for end-to-end tests: every address
+//! on port 0, its log in a temp dir, stopped (TERM, then KILL) on drop so
+//! no stack outlives a failed test.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,84 +33,14 @@ impl Drop for TempDir {
     }
 }
 
-/// The `switchyard dev` child.
+/// The `switchyard dev` child; stopped (TERM, then KILL) if a test fails
+/// half way, so no stack outlives the test run.
 pub struct DevChild {
     pub child: Child,
     pub log: PathBuf,
 }
 
-/// The `hello-service` binary next to `switchyard`, which the dev stack
-/// runs as its tasks.
-pub fn hello_bin_dir() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_switchyard"));
-    let hello = bin.with_file_name("hello-service");
-    assert!(
-        hello.is_file(),
-        "{} is missing: build it first with `cargo build -p hello-service` (the dev stack runs it as its tasks)",
-        hello.display()
-    );
-    bin.parent().unwrap().to_owned()
-}
-
 impl DevChild {
-    /// Starts `switchyard dev --ephemeral --data-dir <tmp>/data` with
-    /// `extra` arguments; the four listeners default to `127.0.0.1:0`.
-    pub fn spawn(tmp: &TempDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let bin = Path::new(env!("CARGO_BIN_EXE_switchyard"));
-        let log = tmp.0.join("dev.log");
-        let mut args = vec![
-            "dev".to_owned(),
-            "--ephemeral".into(),
-            "--data-dir".into(),
-            tmp.0.join("data").display().to_string(),
-        ];
-        for flag in [
-            "--consul-addr",
-            "--nomad-addr",
-            "--proxy-addr",
-            "--admin-addr",
-        ] {
-            if !extra.contains(&flag) {
-                args.extend([flag.to_owned(), "127.0.0.1:0".to_owned()]);
-            }
-        }
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let mut cmd = Command::new(bin);
-        cmd.args(&args)
-            .env_remove("SWITCHYARD_ADMIN_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Self {
-            child: cmd.spawn().unwrap(),
-            log,
-        }
-    }
-
-    /// Waits for `<data-dir>/dev.json` (written once the stack is ready)
-    /// and returns it.
-    pub async fn ready(&mut self, tmp: &TempDir, within: Duration) -> Value {
-        let dev_json = tmp.0.join("data").join("dev.json");
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&dev_json) {
-                return serde_json::from_str(&text).unwrap();
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("switchyard dev exited early ({status}):\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no dev.json after {within:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     /// The child's log, without terminal colour codes.
     pub fn log(&self) -> String {
         strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
@@ -178,4 +108,55 @@ pub fn addr(doc: &Value, key: &str) -> SocketAddr {
         .unwrap_or_else(|| panic!("dev.json has no {key:?}: {doc}"))
         .parse()
         .unwrap()
+}
+
+/// Starts `switchyard dev` on `data` with every address on port 0 (state
+/// persisted, unless `extra` says otherwise), its stderr in `log`.
+pub fn spawn_dev(data: &Path, log: &Path, extra: &[&str]) -> DevChild {
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("dev")
+        .arg("--data-dir")
+        .arg(data)
+        .args([
+            "--consul-addr",
+            "127.0.0.1:0",
+            "--nomad-addr",
+            "127.0.0.1:0",
+            "--proxy-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    DevChild {
+        child,
+        log: log.to_path_buf(),
+    }
+}
+
+/// Waits (at most `within`) for `dev.json` in `data`, failing the test if
+/// the dev stack exits first.
+pub async fn wait_dev_json(dev: &mut DevChild, data: &Path, within: Duration) -> Value {
+    let dev_json = data.join("dev.json");
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&dev_json) {
+            return serde_json::from_str(&text).unwrap();
+        }
+        if let Some(status) = dev.child.try_wait().unwrap() {
+            panic!("switchyard dev exited early ({status}):\n{}", dev.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no dev.json after {within:?}:\n{}",
+            dev.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -106,6 +106,25 @@ impl ConsulAgent {
         Self::check_status(resp).await
     }
 
+    /// `GET /v1/agent/services`: the IDs of the services on the agent.
+    pub(crate) async fn service_ids(&self) -> Result<Vec<String>, ConsulError> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/agent/services", self.base))
+            .send()
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(ConsulError::Status {
+                status: status.as_u16(),
+                body,
+            });
+        }
+        let map: serde_json::Map<String, Value> = resp.json().await?;
+        Ok(map.into_iter().map(|(id, _)| id).collect())
+    }
+
     /// `GET /v1/agent/health/service/id/:id`: the status code is the health.
     pub(crate) async fn health(&self, id: &str) -> Result<Health, ConsulError> {
         let resp = self

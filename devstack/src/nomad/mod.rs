@@ -1,7 +1,8 @@
 //! Dev Nomad: a Nomad-compatible HTTP API with a local process driver.
 //!
 //! Module map:
-//! - [`hcl`]: job files (HCL) to the API's JSON `Job` (`/v1/jobs/parse`).
+//! - [`hcl`]: job files (HCL) to the API's JSON `Job` (`/v1/jobs/parse`),
+//!   the `switchyard-jobspec` crate re-exported.
 //! - `spec`: defaults (`Canonicalize`), the typed group view, and the
 //!   destructive-versus-in-place comparison (fixtures digest §N3).
 //! - `state`: jobs/versions/allocations/deployments/evaluations under one
@@ -20,10 +21,9 @@
 //! contract; anything not implemented answers as Nomad would for an unknown
 //! route rather than inventing behaviour.
 
-pub mod hcl;
-
 mod consul;
 mod http;
+mod leftovers;
 mod runner;
 mod sched;
 mod spec;
@@ -41,7 +41,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use consul::ConsulError;
-pub use hcl::ParseError;
+pub use leftovers::exec_task;
+pub use switchyard_jobspec as hcl;
+pub use switchyard_jobspec::ParseError;
 
 use runner::{RunnerCmd, RunnerHandle};
 use state::{NodeInfo, Persisted, Store};
@@ -66,6 +68,16 @@ pub struct NomadConfig {
     pub port_range: RangeInclusive<u16>,
     /// Directories prepended to `PATH` for tasks (e.g. `target/debug`).
     pub extra_path: Vec<PathBuf>,
+    /// A command every task is started through, followed by this process's
+    /// PID, the task's program and its arguments; it must end in
+    /// [`exec_task`] (in `switchyard`: the hidden `launch-task` subcommand),
+    /// which ties the task's life to this process. `None` starts tasks
+    /// directly.
+    pub task_launcher: Option<Vec<std::ffi::OsString>>,
+    /// The file listing live task process groups, read on start to stop what
+    /// an earlier run left behind; `None` defaults to `<data_dir>/tasks.json`
+    /// (no record without a data directory).
+    pub task_record: Option<PathBuf>,
 }
 
 impl Default for NomadConfig {
@@ -79,6 +91,8 @@ impl Default for NomadConfig {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port_range: 20000..=32000,
             extra_path: Vec::new(),
+            task_launcher: None,
+            task_record: None,
         }
     }
 }
@@ -130,6 +144,8 @@ pub(crate) struct Inner {
     pub(crate) consul: consul::ConsulAgent,
     runners: Mutex<HashMap<String, RunnerHandle>>,
     procs: Mutex<BTreeMap<u32, String>>,
+    task_record: Option<PathBuf>,
+    record_lock: Mutex<()>,
     shutdown_tx: watch::Sender<bool>,
 }
 
@@ -252,6 +268,10 @@ impl DevNomad {
         let (index_tx, _) = watch::channel(store.index);
         let (shutdown_tx, _) = watch::channel(false);
         let consul = consul::ConsulAgent::new(&cfg.consul_addr);
+        let task_record = cfg
+            .task_record
+            .clone()
+            .or_else(|| cfg.data_dir.as_ref().map(|d| d.join("tasks.json")));
         let node = NodeInfo {
             id: node_id,
             name: cfg.node_name.clone(),
@@ -268,6 +288,8 @@ impl DevNomad {
                 consul,
                 runners: Mutex::new(HashMap::new()),
                 procs: Mutex::new(BTreeMap::new()),
+                task_record,
+                record_lock: Mutex::new(()),
                 shutdown_tx,
             }),
         })
@@ -278,8 +300,10 @@ impl DevNomad {
         http::router(self.inner.clone())
     }
 
-    /// Serves the API on `listener` until `shutdown` resolves. Re-places the
-    /// allocations of running jobs first; on shutdown stops every allocation
+    /// Serves the API on `listener` until `shutdown` resolves. First stops
+    /// the tasks an earlier run left behind and removes their Consul
+    /// registrations (see `leftovers`), then re-places the allocations of
+    /// running jobs; on shutdown stops every allocation
     /// (deregister, shutdown delay, SIGTERM, SIGKILL after `kill_timeout`) and
     /// returns only once no child process is left.
     pub async fn serve(
@@ -287,6 +311,7 @@ impl DevNomad {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        leftovers::reap(&self.inner).await;
         sched::restore(&self.inner);
         let inner = self.inner.clone();
         let stop_flag = self.inner.shutdown_tx.clone();

@@ -13,8 +13,9 @@
 //!    `?passing` drop the instance before it goes away), SIGTERM the process
 //!    group, SIGKILL after `kill_timeout`.
 //!
-//! Every live child PID is recorded in `Inner::procs`, the single place the
-//! shutdown path and tests consult to prove nothing is left behind.
+//! Every live child PID is recorded in `Inner::procs` (and in the task record
+//! file, see `leftovers`), the single place the shutdown path, a restart and
+//! tests consult to prove nothing is left behind.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -398,9 +399,25 @@ fn spawn_task(
     };
     let stdout = open(&format!("{}.stdout", task.name))?;
     let stderr = open(&format!("{}.stderr", task.name))?;
-    let mut command = tokio::process::Command::new(&program);
+    let launcher = inner
+        .cfg
+        .task_launcher
+        .as_deref()
+        .and_then(<[_]>::split_first);
+    let mut command = match launcher {
+        Some((launcher, prefix)) => {
+            let mut c = tokio::process::Command::new(launcher);
+            c.args(prefix)
+                .args(super::leftovers::launcher_args(&program, &args));
+            c
+        }
+        _ => {
+            let mut c = tokio::process::Command::new(&program);
+            c.args(&args);
+            c
+        }
+    };
     command
-        .args(&args)
         .current_dir(dir)
         .env("PATH", task_path(&inner.cfg.extra_path))
         .envs(env)
@@ -466,7 +483,7 @@ async fn supervise(
         match spawn_task(&inner, &task, &env, &dir) {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
-                inner.lock_procs().insert(pid, format!("{alloc_id}/{name}"));
+                inner.track(pid, format!("{alloc_id}/{name}"));
                 update_task(&inner, &alloc_id, &name, |t| {
                     t.state = "running".into();
                     t.started_at = Some(SystemTime::now());
@@ -481,7 +498,7 @@ async fn supervise(
                 };
                 let Some(status) = status else {
                     kill_child(&mut child, pid, task.kill_timeout).await;
-                    inner.lock_procs().remove(&pid);
+                    inner.untrack(pid);
                     update_task(&inner, &alloc_id, &name, |t| {
                         t.state = "dead".into();
                         t.finished_at = Some(SystemTime::now());
@@ -491,7 +508,7 @@ async fn supervise(
                     return;
                 };
                 signal_group(pid, Signal::SIGKILL);
-                inner.lock_procs().remove(&pid);
+                inner.untrack(pid);
                 let (code, signal) = match &status {
                     Ok(st) => {
                         use std::os::unix::process::ExitStatusExt;

@@ -1,5 +1,9 @@
 //! HCL job specifications to the Nomad API's JSON `Job` shape.
 //!
+//! Its own crate so that `switchyard check-config` validates job files with
+//! the reader the dev Nomad uses for `/v1/jobs/parse`, without the binary
+//! carrying the dev stack.
+//!
 //! `POST /v1/jobs/parse` has to hand back exactly what a real Nomad would, so a
 //! client can parse a job file once and register the result against either
 //! the dev stack or a real cluster. This module walks the `hcl-rs` syntax tree
@@ -18,7 +22,7 @@ use std::collections::BTreeMap;
 use hcl::{Block, Body, Expression, ObjectKey, TemplateExpr, TraversalOperator};
 use serde_json::{Map, Value, json};
 
-use super::util::parse_go_duration;
+use std::time::Duration;
 
 /// Why a job file could not be turned into a job.
 #[derive(Debug, thiserror::Error)]
@@ -606,6 +610,44 @@ fn substitute_vars(s: &str, vars: &BTreeMap<String, Value>) -> Result<String, Pa
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Parses a Go duration (`1s`, `1m30s`, `250ms`, `1.5h`); `None` if invalid.
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_end == 0 {
+            return None;
+        }
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += n * scale;
+        rest = &rest[unit_end..];
+    }
+    Duration::try_from_secs_f64(total).ok()
 }
 
 #[cfg(test)]
