@@ -103,6 +103,10 @@ struct CommonArgs {
     /// Where backups and switch records are kept.
     #[arg(long, default_value = ".switchyard")]
     state_dir: PathBuf,
+    /// The proxies' configuration file: the service's route key and colours are read from it,
+    /// so the controller writes the key the proxies watch.
+    #[arg(long, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
     /// Machine-readable output (JSON on stdout).
     #[arg(long)]
     json: bool,
@@ -122,10 +126,48 @@ impl CommonArgs {
                 .collect();
         }
         settings.state_dir.clone_from(&self.state_dir);
+        if let Some(path) = &self.config {
+            let config = Config::load(path).map_err(bad_input)?;
+            follow_proxy_config(&mut settings, &config, path).map_err(bad_input)?;
+        }
         tune(&mut settings);
         let controller = Controller::new(settings).map_err(controller_failure)?;
         Ok(controller.with_progress(Arc::new(|line: &str| eprintln!("{line}"))))
     }
+}
+
+/// Takes the service's colours and route key from the proxies' configuration.
+fn follow_proxy_config(
+    settings: &mut Settings,
+    config: &Config,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let service = config
+        .services
+        .iter()
+        .find(|s| s.name == settings.service)
+        .with_context(|| format!("{} has no service {:?}", path.display(), settings.service))?;
+    let switchyard_proxy::config::PoolSource::Consul {
+        service: consul_service,
+        route_key,
+    } = &service.source
+    else {
+        anyhow::bail!(
+            "service {:?} in {} has static pools; the controller needs Consul discovery",
+            settings.service,
+            path.display()
+        );
+    };
+    if consul_service != &settings.service {
+        anyhow::bail!(
+            "service {:?} in {} discovers Consul service {consul_service:?}; the controller needs both names to be the same",
+            settings.service,
+            path.display()
+        );
+    }
+    settings.colours.clone_from(&service.colours);
+    settings.route_key.clone_from(route_key);
+    Ok(())
 }
 
 fn controller_failure(e: ControllerError) -> Failure {

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use switchyard_hashi::QueryOptions;
-use switchyard_hashi::consul::{CheckStatus, ConsulClient, HealthQuery, KvWrite, ServiceEntry};
+use switchyard_hashi::consul::{CheckStatus, ConsulClient, HealthQuery, ServiceEntry};
 use switchyard_hashi::nomad::NomadClient;
-use switchyard_model::{Classification, RouteValue};
+use switchyard_model::Classification;
+use switchyard_model::flip::{self, FlipError, FlipRequest, Flipped};
 use tokio::task::JoinSet;
 
 use crate::observe::{Instance, NomadView, Observed, ProxyObservation, RouteKey, retag};
@@ -147,6 +148,7 @@ impl Controller {
             service: s.service.clone(),
             job_id: s.job.clone(),
             colours: s.colours.clone(),
+            route_key: s.route_key.clone(),
             nomad,
             instances,
             route,
@@ -215,18 +217,12 @@ impl Controller {
     }
 
     async fn observe_route(&self) -> Result<Option<RouteKey>, String> {
-        let key = switchyard_model::route_key(&self.settings.service);
-        let (pair, _) = self
-            .consul
-            .kv_get(&key, &QueryOptions::default())
+        let state = flip::read_key(&self.consul, &self.settings.route_key)
             .await
             .map_err(|e| e.to_string())?;
-        Ok(pair.map(|p| RouteKey {
-            modify_index: p.modify_index,
-            value: match p.value.as_deref() {
-                Some(bytes) => RouteValue::parse(bytes).map_err(|e| e.to_string()),
-                None => Err("the key has no value".to_owned()),
-            },
+        Ok(state.value.map(|value| RouteKey {
+            modify_index: state.modify_index,
+            value,
         }))
     }
 
@@ -603,26 +599,38 @@ impl Controller {
         for w in &plan.warnings {
             self.say(&format!("warning (forced): {w}"));
         }
-        let key = switchyard_model::route_key(&plan.service);
-        let value = RouteValue::new(&plan.to, plan.generation, &self.settings.operator);
+        let key = &self.settings.route_key;
         let started = Instant::now();
-        let written = self
-            .consul
-            .kv_put(
-                &key,
-                &value.to_bytes(),
-                &KvWrite {
-                    cas: Some(plan.cas),
-                    flags: None,
-                },
-            )
-            .await
-            .map_err(|e| ControllerError::hashi(format!("writing {key}"), e))?;
-        if !written {
-            return Err(ControllerError::Conflict(format!(
-                "{key} changed since it was read (another switch won); nothing was changed by this call"
-            )));
-        }
+        let request = FlipRequest {
+            key,
+            colours: &self.settings.colours,
+            from: &plan.from,
+            to: &plan.to,
+            based_on: Some(plan.cas),
+            generation_floor: plan.generation.saturating_sub(1),
+            overwrite_unusable: plan.forced,
+            by: &self.settings.operator,
+        };
+        let value = match flip::flip(&self.consul, &request).await {
+            Ok(Flipped::Written(v)) => v,
+            Ok(Flipped::AlreadyActive(v)) => {
+                return Err(ControllerError::Conflict(format!(
+                    "{key} already names {} active (generation {}); nothing was changed by this call",
+                    v.active, v.generation
+                )));
+            }
+            Err(e @ FlipError::Unconfirmed { .. }) => {
+                return Err(ControllerError::Failed(format!(
+                    "{e}; run `switchyard status --service {}` to see where traffic goes",
+                    plan.service
+                )));
+            }
+            Err(e) => return Err(ControllerError::Conflict(e.to_string())),
+        };
+        // The generation actually written (the same as planned unless an unusable key was
+        // overwritten).
+        let mut plan = plan;
+        plan.generation = value.generation;
         self.say(&format!(
             "route key {key}: {} -> {} (generation {})",
             plan.from, plan.to, plan.generation
@@ -723,6 +731,7 @@ impl Controller {
                 service: service.clone(),
                 job_id: self.settings.job.clone(),
                 colours: self.settings.colours.clone(),
+                route_key: self.settings.route_key.clone(),
                 nomad: Ok(NomadView {
                     job: Some(job.clone()),
                     allocations: Vec::new(),

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 use switchyard_hashi::consul::CheckStatus;
 use switchyard_hashi::nomad::{AllocationListStub, Job};
-use switchyard_model::{ACTIVE_TAG, Classification, RouteValue, STANDBY_TAG};
+use switchyard_model::{ACTIVE_TAG, Classification, DecidedBy, RouteValue, STANDBY_TAG};
 
 use crate::state::SwitchRecord;
 
@@ -21,6 +21,8 @@ pub struct Observed {
     pub job_id: String,
     /// The two colour tags.
     pub colours: [String; 2],
+    /// The KV route key the proxies watch.
+    pub route_key: String,
     /// Nomad's view, or why it could not be read.
     pub nomad: Result<NomadView, String>,
     /// Every registered instance of the service (passing or not), or why Consul could not be
@@ -188,52 +190,43 @@ pub fn parse_proxy_status(doc: &Value, service: &str) -> Result<Option<ProxyServ
     }))
 }
 
-/// How the active colour was decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Decision {
-    /// The route key names it.
-    RouteKey,
-    /// Consul instances' role tags.
-    Tags,
-    /// The job's service tags (no instance carries a role tag).
-    JobTags,
-}
-
 impl Observed {
-    /// The active colour (index into [`colours`](Self::colours)) and how it was decided: the
-    /// route key when it exists and names one of the colours, else the instances' role tags,
-    /// else the job's service tags. `None` when nothing says.
-    pub fn active(&self) -> Option<(usize, Decision)> {
-        if let Ok(Some(RouteKey { value: Ok(v), .. })) = &self.route
-            && let Some(i) = self.colour_index(&v.active)
-        {
-            return Some((i, Decision::RouteKey));
-        }
-        if let Ok(instances) = &self.instances {
-            let mut tagged = [0usize; 2];
-            for inst in instances {
-                if let Some(c) = inst.colour
-                    && inst.role_tag() == Some(ACTIVE_TAG)
-                {
-                    tagged[c] += 1;
+    /// The active colour (index into [`colours`](Self::colours)) and how it was decided, by the
+    /// rule the proxies use ([`switchyard_model::decide_active`]): the route key, else the
+    /// passing instances' role tags, ties kept at the colour the proxies serve. `None` when the
+    /// route key does not decide and Consul's instances could not be read.
+    pub fn active(&self) -> Option<(usize, DecidedBy)> {
+        let route = self.route_value();
+        let tagged = match &self.instances {
+            Ok(list) => switchyard_model::count_active_tagged(
+                list.iter()
+                    .filter(|i| i.passing())
+                    .map(|i| i.tags.as_slice()),
+                &self.colours,
+            ),
+            Err(_) => {
+                return route
+                    .and_then(|v| self.colour_index(&v.active))
+                    .map(|i| (i, DecidedBy::RouteKey));
+            }
+        };
+        let a = switchyard_model::decide_active(&self.colours, route, tagged, self.proxies_serve());
+        Some((a.index, a.decided_by))
+    }
+
+    /// The colour every proxy that routes the service says it serves, when they agree.
+    pub fn proxies_serve(&self) -> Option<usize> {
+        let mut seen = None;
+        for p in &self.proxies {
+            if let Ok(Some(s)) = &p.status {
+                let i = self.colour_index(&s.active_colour)?;
+                if seen.is_some_and(|x| x != i) {
+                    return None;
                 }
-            }
-            if tagged != [0, 0] {
-                return Some((
-                    switchyard_model::active_by_tags(tagged, None),
-                    Decision::Tags,
-                ));
+                seen = Some(i);
             }
         }
-        let job = self.job()?;
-        (0..2)
-            .find(|&i| {
-                self.group_of(i)
-                    .and_then(|g| job.group_service_tags(&g, &self.service))
-                    .is_some_and(|t| switchyard_model::role_of(&t) == Some(ACTIVE_TAG))
-            })
-            .map(|i| (i, Decision::JobTags))
+        seen
     }
 
     /// The route key's parsed value, when it exists and parses.
@@ -246,9 +239,7 @@ impl Observed {
 
     /// The index of a colour name (case-insensitive).
     pub fn colour_index(&self, colour: &str) -> Option<usize> {
-        self.colours
-            .iter()
-            .position(|c| c.eq_ignore_ascii_case(colour))
+        switchyard_model::colour_index(&self.colours, colour)
     }
 
     /// The job, when Nomad was read and the job exists.

@@ -41,8 +41,10 @@ pub enum Refusal {
         /// Why.
         reason: String,
     },
-    /// Neither the route key nor any tag says which colour is active.
-    #[error("cannot tell which colour of {service} is active: no route key and no role tags")]
+    /// The route key does not decide and Consul's instances could not be read.
+    #[error(
+        "cannot tell which colour of {service} is active: the route key does not name one and Consul's instances could not be read"
+    )]
     NoActiveColour {
         /// Service.
         service: String,
@@ -302,7 +304,7 @@ fn touches_other_groups(a: &Job, b: &Job, group: &str) -> bool {
 }
 
 fn check_route(obs: &Observed) -> Result<(), Refusal> {
-    let key = switchyard_model::route_key(&obs.service);
+    let key = obs.route_key.clone();
     match &obs.route {
         Err(e) => Err(Refusal::Unobservable {
             what: "the route key",
@@ -372,10 +374,14 @@ pub fn plan_switch(obs: &Observed, force: bool) -> Result<SwitchPlan, Refusal> {
         },
         _ => (0, proxy_generation + 1),
     };
-    let (active, _) = obs.active().ok_or_else(|| Refusal::NoActiveColour {
-        service: obs.service.clone(),
-    })?;
-    let standby = 1 - active;
+    // The switch ends by updating the job's role tags: without Nomad it would fail after
+    // moving traffic, so it does not start.
+    if let Err(e) = &obs.nomad {
+        return Err(Refusal::Unobservable {
+            what: "Nomad",
+            reason: e.clone(),
+        });
+    }
     if let Err(e) = &obs.instances {
         let r = Refusal::Unobservable {
             what: "Consul",
@@ -386,6 +392,10 @@ pub fn plan_switch(obs: &Observed, force: bool) -> Result<SwitchPlan, Refusal> {
         }
         warnings.push(r.to_string());
     }
+    let (active, _) = obs.active().ok_or_else(|| Refusal::NoActiveColour {
+        service: obs.service.clone(),
+    })?;
+    let standby = 1 - active;
     for r in preflight(obs, active, standby) {
         if !force {
             return Err(r);
@@ -530,6 +540,7 @@ mod tests {
             service: "web".into(),
             job_id: "web".into(),
             colours: ["blue".into(), "green".into()],
+            route_key: "switchyard/routes/web".into(),
             nomad: Ok(NomadView {
                 job: Some(job()),
                 allocations: vec![],
@@ -688,6 +699,54 @@ mod tests {
         ));
     }
 
+    fn serving(colour: &str) -> ProxyObservation {
+        ProxyObservation {
+            url: format!("http://proxy-{colour}"),
+            status: Ok(Some(ProxyService {
+                active_colour: colour.into(),
+                ..ProxyService::default()
+            })),
+        }
+    }
+
+    /// The controller decides the active colour by the proxies' rule: the route key in any
+    /// case, else passing instances' role tags only, ties kept at what the proxies serve.
+    #[test]
+    fn active_colour_follows_the_proxies_rule() {
+        use switchyard_model::DecidedBy;
+        // A route key in another case still decides.
+        let mut obs = observed();
+        with_route(&mut obs, "Green", 3);
+        assert_eq!(obs.active(), Some((1, DecidedBy::RouteKey)));
+        assert_eq!(plan_switch(&obs, false).unwrap().to, "blue");
+
+        // Failing instances' tags do not count: the proxies see one passing blue `active`.
+        let mut obs = observed();
+        obs.instances = Ok(vec![
+            inst(0, 1, "v1", "active", true),
+            inst(1, 1, "v2", "active", false),
+            inst(1, 2, "v2", "active", false),
+        ]);
+        assert_eq!(obs.active(), Some((0, DecidedBy::Tags)));
+
+        // A tie (here: no role tag at all) keeps what the proxies serve, not the job's tags.
+        let mut obs = observed();
+        obs.instances = Ok(vec![inst(0, 1, "v1", "", true), inst(1, 1, "v2", "", true)]);
+        obs.proxies = vec![serving("green")];
+        assert_eq!(obs.active(), Some((1, DecidedBy::Tags)));
+        assert_eq!(plan_deploy(&obs, "v3").unwrap().colour, "blue");
+        // Proxies that disagree say nothing; then the first colour.
+        obs.proxies = vec![serving("green"), serving("blue")];
+        assert_eq!(obs.active(), Some((0, DecidedBy::Tags)));
+
+        // Without Consul's instances only the route key can decide.
+        let mut obs = observed();
+        obs.instances = Err("connection refused".into());
+        assert_eq!(obs.active(), None);
+        with_route(&mut obs, "green", 2);
+        assert_eq!(obs.active(), Some((1, DecidedBy::RouteKey)));
+    }
+
     #[test]
     fn switch_plan_contents() {
         let mut obs = observed();
@@ -771,6 +830,14 @@ mod tests {
         assert!(matches!(
             plan_switch(&obs, false).unwrap_err(),
             Refusal::Unobservable { what: "Consul", .. }
+        ));
+
+        // Nomad unreadable: the role tags could not follow, so not even --force starts.
+        let mut obs = observed();
+        obs.nomad = Err("connection refused".into());
+        assert!(matches!(
+            plan_switch(&obs, true).unwrap_err(),
+            Refusal::Unobservable { what: "Nomad", .. }
         ));
     }
 

@@ -9,7 +9,9 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::Settings;
-use crate::observe::{Decision, Observed, RouteKey};
+use switchyard_model::DecidedBy;
+
+use crate::observe::{Observed, RouteKey};
 use crate::state::Backup;
 
 /// The `status` document.
@@ -21,8 +23,8 @@ pub struct StatusReport {
     pub job: String,
     /// The active colour, when known.
     pub active: Option<String>,
-    /// `route-key`, `tags`, `job-tags`; `None` when unknown.
-    pub decided_by: Option<Decision>,
+    /// `route-key` or `tags`; `None` when unknown.
+    pub decided_by: Option<DecidedBy>,
     /// The route key, when it exists.
     pub route: Option<RouteSummary>,
     /// The Nomad job's version, when read.
@@ -253,9 +255,8 @@ pub fn render_status(r: &StatusReport) -> String {
         r.job_version.map_or("-".to_owned(), |v| v.to_string()),
         opt(&r.active),
         r.decided_by.map_or("nothing", |d| match d {
-            Decision::RouteKey => "route key",
-            Decision::Tags => "role tags",
-            Decision::JobTags => "job tags",
+            DecidedBy::RouteKey => "route key",
+            DecidedBy::Tags => "role tags",
         })
     );
     match &r.route {
@@ -429,7 +430,7 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
             ),
         );
     }
-    let key = switchyard_model::route_key(svc);
+    let key = obs.route_key.clone();
     match &obs.route {
         Err(e) => add(
             Severity::Error,
@@ -624,7 +625,7 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
             }
         }
     }
-    if let Some((a, Decision::RouteKey)) = active {
+    if let Some((a, DecidedBy::RouteKey)) = active {
         for i in 0..2 {
             let want = if i == a { "active" } else { "standby" };
             let wrong = obs
@@ -745,6 +746,7 @@ mod tests {
             service: "web".into(),
             job_id: "web".into(),
             colours: ["blue".into(), "green".into()],
+            route_key: "switchyard/routes/web".into(),
             nomad: Ok(NomadView {
                 job: Some(Job(json!({"ID": "web", "Version": 2,
                     "TaskGroups": [group("blue", "v1", "active"), group("green", "v2", "standby")]}))),
@@ -784,7 +786,7 @@ mod tests {
     fn status_report_fields() {
         let r = status_report(&observed());
         assert_eq!(r.active.as_deref(), Some("green"));
-        assert_eq!(r.decided_by, Some(Decision::RouteKey));
+        assert_eq!(r.decided_by, Some(DecidedBy::RouteKey));
         assert_eq!(r.route.as_ref().unwrap().generation, Some(3));
         assert_eq!(r.job_version, Some(2));
         assert_eq!(r.colours[0].role.as_deref(), Some("standby"));
