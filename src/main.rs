@@ -230,16 +230,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if common.json {
                 print_json(switchyard_controller::to_json(&outcome))?;
             } else {
-                println!(
-                    "deployed {} to {} (group {}, job version {}) on {} instance(s) in {:.1}s; backup {}",
-                    outcome.version,
-                    outcome.colour,
-                    outcome.group,
-                    outcome.job_version,
-                    outcome.instances.len(),
-                    outcome.elapsed_ms as f64 / 1000.0,
-                    outcome.backup
-                );
+                println!("{}", switchyard_controller::deploy::render_deploy(&outcome));
             }
             Ok(())
         }
@@ -263,7 +254,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if common.json {
                 print_json(switchyard_controller::to_json(&report))?;
             } else {
-                print!("{}", switchyard_controller::report::render_status(&report));
+                print!("{}", switchyard_controller::status::render_status(&report));
             }
             match report.errors.first() {
                 Some(e) => Err(anyhow::anyhow!("cannot read everything: {e}").into()),
@@ -278,7 +269,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 print!(
                     "{}",
-                    switchyard_controller::report::render_diagnose(&report)
+                    switchyard_controller::diagnose::render_diagnose(&report)
                 );
             }
             if report.has_errors() {
@@ -327,19 +318,7 @@ fn print_switch(o: &switchyard_controller::SwitchOutcome, json: bool) -> Result<
     if json {
         return print_json(switchyard_controller::to_json(o));
     }
-    println!(
-        "{} now serves {} (was {}), generation {}; every proxy followed in {} ms{}",
-        o.plan.service,
-        o.plan.to,
-        o.plan.from,
-        o.plan.generation,
-        o.cutover_ms,
-        if o.tags_updated {
-            "; role tags updated"
-        } else {
-            ""
-        }
-    );
+    println!("{}", switchyard_controller::switch::render_switch(o));
     Ok(())
 }
 
