@@ -63,15 +63,20 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
-    /// Make the standby colour active (route key check-and-set), then verify every proxy.
+    /// Make a colour active (route key check-and-set), then verify every proxy. Running it
+    /// again when that colour is already active changes nothing and succeeds.
     Switch {
+        /// The colour to make active; default: the standby colour (printed).
+        #[arg(long)]
+        to: Option<String>,
         /// Skip the pre-flight checks (standby health, instance counts, versions).
         #[arg(long)]
         force: bool,
         #[command(flatten)]
         common: CommonArgs,
     },
-    /// Switch back to the colour that was active before the last switch.
+    /// Switch back to the colour that was active before the last switch (from the history in
+    /// Consul); a second rollback changes nothing and succeeds.
     Rollback {
         #[command(flatten)]
         common: CommonArgs,
@@ -100,7 +105,7 @@ struct CommonArgs {
     /// A proxy admin URL (repeatable); defaults to $SWITCHYARD_PROXIES, else http://127.0.0.1:8081.
     #[arg(long = "proxy")]
     proxies: Vec<String>,
-    /// Where backups and switch records are kept.
+    /// Where job backups are kept (the history lives in Consul).
     #[arg(long, default_value = ".switchyard")]
     state_dir: PathBuf,
     /// The proxies' configuration file: the service's route key and colours are read from it,
@@ -234,10 +239,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Switch { force, common } => {
+        Command::Switch { to, force, common } => {
             let controller = common.controller(|_| {})?;
             let outcome = controller_runtime()?
-                .block_on(controller.switch(force))
+                .block_on(controller.switch(force, to.as_deref()))
                 .map_err(controller_failure)?;
             print_switch(&outcome, common.json)
         }

@@ -76,13 +76,4 @@ impl Controller {
         tracing::info!(service = %self.settings.service, "{line}");
         (self.progress)(line);
     }
-
-    pub(crate) fn record_file(&self) -> String {
-        self.state
-            .root()
-            .join("state")
-            .join(format!("{}.json", self.settings.service))
-            .display()
-            .to_string()
-    }
 }

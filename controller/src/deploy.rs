@@ -11,6 +11,7 @@ use serde::Serialize;
 use switchyard_hashi::QueryOptions;
 use switchyard_hashi::nomad::Job;
 
+use crate::history::HistoryEntry;
 use crate::observe::{Instance, Observed, to_instance};
 use crate::refusal::{Refusal, check_route, validate_version};
 use crate::{Controller, ControllerError};
@@ -135,8 +136,7 @@ pub fn plan_deploy(obs: &Observed, version: &str) -> Result<DeployPlan, Refusal>
         |p| matches!(&p.status, Ok(Some(s)) if { let (n, d) = s.load_on(&colour); n > 0 || d }),
     );
     let was_active = obs
-        .last_switch
-        .as_ref()
+        .last_switch()
         .is_some_and(|r| r.from.eq_ignore_ascii_case(&colour));
     Ok(DeployPlan {
         job_id: obs.job_id.clone(),
@@ -181,8 +181,36 @@ impl Controller {
 
     /// Carries out a deploy plan made from an earlier observation: backup, drain wait,
     /// check-and-set register, health and version verification, revert on failure. A plan made
-    /// from stale state fails at the register with [`ControllerError::Conflict`].
+    /// from stale state fails at the register with [`ControllerError::Conflict`] and changes
+    /// nothing; every other outcome is recorded in the history.
     pub async fn execute_deploy(
+        &self,
+        plan: DeployPlan,
+        started: Instant,
+    ) -> Result<DeployOutcome, ControllerError> {
+        let mut entry = HistoryEntry {
+            command: "deploy".to_owned(),
+            who: self.settings.operator.clone(),
+            at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            from: plan.colour.clone(),
+            to: plan.colour.clone(),
+            from_version: plan.from_version.clone(),
+            to_version: Some(plan.to_version.clone()),
+            generation: 0,
+            revert_to_job_version: Some(plan.prior_job_version),
+            outcome: String::new(),
+        };
+        let result = self.deploy_steps(plan, started).await;
+        entry.outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(ControllerError::Conflict(_)) => return result,
+            Err(e) => format!("failed: {e}"),
+        };
+        self.record(entry).await;
+        result
+    }
+
+    async fn deploy_steps(
         &self,
         plan: DeployPlan,
         started: Instant,
@@ -518,7 +546,6 @@ pub fn render_deploy(o: &DeployOutcome) -> String {
 mod tests {
     use super::*;
     use crate::observe::{NomadView, ProxyObservation, ProxyService, RouteKey};
-    use crate::state::SwitchRecord;
     use crate::testing::*;
     use serde_json::json;
 
@@ -555,15 +582,7 @@ mod tests {
     #[test]
     fn deploy_waits_for_drain_when_standby_was_active_or_is_busy() {
         let mut obs = observed();
-        obs.last_switch = Some(SwitchRecord {
-            service: "web".into(),
-            from: "green".into(),
-            to: "blue".into(),
-            from_version: Some("v2".into()),
-            to_version: Some("v1".into()),
-            generation: 2,
-            at: "2026-01-01T00:00:00Z".into(),
-        });
+        with_history(&mut obs, vec![record("switch", "green", "blue", "v2")]);
         assert!(plan_deploy(&obs, "v3").unwrap().wait_for_drain);
         let mut obs = observed();
         obs.proxies = vec![ProxyObservation {

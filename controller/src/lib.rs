@@ -6,7 +6,7 @@
 //!
 //! 1. [`Controller::observe`] gathers the state of one service: the Nomad job and its
 //!    allocations, every Consul instance (passing or not) with the version it reports on
-//!    `GET /version`, the route key, each proxy's `/status`, and the last recorded switch.
+//!    `GET /version`, the route key, each proxy's `/status`, and the history kept in Consul.
 //!    Sources that cannot be read are recorded as errors, not raised, so `status` and `diagnose`
 //!    can still report on the rest.
 //! 2. A pure planner ([`deploy::plan_deploy`], [`switch::plan_switch`],
@@ -29,13 +29,15 @@
 //! - [`controller`]: [`Controller`], the clients and settings every command uses.
 //! - [`refusal`]: [`Refusal`], [`refusal::validate_version`] and the route key check.
 //! - [`settings`]: addresses, tokens, deadlines, names; read from the environment.
-//! - [`state`]: the state directory: job backups and the per-service switch record.
+//! - [`history`]: the switch and deploy history in Consul KV (`switchyard/state/<service>`).
+//! - [`state`]: the state directory: job backups.
 //! - [`error`]: [`ControllerError`] and its exit codes.
 
 pub mod controller;
 pub mod deploy;
 pub mod diagnose;
 pub mod error;
+pub mod history;
 pub mod observe;
 pub mod refusal;
 pub mod rollback;

@@ -15,7 +15,7 @@ use switchyard_model::{Classification, DecidedBy, RouteValue};
 use tokio::task::JoinSet;
 
 use crate::Controller;
-use crate::state::SwitchRecord;
+use crate::history::{self, History, HistoryEntry};
 
 /// Everything the planners look at.
 #[derive(Clone, Debug)]
@@ -37,8 +37,8 @@ pub struct Observed {
     pub route: Result<Option<RouteKey>, String>,
     /// Each configured proxy's view.
     pub proxies: Vec<ProxyObservation>,
-    /// The last recorded switch of this service.
-    pub last_switch: Option<SwitchRecord>,
+    /// The service's switch and deploy history (from Consul), or why it could not be read.
+    pub history: Result<History, String>,
 }
 
 /// The job and its allocations.
@@ -234,6 +234,11 @@ impl Observed {
         seen
     }
 
+    /// The last switch or rollback in the history, when the history was read.
+    pub fn last_switch(&self) -> Option<&HistoryEntry> {
+        self.history.as_ref().ok().and_then(History::last_switch)
+    }
+
     /// The route key's parsed value, when it exists and parses.
     pub fn route_value(&self) -> Option<&RouteValue> {
         match &self.route {
@@ -303,11 +308,12 @@ impl Controller {
     /// Gathers the service's state. Never fails: unreadable sources are recorded as errors.
     pub async fn observe(&self) -> Observed {
         let s = &self.settings;
-        let (nomad, instances, route, proxies) = tokio::join!(
+        let (nomad, instances, route, proxies, history) = tokio::join!(
             self.observe_nomad(),
             self.observe_instances(),
             self.observe_route(),
             self.observe_proxies(),
+            history::read(&self.consul, &s.service),
         );
         Observed {
             service: s.service.clone(),
@@ -318,7 +324,7 @@ impl Controller {
             instances,
             route,
             proxies,
-            last_switch: self.state.read_record(&s.service).ok().flatten(),
+            history: history.map(|(h, _)| h).map_err(|e| e.to_string()),
         }
     }
 
@@ -507,7 +513,7 @@ mod tests {
         let mut obs = observed();
         with_route(&mut obs, "Green", 3);
         assert_eq!(obs.active(), Some((1, DecidedBy::RouteKey)));
-        assert_eq!(plan_switch(&obs, false).unwrap().to, "blue");
+        assert_eq!(switching(plan_switch(&obs, false, None)).to, "blue");
 
         // Failing instances' tags do not count: the proxies see one passing blue `active`.
         let mut obs = observed();

@@ -116,21 +116,21 @@ pub enum Refusal {
     },
     /// Rollback without a recorded switch.
     #[error(
-        "no switch of {service} is recorded in {state_file}; use `switchyard switch --service {service}` to change colours"
+        "no switch of {service} is recorded in {key}; use `switchyard switch --service {service}` to change colours"
     )]
     NoPreviousSwitch {
         /// Service.
         service: String,
-        /// Where the record would be.
-        state_file: String,
+        /// The history key.
+        key: String,
     },
-    /// The colour to roll back to is already active.
-    #[error("{colour} is already the active colour of {service}; nothing to roll back")]
-    AlreadyActive {
-        /// Service.
-        service: String,
-        /// Colour.
+    /// `switch --to` names neither colour.
+    #[error("unknown colour {colour:?}: the service's colours are {colours:?}")]
+    UnknownColour {
+        /// What was asked.
         colour: String,
+        /// The two colours.
+        colours: [String; 2],
     },
     /// The colour to roll back to no longer runs the version it served before the switch.
     #[error(
@@ -154,7 +154,7 @@ impl Refusal {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            Refusal::BadVersion(_) | Refusal::UnknownService { .. }
+            Refusal::BadVersion(_) | Refusal::UnknownService { .. } | Refusal::UnknownColour { .. }
         )
     }
 }

@@ -1,34 +1,54 @@
 //! `rollback`: the planner ([`plan_rollback`]: back to the colour that was active before the
-//! last recorded switch, provided it still runs what it ran then) and its executor, which is
-//! the switch's.
+//! last switch, as the history in Consul records it, provided that colour still runs what it
+//! ran then) and its executor, which is the switch's.
+//!
+//! Rollback is idempotent: when the last recorded change was already a rollback, or the colour
+//! it would go back to is already active, it changes nothing and succeeds saying so.
 
+use crate::history::history_key;
 use crate::observe::Observed;
 use crate::refusal::{Refusal, check_route};
-use crate::switch::{SwitchOutcome, SwitchPlan, plan_switch};
+use crate::switch::{Planned, SwitchOutcome, Unchanged, plan_switch};
 use crate::{Controller, ControllerError};
 
-/// Plans `rollback`: a switch back to the colour that was active before the last recorded
-/// switch, provided it still runs the version it served then.
-pub fn plan_rollback(obs: &Observed, job: &str, state_file: &str) -> Result<SwitchPlan, Refusal> {
-    let record = obs
-        .last_switch
-        .as_ref()
+/// Plans `rollback`.
+pub fn plan_rollback(obs: &Observed, job: &str) -> Result<Planned, Refusal> {
+    let history = obs.history.as_ref().map_err(|e| Refusal::Unobservable {
+        what: "the switch history",
+        reason: e.clone(),
+    })?;
+    let last = history
+        .last_switch()
         .ok_or_else(|| Refusal::NoPreviousSwitch {
             service: obs.service.clone(),
-            state_file: state_file.to_owned(),
+            key: history_key(&obs.service),
         })?;
     check_route(obs)?;
     let (active, _) = obs.active().ok_or_else(|| Refusal::NoActiveColour {
         service: obs.service.clone(),
     })?;
-    if obs.colours[active].eq_ignore_ascii_case(&record.from) {
-        return Err(Refusal::AlreadyActive {
+    let unchanged = |reason: String| {
+        Ok(Planned::Unchanged(Unchanged {
             service: obs.service.clone(),
-            colour: record.from.clone(),
-        });
+            active: obs.colours[active].clone(),
+            generation: obs.route_value().map_or(0, |v| v.generation),
+            reason,
+        }))
+    };
+    if last.command == "rollback" {
+        return unchanged(format!(
+            "the last change of {} was already a rollback (to {} at {}); nothing changed",
+            obs.service, last.to, last.at
+        ));
+    }
+    if obs.colours[active].eq_ignore_ascii_case(&last.from) {
+        return unchanged(format!(
+            "{} already serves {}, the colour active before the last switch; nothing changed",
+            obs.service, obs.colours[active]
+        ));
     }
     let standby = 1 - active;
-    if let Some(expected) = &record.from_version {
+    if let Some(expected) = &last.from_version {
         let current = obs.version_of(standby);
         if current.as_deref() != Some(expected.as_str()) {
             return Err(Refusal::RollbackTargetChanged {
@@ -42,14 +62,15 @@ pub fn plan_rollback(obs: &Observed, job: &str, state_file: &str) -> Result<Swit
             });
         }
     }
-    plan_switch(obs, false)
+    plan_switch(obs, false, Some(&last.from))
 }
 
 impl Controller {
+    /// `rollback`: back to the colour that was active before the last switch.
     pub async fn rollback(&self) -> Result<SwitchOutcome, ControllerError> {
         let obs = self.observe().await;
-        let plan = plan_rollback(&obs, &self.settings.job, &self.record_file())?;
-        self.execute_switch(plan).await
+        let planned = plan_rollback(&obs, &self.settings.job)?;
+        self.execute_switch(planned, "rollback").await
     }
 }
 
@@ -59,22 +80,29 @@ mod tests {
     use super::*;
     use crate::testing::*;
 
+    fn reason(p: Result<Planned, Refusal>) -> String {
+        match p {
+            Ok(Planned::Unchanged(u)) => u.reason,
+            other => panic!("expected no change, got {other:?}"),
+        }
+    }
+
     #[test]
     fn rollback_plans() {
         let mut obs = observed();
         assert!(matches!(
-            plan_rollback(&obs, "web", "s").unwrap_err(),
+            plan_rollback(&obs, "web").unwrap_err(),
             Refusal::NoPreviousSwitch { .. }
         ));
         // After blue -> green: green active per route key, blue standby still on v1.
         with_route(&mut obs, "green", 1);
-        obs.last_switch = Some(record("blue", "green", "v1"));
-        let p = plan_rollback(&obs, "web", "s").unwrap();
+        with_history(&mut obs, vec![record("switch", "blue", "green", "v1")]);
+        let p = switching(plan_rollback(&obs, "web"));
         assert_eq!((p.from.as_str(), p.to.as_str()), ("green", "blue"));
         assert_eq!(p.generation, 2);
         // Blue redeployed meanwhile: refuse and name the deploy that restores it.
-        obs.last_switch = Some(record("blue", "green", "v0"));
-        let r = plan_rollback(&obs, "web", "s").unwrap_err();
+        with_history(&mut obs, vec![record("switch", "blue", "green", "v0")]);
+        let r = plan_rollback(&obs, "web").unwrap_err();
         match &r {
             Refusal::RollbackTargetChanged {
                 command, current, ..
@@ -84,11 +112,26 @@ mod tests {
             }
             other => panic!("unexpected {other}"),
         }
-        // Already rolled back.
+        // Blue is active again (by some other switch): nothing to do, and it is a success.
+        with_history(&mut obs, vec![record("switch", "blue", "green", "v1")]);
         with_route(&mut obs, "blue", 2);
+        assert!(reason(plan_rollback(&obs, "web")).contains("already serves blue"));
+        // The last change was a rollback: a second one changes nothing, even though the
+        // colour it came from is standby now.
+        with_history(
+            &mut obs,
+            vec![
+                record("switch", "blue", "green", "v1"),
+                record("deploy", "green", "green", "v2"),
+                record("rollback", "green", "blue", "v2"),
+            ],
+        );
+        assert!(reason(plan_rollback(&obs, "web")).contains("already a rollback"));
+        // An unreadable history is refused, not guessed.
+        obs.history = Err("connection refused".into());
         assert!(matches!(
-            plan_rollback(&obs, "web", "s").unwrap_err(),
-            Refusal::AlreadyActive { .. }
+            plan_rollback(&obs, "web").unwrap_err(),
+            Refusal::Unobservable { .. }
         ));
     }
 }

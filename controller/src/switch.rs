@@ -9,9 +9,9 @@ use switchyard_hashi::QueryOptions;
 use switchyard_model::flip::{self, FlipError, FlipRequest, Flipped};
 use switchyard_model::{ACTIVE_TAG, STANDBY_TAG};
 
+use crate::history::{History, HistoryEntry};
 use crate::observe::{NomadView, Observed};
 use crate::refusal::{Refusal, check_route};
-use crate::state::SwitchRecord;
 use crate::{Controller, ControllerError};
 
 /// The result of a successful switch or rollback.
@@ -27,6 +27,30 @@ pub struct SwitchOutcome {
     pub proxies_skipped: Vec<String>,
     /// Whether the job's role tags were updated (false when they were already right).
     pub tags_updated: bool,
+    /// Why nothing was changed, when the target colour was already active.
+    pub unchanged: Option<String>,
+}
+
+/// What a `switch` or `rollback` planner decided.
+#[derive(Clone, Debug)]
+pub enum Planned {
+    /// Move traffic.
+    Switch(SwitchPlan),
+    /// The target colour is already active: succeed without changing anything.
+    Unchanged(Unchanged),
+}
+
+/// A switch or rollback that has nothing to do.
+#[derive(Clone, Debug, Serialize)]
+pub struct Unchanged {
+    /// Service.
+    pub service: String,
+    /// The colour active now (the target).
+    pub active: String,
+    /// The route key's generation (0 when absent).
+    pub generation: u64,
+    /// Why, as a sentence.
+    pub reason: String,
 }
 
 /// What `switch` (or `rollback`) will do.
@@ -54,8 +78,19 @@ pub struct SwitchPlan {
 
 /// Plans `switch`: pre-flight (standby passing count > 0 and at least the active's; every
 /// standby instance's `/version` equals its `version=` tag), then the route key write.
-/// `force` turns pre-flight refusals into warnings.
-pub fn plan_switch(obs: &Observed, force: bool) -> Result<SwitchPlan, Refusal> {
+/// `force` turns pre-flight refusals into warnings. `to` names the colour to make active
+/// (default: the standby); when it is already active the plan is [`Planned::Unchanged`].
+pub fn plan_switch(obs: &Observed, force: bool, to: Option<&str>) -> Result<Planned, Refusal> {
+    let target = match to {
+        Some(name) => Some(
+            obs.colour_index(name)
+                .ok_or_else(|| Refusal::UnknownColour {
+                    colour: name.to_owned(),
+                    colours: obs.colours.clone(),
+                })?,
+        ),
+        None => None,
+    };
     let mut warnings = Vec::new();
     match check_route(obs) {
         Ok(()) => {}
@@ -76,6 +111,22 @@ pub fn plan_switch(obs: &Observed, force: bool) -> Result<SwitchPlan, Refusal> {
         },
         _ => (0, proxy_generation + 1),
     };
+    if let Some(t) = target
+        && let Some((active, by)) = obs.active()
+        && active == t
+    {
+        return Ok(Planned::Unchanged(Unchanged {
+            service: obs.service.clone(),
+            active: obs.colours[t].clone(),
+            generation: obs.route_value().map_or(0, |v| v.generation),
+            reason: format!(
+                "{} already serves {} (decided by {}); nothing changed",
+                obs.service,
+                obs.colours[t],
+                by.as_str()
+            ),
+        }));
+    }
     // The switch ends by updating the job's role tags: without Nomad it would fail after
     // moving traffic, so it does not start.
     if let Err(e) = &obs.nomad {
@@ -104,7 +155,7 @@ pub fn plan_switch(obs: &Observed, force: bool) -> Result<SwitchPlan, Refusal> {
         }
         warnings.push(r.to_string());
     }
-    Ok(SwitchPlan {
+    Ok(Planned::Switch(SwitchPlan {
         service: obs.service.clone(),
         from: obs.colours[active].clone(),
         to: obs.colours[standby].clone(),
@@ -114,7 +165,7 @@ pub fn plan_switch(obs: &Observed, force: bool) -> Result<SwitchPlan, Refusal> {
         generation,
         forced: force,
         warnings,
-    })
+    }))
 }
 
 /// The pre-flight refusals, in order of importance.
@@ -155,18 +206,36 @@ fn preflight(obs: &Observed, active: usize, standby: usize) -> Vec<Refusal> {
 }
 
 impl Controller {
-    /// `switch`: pre-flight, route key write (check-and-set), wait for every proxy, then
-    /// update the job's role tags.
-    pub async fn switch(&self, force: bool) -> Result<SwitchOutcome, ControllerError> {
+    /// `switch [--to colour]`: pre-flight, route key flip (check-and-set), wait for every
+    /// proxy, then update the job's role tags. A target that is already active changes nothing.
+    pub async fn switch(
+        &self,
+        force: bool,
+        to: Option<&str>,
+    ) -> Result<SwitchOutcome, ControllerError> {
         let obs = self.observe().await;
-        let plan = plan_switch(&obs, force)?;
-        self.execute_switch(plan).await
+        let planned = plan_switch(&obs, force, to)?;
+        if let Planned::Switch(p) = &planned
+            && to.is_none()
+        {
+            self.say(&format!(
+                "switching {} to its standby colour {} (was {})",
+                p.service, p.to, p.from
+            ));
+        }
+        self.execute_switch(planned, "switch").await
     }
 
+    /// Carries out a switch or rollback plan; `command` names it in the history.
     pub(crate) async fn execute_switch(
         &self,
-        plan: SwitchPlan,
+        planned: Planned,
+        command: &str,
     ) -> Result<SwitchOutcome, ControllerError> {
+        let plan = match planned {
+            Planned::Switch(p) => p,
+            Planned::Unchanged(u) => return Ok(unchanged_outcome(u)),
+        };
         for w in &plan.warnings {
             self.say(&format!("warning (forced): {w}"));
         }
@@ -185,10 +254,16 @@ impl Controller {
         let value = match flip::flip(&self.consul, &request).await {
             Ok(Flipped::Written(v)) => v,
             Ok(Flipped::AlreadyActive(v)) => {
-                return Err(ControllerError::Conflict(format!(
-                    "{key} already names {} active (generation {}); nothing was changed by this call",
-                    v.active, v.generation
-                )));
+                // Another switch to the same colour won the race: the outcome is the one asked.
+                return Ok(unchanged_outcome(Unchanged {
+                    service: plan.service.clone(),
+                    reason: format!(
+                        "{key} already names {} active (generation {}); nothing changed",
+                        v.active, v.generation
+                    ),
+                    active: v.active,
+                    generation: v.generation,
+                }));
             }
             Err(e @ FlipError::Unconfirmed { .. }) => {
                 return Err(ControllerError::Failed(format!(
@@ -206,16 +281,34 @@ impl Controller {
             "route key {key}: {} -> {} (generation {})",
             plan.from, plan.to, plan.generation
         ));
-        let record = SwitchRecord {
-            service: plan.service.clone(),
+        let mut entry = HistoryEntry {
+            command: command.to_owned(),
+            who: self.settings.operator.clone(),
+            at: value.updated_at.clone(),
             from: plan.from.clone(),
             to: plan.to.clone(),
             from_version: plan.from_version.clone(),
             to_version: plan.to_version.clone(),
             generation: plan.generation,
-            at: value.updated_at.clone(),
+            revert_to_job_version: None,
+            outcome: "route key written".to_owned(),
         };
-        let record_result = self.state.write_record(&record);
+        self.record(entry.clone()).await;
+        let result = self.finish_switch(plan, started).await;
+        entry.outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => format!("failed: {e}"),
+        };
+        self.settle(&entry).await;
+        result
+    }
+
+    /// After the flip: wait for every proxy, then the role tags.
+    async fn finish_switch(
+        &self,
+        plan: SwitchPlan,
+        started: Instant,
+    ) -> Result<SwitchOutcome, ControllerError> {
         let (confirmed, skipped) = self.wait_proxies(&plan, started).await?;
         let cutover_ms = started.elapsed().as_millis();
         self.say(&format!(
@@ -224,7 +317,6 @@ impl Controller {
             plan.to,
             plan.generation
         ));
-        record_result?;
         let tags_updated = self.update_role_tags(&plan.to).await.map_err(|e| {
             ControllerError::Failed(format!(
                 "traffic is switched to {} but the job's role tags were not updated: {e}; run `switchyard diagnose --service {}`",
@@ -237,6 +329,7 @@ impl Controller {
             proxies_confirmed: confirmed,
             proxies_skipped: skipped,
             tags_updated,
+            unchanged: None,
         })
     }
 
@@ -310,7 +403,7 @@ impl Controller {
                 instances: Ok(Vec::new()),
                 route: Ok(None),
                 proxies: Vec::new(),
-                last_switch: None,
+                history: Ok(History::default()),
             };
             let mut updated = job.clone();
             for i in 0..2 {
@@ -369,8 +462,32 @@ pub fn retag(tags: &[String], active: bool) -> Vec<String> {
     out
 }
 
+fn unchanged_outcome(u: Unchanged) -> SwitchOutcome {
+    SwitchOutcome {
+        plan: SwitchPlan {
+            service: u.service,
+            from: u.active.clone(),
+            to: u.active,
+            from_version: None,
+            to_version: None,
+            cas: 0,
+            generation: u.generation,
+            forced: false,
+            warnings: Vec::new(),
+        },
+        cutover_ms: 0,
+        proxies_confirmed: Vec::new(),
+        proxies_skipped: Vec::new(),
+        tags_updated: false,
+        unchanged: Some(u.reason),
+    }
+}
+
 /// The one-line text rendering of a switch's (or rollback's) outcome.
 pub fn render_switch(o: &SwitchOutcome) -> String {
+    if let Some(reason) = &o.unchanged {
+        return reason.clone();
+    }
     format!(
         "{} now serves {} (was {}), generation {}; every proxy followed in {} ms{}",
         o.plan.service,
@@ -395,18 +512,49 @@ mod tests {
     #[test]
     fn switch_plan_contents() {
         let mut obs = observed();
-        let p = plan_switch(&obs, false).unwrap();
+        let p = switching(plan_switch(&obs, false, None));
         assert_eq!((p.from.as_str(), p.to.as_str()), ("blue", "green"));
         assert_eq!((p.cas, p.generation), (0, 1));
         assert_eq!(p.to_version.as_deref(), Some("v2"));
         assert!(p.warnings.is_empty());
         with_route(&mut obs, "blue", 6);
-        let p = plan_switch(&obs, false).unwrap();
+        let p = switching(plan_switch(&obs, false, None));
         assert_eq!((p.cas, p.generation), (77, 7));
         // The route key wins over tags: green active per key, switch goes back to blue.
         with_route(&mut obs, "green", 7);
-        let p = plan_switch(&obs, false).unwrap();
+        let p = switching(plan_switch(&obs, false, None));
         assert_eq!((p.from.as_str(), p.to.as_str()), ("green", "blue"));
+    }
+
+    /// `switch --to`: a colour already active is a success that changes nothing (even with
+    /// Nomad unreadable, since nothing will be written); an unknown colour is bad input.
+    #[test]
+    fn switch_to_is_declarative() {
+        let mut obs = observed();
+        with_route(&mut obs, "blue", 6);
+        let p = switching(plan_switch(&obs, false, Some("green")));
+        assert_eq!(
+            (p.from.as_str(), p.to.as_str(), p.generation),
+            ("blue", "green", 7)
+        );
+        obs.nomad = Err("connection refused".into());
+        match plan_switch(&obs, false, Some("Blue")).unwrap() {
+            Planned::Unchanged(u) => {
+                assert_eq!((u.active.as_str(), u.generation), ("blue", 6));
+                assert!(u.reason.contains("already serves blue"), "{}", u.reason);
+            }
+            other => panic!("expected no change, got {other:?}"),
+        }
+        let r = plan_switch(&obs, false, Some("purple")).unwrap_err();
+        assert!(matches!(r, Refusal::UnknownColour { .. }), "{r}");
+        assert!(r.is_bad_input());
+        let outcome = unchanged_outcome(Unchanged {
+            service: "web".into(),
+            active: "blue".into(),
+            generation: 6,
+            reason: "web already serves blue (decided by route-key); nothing changed".into(),
+        });
+        assert_eq!(render_switch(&outcome), outcome.unchanged.clone().unwrap());
     }
 
     #[test]
@@ -417,14 +565,14 @@ mod tests {
             inst(0, 1, "v1", "active", true),
             inst(1, 1, "v2", "standby", false),
         ]);
-        let r = plan_switch(&obs, false).unwrap_err();
+        let r = plan_switch(&obs, false, None).unwrap_err();
         assert_eq!(
             r,
             Refusal::StandbyUnhealthy {
                 colour: "green".into()
             }
         );
-        let p = plan_switch(&obs, true).unwrap();
+        let p = switching(plan_switch(&obs, true, None));
         assert!(p.forced);
         assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
 
@@ -437,7 +585,7 @@ mod tests {
             inst(1, 2, "v2", "standby", false),
         ]);
         assert!(matches!(
-            plan_switch(&obs, false).unwrap_err(),
+            plan_switch(&obs, false, None).unwrap_err(),
             Refusal::FewerInstances {
                 standby_passing: 1,
                 active_passing: 2,
@@ -454,7 +602,7 @@ mod tests {
             inst(1, 1, "v2", "standby", true),
             bad,
         ]);
-        let r = plan_switch(&obs, false).unwrap_err();
+        let r = plan_switch(&obs, false, None).unwrap_err();
         assert!(
             matches!(&r, Refusal::VersionMismatch { tagged, .. } if tagged == "v2"),
             "{r}"
@@ -465,7 +613,7 @@ mod tests {
             list[2].reported_version = Some(Err("connection refused".into()));
         }
         assert!(matches!(
-            plan_switch(&obs, false).unwrap_err(),
+            plan_switch(&obs, false, None).unwrap_err(),
             Refusal::VersionMismatch { .. }
         ));
 
@@ -473,7 +621,7 @@ mod tests {
         let mut obs = observed();
         obs.instances = Err("timeout".into());
         assert!(matches!(
-            plan_switch(&obs, false).unwrap_err(),
+            plan_switch(&obs, false, None).unwrap_err(),
             Refusal::Unobservable { what: "Consul", .. }
         ));
 
@@ -481,7 +629,7 @@ mod tests {
         let mut obs = observed();
         obs.nomad = Err("connection refused".into());
         assert!(matches!(
-            plan_switch(&obs, true).unwrap_err(),
+            plan_switch(&obs, true, None).unwrap_err(),
             Refusal::Unobservable { what: "Nomad", .. }
         ));
     }

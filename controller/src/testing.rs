@@ -6,8 +6,10 @@ use switchyard_hashi::consul::CheckStatus;
 use switchyard_hashi::nomad::Job;
 use switchyard_model::RouteValue;
 
+use crate::history::{History, HistoryEntry};
 use crate::observe::{Instance, NomadView, Observed, ProxyObservation, ProxyService, RouteKey};
-use crate::state::SwitchRecord;
+use crate::refusal::Refusal;
+use crate::switch::{Planned, SwitchPlan};
 
 pub(crate) fn group(name: &str, version: &str, role: &str) -> serde_json::Value {
     json!({
@@ -62,7 +64,7 @@ pub(crate) fn observed() -> Observed {
         ]),
         route: Ok(None),
         proxies: vec![],
-        last_switch: None,
+        history: Ok(History::default()),
     }
 }
 
@@ -83,15 +85,32 @@ pub(crate) fn serving(colour: &str) -> ProxyObservation {
     }
 }
 
-pub(crate) fn record(from: &str, to: &str, from_version: &str) -> SwitchRecord {
-    SwitchRecord {
-        service: "web".into(),
+/// A history entry of `command` moving traffic from `from` (then on `from_version`) to `to`.
+pub(crate) fn record(command: &str, from: &str, to: &str, from_version: &str) -> HistoryEntry {
+    HistoryEntry {
+        command: command.into(),
+        who: "test".into(),
+        at: "2026-01-01T00:00:00Z".into(),
         from: from.into(),
         to: to.into(),
         from_version: Some(from_version.into()),
         to_version: None,
         generation: 1,
-        at: "2026-01-01T00:00:00Z".into(),
+        revert_to_job_version: None,
+        outcome: "ok".into(),
+    }
+}
+
+/// Sets the history to these entries, oldest first.
+pub(crate) fn with_history(obs: &mut Observed, entries: Vec<HistoryEntry>) {
+    obs.history = Ok(History { entries });
+}
+
+/// The switch plan of a planner's answer; panics on a refusal or an unchanged answer.
+pub(crate) fn switching(planned: Result<Planned, Refusal>) -> SwitchPlan {
+    match planned {
+        Ok(Planned::Switch(p)) => p,
+        other => panic!("expected a switch, got {other:?}"),
     }
 }
 
