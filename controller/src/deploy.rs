@@ -12,7 +12,7 @@ use switchyard_hashi::QueryOptions;
 use switchyard_hashi::nomad::Job;
 
 use crate::history::HistoryEntry;
-use crate::observe::{Instance, Observed, to_instance};
+use crate::observe::Observed;
 use crate::refusal::{Refusal, check_route, validate_version};
 use crate::{Controller, ControllerError};
 
@@ -367,12 +367,7 @@ impl Controller {
                 Err(_) => 0,
             };
             let failed_deployment = self.failed_deployment(&plan.job_id, new_version).await;
-            let instances = self.health_entries().await.unwrap_or_default();
-            let mine: Vec<Instance> = instances
-                .iter()
-                .map(|e| to_instance(e, &self.settings.colours))
-                .filter(|i| i.colour == Some(colour_idx))
-                .collect();
+            let mine = self.live_instances_of(colour_idx).await.unwrap_or_default();
             let ready = mine
                 .iter()
                 .filter(|i| i.passing() && i.version_tag() == Some(version))
@@ -444,15 +439,9 @@ impl Controller {
 
     /// Asks every instance of `colour` for its version; all must answer `version`.
     async fn verify_versions(&self, colour: &str, version: &str) -> Result<Vec<String>, String> {
-        let entries = self.health_entries().await?;
-        let mut mine: Vec<Instance> = entries
-            .iter()
-            .map(|e| to_instance(e, &self.settings.colours))
-            .filter(|i| {
-                i.colour
-                    .is_some_and(|c| self.settings.colours[c].eq_ignore_ascii_case(colour))
-            })
-            .collect();
+        let index = switchyard_model::colour_index(&self.settings.colours, colour)
+            .ok_or_else(|| format!("{colour} is not one of {:?}", self.settings.colours))?;
+        let mut mine = self.live_instances_of(index).await?;
         self.ask_versions(&mut mine).await;
         let mut wrong = Vec::new();
         for i in &mine {

@@ -15,6 +15,9 @@ use switchyard_model::{Classification, DecidedBy, RouteValue};
 use tokio::task::JoinSet;
 
 use crate::Controller;
+
+/// The check ID of Consul's node liveness check.
+pub const SERF_HEALTH: &str = "serfHealth";
 use crate::history::{self, History, HistoryEntry};
 
 /// Everything the planners look at.
@@ -74,6 +77,11 @@ pub struct Instance {
     pub health: CheckStatus,
     /// `name: status: output` of each check that is not passing.
     pub failing_checks: Vec<String>,
+    /// Its node's `serfHealth` check is critical: the node failed, and Consul keeps the
+    /// registration (up to 72 h) until the node is reaped. Such an instance is ignored by
+    /// deploy waits, version checks and the switch pre-flight.
+    #[serde(default)]
+    pub node_failed: bool,
     /// What `GET /version` answered (`Ok`) or why it could not be asked (`Err`); `None` when
     /// not asked.
     pub reported_version: Option<Result<String, String>>,
@@ -278,8 +286,17 @@ impl Observed {
             .cloned()
     }
 
-    /// The instances of colour `i` (empty when Consul could not be read).
+    /// The instances of colour `i` that count: every registered one except those on failed
+    /// nodes (empty when Consul could not be read).
     pub fn instances_of(&self, i: usize) -> Vec<&Instance> {
+        self.registered_of(i)
+            .into_iter()
+            .filter(|x| !x.node_failed)
+            .collect()
+    }
+
+    /// Every registered instance of colour `i`, including those on failed nodes.
+    pub fn registered_of(&self, i: usize) -> Vec<&Instance> {
         match &self.instances {
             Ok(list) => list.iter().filter(|x| x.colour == Some(i)).collect(),
             Err(_) => Vec::new(),
@@ -356,6 +373,17 @@ impl Controller {
             .collect();
         self.ask_versions(&mut instances).await;
         Ok(instances)
+    }
+
+    /// The instances of colour `index` in Consul now, except those on failed nodes.
+    pub(crate) async fn live_instances_of(&self, index: usize) -> Result<Vec<Instance>, String> {
+        Ok(self
+            .health_entries()
+            .await?
+            .iter()
+            .map(|e| to_instance(e, &self.settings.colours))
+            .filter(|i| i.colour == Some(index) && !i.node_failed)
+            .collect())
     }
 
     pub(crate) async fn health_entries(&self) -> Result<Vec<ServiceEntry>, String> {
@@ -437,6 +465,10 @@ pub(crate) fn to_instance(e: &ServiceEntry, colours: &[String; 2]) -> Instance {
             .map(|c| format!("{}: {}: {}", c.name, c.status, c.output.trim()))
             .collect(),
         reported_version: None,
+        node_failed: e
+            .checks
+            .iter()
+            .any(|c| c.check_id == SERF_HEALTH && c.status == CheckStatus::Critical),
     }
 }
 

@@ -79,7 +79,8 @@ pub struct InstanceStatus {
     pub id: String,
     /// `host:port`.
     pub address: String,
-    /// `passing`, `warning`, `critical`, ...
+    /// `passing`, `warning`, `critical`, ..., or `node failed` when its node's `serfHealth`
+    /// check is critical (Consul keeps such registrations for up to 72 h).
     pub health: String,
     /// Its `version=` tag.
     pub version_tag: Option<String>,
@@ -157,7 +158,7 @@ pub fn status_report(obs: &Observed) -> StatusReport {
     let colours = (0..2)
         .map(|i| {
             let group = obs.group_of(i);
-            let instances = obs.instances_of(i);
+            let instances = obs.registered_of(i);
             let mut role_tags: Vec<String> = instances
                 .iter()
                 .filter_map(|x| x.role_tag())
@@ -182,7 +183,11 @@ pub fn status_report(obs: &Observed) -> StatusReport {
                     .map(|x| InstanceStatus {
                         id: x.id.clone(),
                         address: x.address.clone(),
-                        health: x.health.to_string(),
+                        health: if x.node_failed {
+                            "node failed".to_owned()
+                        } else {
+                            x.health.to_string()
+                        },
                         version_tag: x.version_tag().map(str::to_owned),
                         reported_version: x.reported().map(str::to_owned),
                         version_error: match &x.reported_version {
@@ -302,7 +307,7 @@ pub fn render_status(r: &StatusReport) -> String {
             };
             let _ = writeln!(
                 out,
-                "    {:<22} {:<9} tag {:<8} reports {}",
+                "    {:<22} {:<11} tag {:<8} reports {}",
                 i.address,
                 i.health,
                 opt(&i.version_tag),

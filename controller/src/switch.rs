@@ -557,6 +557,39 @@ mod tests {
         assert_eq!(render_switch(&outcome), outcome.unchanged.clone().unwrap());
     }
 
+    /// A registration left behind by a failed node (its `serfHealth` critical) neither blocks
+    /// the pre-flight nor counts, and `status` shows it as `node failed`.
+    #[test]
+    fn instances_on_failed_nodes_are_ignored_and_shown() {
+        let mut obs = observed();
+        let mut ghost = inst(1, 9, "v0", "standby", false);
+        ghost.reported_version = Some(Err("connection refused".into()));
+        ghost.node_failed = true;
+        if let Ok(list) = &mut obs.instances {
+            list.push(ghost.clone());
+        }
+        assert_eq!(obs.instances_of(1).len(), 2);
+        assert_eq!(obs.registered_of(1).len(), 3);
+        assert_eq!(obs.version_of(1).as_deref(), Some("v2"));
+        let p = switching(plan_switch(&obs, false, None));
+        assert_eq!(p.to, "green");
+        let report = crate::status::status_report(&obs);
+        let shown = report.colours[1]
+            .instances
+            .iter()
+            .find(|i| i.address == ghost.address)
+            .unwrap();
+        assert_eq!(shown.health, "node failed");
+        // The same instance on a live node is a refusal.
+        if let Ok(list) = &mut obs.instances {
+            list[4].node_failed = false;
+        }
+        assert!(matches!(
+            plan_switch(&obs, false, None).unwrap_err(),
+            Refusal::VersionMismatch { .. }
+        ));
+    }
+
     #[test]
     fn switch_refusals_and_force() {
         // Standby unhealthy.

@@ -42,6 +42,7 @@ pub(crate) fn inst(colour: usize, n: u16, version: &str, role: &str, passing: bo
             CheckStatus::Critical
         },
         failing_checks: vec![],
+        node_failed: false,
         reported_version: Some(Ok(version.into())),
     }
 }
@@ -135,6 +136,7 @@ pub(crate) fn report_observed() -> Observed {
         } else {
             vec!["http: critical: 500".into()]
         },
+        node_failed: false,
         reported_version: Some(Ok(reported.into())),
     };
     Observed {
