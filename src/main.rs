@@ -179,6 +179,7 @@ fn controller_failure(e: ControllerError) -> Failure {
     Failure {
         code: e.exit_code(),
         error: e.into(),
+        reported: false,
     }
 }
 
@@ -191,11 +192,17 @@ fn print_json(text: String) -> Result<(), Failure> {
 struct Failure {
     code: u8,
     error: anyhow::Error,
+    /// The command already printed its `--json` document (a report that lists the errors).
+    reported: bool,
 }
 
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
-        Self { code: 1, error }
+        Self {
+            code: 1,
+            error,
+            reported: false,
+        }
     }
 }
 
@@ -203,14 +210,36 @@ fn bad_input(error: impl Into<anyhow::Error>) -> Failure {
     Failure {
         code: 2,
         error: error.into(),
+        reported: false,
+    }
+}
+
+impl Command {
+    /// Whether the command was asked for `--json` output.
+    fn json(&self) -> bool {
+        match self {
+            Command::Deploy { common, .. }
+            | Command::Switch { common, .. }
+            | Command::Rollback { common }
+            | Command::Status { common }
+            | Command::Diagnose { common } => common.json,
+            Command::Proxy { .. } | Command::Dev(_) | Command::CheckConfig { .. } => false,
+        }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.command.json();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
+            if json && !f.reported {
+                println!(
+                    "{}",
+                    serde_json::json!({"error": format!("{:#}", f.error), "exit_code": f.code})
+                );
+            }
             eprintln!("switchyard: {:#}", f.error);
             ExitCode::from(f.code)
         }
@@ -262,7 +291,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 print!("{}", switchyard_controller::status::render_status(&report));
             }
             match report.errors.first() {
-                Some(e) => Err(anyhow::anyhow!("cannot read everything: {e}").into()),
+                Some(e) => Err(Failure {
+                    reported: common.json,
+                    ..anyhow::anyhow!("cannot read everything: {e}").into()
+                }),
                 None => Ok(()),
             }
         }
@@ -283,9 +315,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     .first()
                     .map(|f| f.message.clone())
                     .unwrap_or_default();
-                return Err(
-                    anyhow::anyhow!("{} error finding(s); first: {first}", report.errors).into(),
-                );
+                return Err(Failure {
+                    reported: common.json,
+                    ..anyhow::anyhow!("{} error finding(s); first: {first}", report.errors).into()
+                });
             }
             Ok(())
         }

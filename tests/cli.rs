@@ -270,6 +270,20 @@ async fn the_route_key_and_colours_come_from_the_proxy_configuration() {
         .await
         .unwrap();
     assert!(default_key.is_none(), "the default key was written");
+    // With --json, an error is a JSON document on stdout too.
+    let out = run(args(&["switch", "--json", "--to", "purple"]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["exit_code"], 2, "{doc}");
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown colour \"purple\""),
+        "{doc}"
+    );
     // A service the file does not have is bad input.
     let out = run(vec![
         "status".into(),
