@@ -84,15 +84,20 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
-    /// Make the standby colour active (route key check-and-set), then verify every proxy.
+    /// Make a colour active (route key check-and-set), then verify every proxy. Running it
+    /// again when that colour is already active changes nothing and succeeds.
     Switch {
+        /// The colour to make active; default: the standby colour (printed).
+        #[arg(long)]
+        to: Option<String>,
         /// Skip the pre-flight checks (standby health, instance counts, versions).
         #[arg(long)]
         force: bool,
         #[command(flatten)]
         common: CommonArgs,
     },
-    /// Switch back to the colour that was active before the last switch.
+    /// Switch back to the colour that was active before the last switch (from the history in
+    /// Consul); a second rollback changes nothing and succeeds.
     Rollback {
         #[command(flatten)]
         common: CommonArgs,
@@ -121,9 +126,13 @@ struct CommonArgs {
     /// A proxy admin URL (repeatable); defaults to $SWITCHYARD_PROXIES, else http://127.0.0.1:8081.
     #[arg(long = "proxy")]
     proxies: Vec<String>,
-    /// Where backups and switch records are kept.
+    /// Where job backups are kept (the history lives in Consul).
     #[arg(long, default_value = ".switchyard")]
     state_dir: PathBuf,
+    /// The proxies' configuration file: the service's route key and colours are read from it,
+    /// so the controller writes the key the proxies watch.
+    #[arg(long, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
     /// Machine-readable output (JSON on stdout).
     #[arg(long)]
     json: bool,
@@ -143,16 +152,55 @@ impl CommonArgs {
                 .collect();
         }
         settings.state_dir.clone_from(&self.state_dir);
+        if let Some(path) = &self.config {
+            let config = Config::load(path).map_err(bad_input)?;
+            follow_proxy_config(&mut settings, &config, path).map_err(bad_input)?;
+        }
         tune(&mut settings);
         let controller = Controller::new(settings).map_err(controller_failure)?;
         Ok(controller.with_progress(Arc::new(|line: &str| eprintln!("{line}"))))
     }
 }
 
+/// Takes the service's colours and route key from the proxies' configuration.
+fn follow_proxy_config(
+    settings: &mut Settings,
+    config: &Config,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let service = config
+        .services
+        .iter()
+        .find(|s| s.name == settings.service)
+        .with_context(|| format!("{} has no service {:?}", path.display(), settings.service))?;
+    let switchyard_proxy::config::PoolSource::Consul {
+        service: consul_service,
+        route_key,
+    } = &service.source
+    else {
+        anyhow::bail!(
+            "service {:?} in {} has static pools; the controller needs Consul discovery",
+            settings.service,
+            path.display()
+        );
+    };
+    if consul_service != &settings.service {
+        anyhow::bail!(
+            "service {:?} in {} discovers Consul service {consul_service:?}; the controller needs both names to be the same",
+            settings.service,
+            path.display()
+        );
+    }
+    settings.colours.clone_from(&service.colours);
+    settings.route_key.clone_from(route_key);
+    Ok(())
+}
+
 fn controller_failure(e: ControllerError) -> Failure {
     Failure {
         code: e.exit_code(),
         error: e.into(),
+        reported: false,
     }
 }
 
@@ -165,11 +213,17 @@ fn print_json(text: String) -> Result<(), Failure> {
 struct Failure {
     code: u8,
     error: anyhow::Error,
+    /// The command already printed its `--json` document (a report that lists the errors).
+    reported: bool,
 }
 
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
-        Self { code: 1, error }
+        Self {
+            code: 1,
+            error,
+            reported: false,
+        }
     }
 }
 
@@ -177,6 +231,21 @@ fn bad_input(error: impl Into<anyhow::Error>) -> Failure {
     Failure {
         code: 2,
         error: error.into(),
+        reported: false,
+    }
+}
+
+impl Command {
+    /// Whether the command was asked for `--json` output.
+    fn json(&self) -> bool {
+        match self {
+            Command::Deploy { common, .. }
+            | Command::Switch { common, .. }
+            | Command::Rollback { common }
+            | Command::Status { common }
+            | Command::Diagnose { common } => common.json,
+            Command::Proxy { .. } | Command::Dev(_) | Command::CheckConfig { .. } => false,
+        }
     }
 }
 
@@ -196,9 +265,16 @@ fn main() -> ExitCode {
     if let Command::Demo { args } = &cli.command {
         return hello_service::run(args.iter().cloned());
     }
+    let json = cli.command.json();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
+            if json && !f.reported {
+                println!(
+                    "{}",
+                    serde_json::json!({"error": format!("{:#}", f.error), "exit_code": f.code})
+                );
+            }
             eprintln!("switchyard: {:#}", f.error);
             ExitCode::from(f.code)
         }
@@ -223,23 +299,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if common.json {
                 print_json(switchyard_controller::to_json(&outcome))?;
             } else {
-                println!(
-                    "deployed {} to {} (group {}, job version {}) on {} instance(s) in {:.1}s; backup {}",
-                    outcome.version,
-                    outcome.colour,
-                    outcome.group,
-                    outcome.job_version,
-                    outcome.instances.len(),
-                    outcome.elapsed_ms as f64 / 1000.0,
-                    outcome.backup
-                );
+                println!("{}", switchyard_controller::deploy::render_deploy(&outcome));
             }
             Ok(())
         }
-        Command::Switch { force, common } => {
+        Command::Switch { to, force, common } => {
             let controller = common.controller(|_| {})?;
             let outcome = controller_runtime()?
-                .block_on(controller.switch(force))
+                .block_on(controller.switch(force, to.as_deref()))
                 .map_err(controller_failure)?;
             print_switch(&outcome, common.json)
         }
@@ -256,10 +323,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if common.json {
                 print_json(switchyard_controller::to_json(&report))?;
             } else {
-                print!("{}", switchyard_controller::report::render_status(&report));
+                print!("{}", switchyard_controller::status::render_status(&report));
             }
             match report.errors.first() {
-                Some(e) => Err(anyhow::anyhow!("cannot read everything: {e}").into()),
+                Some(e) => Err(Failure {
+                    reported: common.json,
+                    ..anyhow::anyhow!("cannot read everything: {e}").into()
+                }),
                 None => Ok(()),
             }
         }
@@ -271,7 +341,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 print!(
                     "{}",
-                    switchyard_controller::report::render_diagnose(&report)
+                    switchyard_controller::diagnose::render_diagnose(&report)
                 );
             }
             if report.has_errors() {
@@ -280,9 +350,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     .first()
                     .map(|f| f.message.clone())
                     .unwrap_or_default();
-                return Err(
-                    anyhow::anyhow!("{} error finding(s); first: {first}", report.errors).into(),
-                );
+                return Err(Failure {
+                    reported: common.json,
+                    ..anyhow::anyhow!("{} error finding(s); first: {first}", report.errors).into()
+                });
             }
             Ok(())
         }
@@ -330,19 +401,7 @@ fn print_switch(o: &switchyard_controller::SwitchOutcome, json: bool) -> Result<
     if json {
         return print_json(switchyard_controller::to_json(o));
     }
-    println!(
-        "{} now serves {} (was {}), generation {}; every proxy followed in {} ms{}",
-        o.plan.service,
-        o.plan.to,
-        o.plan.from,
-        o.plan.generation,
-        o.cutover_ms,
-        if o.tags_updated {
-            "; role tags updated"
-        } else {
-            ""
-        }
-    );
+    println!("{}", switchyard_controller::switch::render_switch(o));
     Ok(())
 }
 

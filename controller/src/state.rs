@@ -2,38 +2,19 @@
 //!
 //! - `backups/<job>.<group>.<unix-ms>.json`: the job as Nomad returned it, written before a
 //!   deploy changes anything, so an operator can always put back what ran before.
-//! - `state/<service>.json`: a [`SwitchRecord`] of the last switch. `rollback` needs to know
-//!   which version served before the switch, which neither Consul nor Nomad remembers once the
-//!   standby colour has been redeployed.
+//!
+//! Nomad's job versions are the primary backup (the history in Consul records the version a
+//! deploy can be reverted to); these files are the copy an operator can read and re-submit.
 //!
 //! Files are written to a temporary name and renamed, so a crash never leaves half a file.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use switchyard_hashi::nomad::Job;
 
 use crate::ControllerError;
-
-/// What the last switch of a service did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SwitchRecord {
-    /// The service.
-    pub service: String,
-    /// The colour that was active before the switch.
-    pub from: String,
-    /// The colour made active.
-    pub to: String,
-    /// The version `from` ran at the time (its `version=` tag).
-    pub from_version: Option<String>,
-    /// The version `to` ran at the time.
-    pub to_version: Option<String>,
-    /// The route key generation written.
-    pub generation: u64,
-    /// When, RFC 3339.
-    pub at: String,
-}
 
 /// A job backup on disk.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -61,42 +42,6 @@ impl StateDir {
     /// The root.
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    fn record_path(&self, service: &str) -> PathBuf {
-        self.root.join("state").join(format!("{service}.json"))
-    }
-
-    /// The last switch of `service`, if one was recorded. A file that cannot be parsed is an
-    /// error rather than "none": rollback must not guess.
-    pub fn read_record(&self, service: &str) -> Result<Option<SwitchRecord>, ControllerError> {
-        let path = self.record_path(service);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => {
-                return Err(ControllerError::Io {
-                    what: "reading",
-                    path,
-                    error,
-                });
-            }
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| ControllerError::Io {
-                what: "parsing",
-                path,
-                error: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            })
-    }
-
-    /// Records a switch.
-    pub fn write_record(&self, record: &SwitchRecord) -> Result<PathBuf, ControllerError> {
-        let path = self.record_path(&record.service);
-        let bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
-        write_atomic(&path, &bytes)?;
-        Ok(path)
     }
 
     /// Saves `job` as `backups/<job>.<group>.<unix-ms>.json`.
@@ -169,25 +114,6 @@ mod tests {
         ));
         std::fs::create_dir_all(&d).unwrap();
         d
-    }
-
-    #[test]
-    fn record_round_trip_and_missing_is_none() {
-        let dir = StateDir::new(temp_dir("record"));
-        assert_eq!(dir.read_record("web").unwrap(), None);
-        let r = SwitchRecord {
-            service: "web".into(),
-            from: "blue".into(),
-            to: "green".into(),
-            from_version: Some("v1".into()),
-            to_version: Some("v2".into()),
-            generation: 4,
-            at: "2026-01-01T00:00:00.000Z".into(),
-        };
-        dir.write_record(&r).unwrap();
-        assert_eq!(dir.read_record("web").unwrap(), Some(r));
-        std::fs::write(dir.root().join("state/web.json"), b"{").unwrap();
-        assert!(dir.read_record("web").is_err());
     }
 
     #[test]

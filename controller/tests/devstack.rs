@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{Load, Stack, alloc_ids, failing_health_args, set_task_args, version_served};
-use switchyard_controller::plan::{self, Refusal};
+use switchyard_controller::Refusal;
+use switchyard_controller::deploy::plan_deploy;
 use switchyard_controller::{Controller, ControllerError};
 
 /// The pause between two requests of the load loop.
@@ -101,7 +102,7 @@ async fn deploy_under_load_then_switch_status_diagnose_and_rollback() {
 
     // Switch: the route key is written and the proxy serves v3.
     let load = Load::start(&stack.proxy_url, LOAD_PAUSE);
-    let sw = c.switch(false).await.unwrap();
+    let sw = c.switch(false, None).await.unwrap();
     assert_eq!(
         (sw.plan.from.as_str(), sw.plan.to.as_str()),
         ("blue", "green")
@@ -167,15 +168,72 @@ async fn deploy_under_load_then_switch_status_diagnose_and_rollback() {
         version_served(&stack.proxy_url).await.as_deref(),
         Some("v1")
     );
-    // The rollback is itself recorded as the last switch.
-    let record: Value = serde_json::from_slice(
-        &std::fs::read(stack.state_dir.join("state/hello-service.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(record["from"], "green");
-    assert_eq!(record["to"], "blue");
-    assert_eq!(record["from_version"], "v3");
-    assert_eq!(record["generation"], 2);
+    // The history in Consul records the deploy, the switch and the rollback, in order.
+    let consul = switchyard_hashi::consul::ConsulClient::new(c.settings().consul.clone()).unwrap();
+    let (history, _) = switchyard_controller::history::read(&consul, "hello-service")
+        .await
+        .unwrap();
+    let summary: Vec<(&str, &str, &str, &str)> = history
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                e.command.as_str(),
+                e.from.as_str(),
+                e.to.as_str(),
+                e.outcome.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("deploy", "green", "green", "ok"),
+            ("switch", "blue", "green", "ok"),
+            ("rollback", "green", "blue", "ok"),
+        ]
+    );
+    assert_eq!(history.entries[0].revert_to_job_version, Some(0));
+    assert_eq!(history.entries[2].from_version.as_deref(), Some("v3"));
+    assert_eq!(history.entries[2].generation, 2);
+
+    // A second rollback changes nothing and succeeds, saying so.
+    let again = c.rollback().await.unwrap();
+    assert!(
+        again
+            .unchanged
+            .as_deref()
+            .unwrap()
+            .contains("already a rollback"),
+        "{again:?}"
+    );
+    assert_eq!(c.observe().await.route_value().unwrap().generation, 2);
+
+    // switch --to: the first moves traffic, the second (and one to the active colour) does
+    // nothing and succeeds.
+    let to_blue = c.switch(false, Some("blue")).await.unwrap();
+    assert!(to_blue.unchanged.is_some(), "{to_blue:?}");
+    let first = c.switch(false, Some("green")).await.unwrap();
+    assert_eq!(first.unchanged, None);
+    assert_eq!(first.plan.generation, 3);
+    let second = c.switch(false, Some("GREEN")).await.unwrap();
+    assert!(
+        second
+            .unchanged
+            .as_deref()
+            .unwrap()
+            .contains("already serves green"),
+        "{second:?}"
+    );
+    assert_eq!(c.observe().await.route_value().unwrap().generation, 3);
+    let (history, _) = switchyard_controller::history::read(&consul, "hello-service")
+        .await
+        .unwrap();
+    assert_eq!(history.entries.len(), 4, "{history:?}");
+    assert!(matches!(
+        c.switch(false, Some("purple")).await.unwrap_err(),
+        ControllerError::Refused(Refusal::UnknownColour { .. })
+    ));
     stack.shutdown().await;
 }
 
@@ -217,7 +275,7 @@ async fn never_healthy_deploy_is_reverted_and_switch_is_refused() {
     let c = stack.controller();
     // Blue serves; green never passes.
     stack.wait_serving("blue", "v1").await;
-    let r = c.switch(false).await.unwrap_err();
+    let r = c.switch(false, None).await.unwrap_err();
     assert!(
         matches!(&r, ControllerError::Refused(Refusal::StandbyUnhealthy { colour }) if colour == "green"),
         "{r}"
@@ -252,8 +310,8 @@ async fn concurrent_deploys_one_wins_the_other_fails_cleanly() {
     let c = stack.controller();
     // Both plans come from the same observation, as two operators reading at once would.
     let obs = c.observe().await;
-    let p3 = plan::plan_deploy(&obs, "v3").unwrap();
-    let p4 = plan::plan_deploy(&obs, "v4").unwrap();
+    let p3 = plan_deploy(&obs, "v3").unwrap();
+    let p4 = plan_deploy(&obs, "v4").unwrap();
     let (a, b) = tokio::join!(
         c.execute_deploy(p3, Instant::now()),
         c.execute_deploy(p4, Instant::now())
