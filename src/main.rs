@@ -244,7 +244,9 @@ impl Command {
             | Command::Rollback { common }
             | Command::Status { common }
             | Command::Diagnose { common } => common.json,
-            Command::Proxy { .. } | Command::Dev(_) | Command::CheckConfig { .. } => false,
+            Command::Proxy { .. } | Command::CheckConfig { .. } => false,
+            #[cfg(feature = "dev")]
+            Command::Dev(_) | Command::Demo { .. } | Command::LaunchTask { .. } => false,
         }
     }
 }
