@@ -99,8 +99,7 @@ async fn unreachable_agents_fail_with_1_and_a_garbage_route_key_is_refused_untou
 
     let client = ConsulClient::new(switchyard_hashi::consul::ConsulConfig {
         address: consul_addr.clone(),
-        token: None,
-        datacenter: None,
+        ..Default::default()
     })
     .unwrap();
     let key = "switchyard/routes/hello-service";

@@ -19,6 +19,37 @@ pub enum Error {
     #[error("HTTP {status}: {body}")]
     Status { status: u16, body: String },
 
+    /// The server answered 403: the token (or its absence) does not allow this call.
+    /// `Display` is one line naming the API, the request and the missing permission when the
+    /// server named it (Consul does: `key:write on "switchyard/routes/web"`; Nomad does not).
+    #[error(
+        "{api} refused {request} (403 Permission denied): {}{}",
+        match .permission {
+            Some(p) => format!("the token lacks permission {p}"),
+            None => format!("{message:?}: the token lacks a permission this call needs"),
+        },
+        match .token_env {
+            Some(var) => format!("; no token was sent (set {var})"),
+            None => String::new(),
+        }
+    )]
+    PermissionDenied {
+        /// `Consul` or `Nomad`.
+        api: &'static str,
+        /// `METHOD /path`.
+        request: String,
+        /// The permission the server said is missing, with its object.
+        permission: Option<String>,
+        /// The server's message, on one line.
+        message: String,
+        /// When no token was sent: the variable that sets one.
+        token_env: Option<&'static str>,
+    },
+
+    /// The client could not be set up: unreadable token file, CA, certificate or key.
+    #[error("{0}")]
+    Config(String),
+
     /// The response body was not the JSON this crate expected.
     #[error("cannot decode {what}: {source}")]
     Decode {
@@ -32,7 +63,7 @@ pub enum Error {
     #[error("invalid {name} header: {value:?}")]
     InvalidHeader { name: &'static str, value: String },
 
-    /// The configured agent address is not a usable `http://host:port`.
+    /// The configured agent address is not a usable `http(s)://host:port` or `unix://path`.
     #[error("invalid address: {0}")]
     InvalidAddress(String),
 
@@ -87,6 +118,7 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Status { status, .. } => Some(*status),
+            Error::PermissionDenied { .. } => Some(403),
             _ => None,
         }
     }

@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchyard_hashi::consul::{ConsulClient, ConsulConfig};
+use switchyard_hashi::tls::TlsConfig as ClientTls;
 
 // ---------------------------------------------------------------------------
 // Defaults and bounds: the one place they are decided. The doc comments of the
@@ -85,6 +87,17 @@ pub const MAX_CONSUL_WAIT: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_CONSUL_RESYNC: Duration = Duration::from_secs(5 * 60);
 /// `consul.min_interval`
 pub const DEFAULT_CONSUL_MIN_INTERVAL: Duration = Duration::from_millis(50);
+/// `registration.enabled`: register in Consul when any service uses Consul discovery.
+pub const DEFAULT_REGISTRATION_ENABLED: bool = true;
+/// `registration.service`: the Consul service every proxy registers under.
+pub const DEFAULT_REGISTRATION_SERVICE: &str = switchyard_model::DEFAULT_PROXY_SERVICE;
+/// `registration.check_interval`: how often Consul polls the proxy's `/readyz`.
+pub const DEFAULT_REGISTRATION_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// `registration.check_timeout`
+pub const DEFAULT_REGISTRATION_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// `registration.deregister_after`: Consul drops a proxy whose check stayed critical this long
+/// (a proxy that died without deregistering).
+pub const DEFAULT_REGISTRATION_DEREGISTER_AFTER: Duration = Duration::from_secs(60 * 60);
 /// `services[].balance`
 pub const DEFAULT_BALANCE: &str = "p2c";
 /// `services[].colours`
@@ -134,6 +147,9 @@ pub struct FileConfig {
     /// The Consul agent to discover services from.
     #[serde(default)]
     pub consul: FileConsul,
+    /// How the proxy registers itself in Consul.
+    #[serde(default)]
+    pub registration: FileRegistration,
     /// Services and their pools.
     #[serde(default)]
     pub services: Vec<FileService>,
@@ -287,6 +303,40 @@ pub struct FileConsul {
     /// Least time between two reads of one watch once its burst is spent. Default
     /// [`DEFAULT_CONSUL_MIN_INTERVAL`].
     pub min_interval: Option<String>,
+    /// File holding the ACL token (wins over `token`); else `CONSUL_HTTP_TOKEN_FILE`.
+    pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) for an `https://` agent; else `CONSUL_CACERT`.
+    pub ca_cert: Option<PathBuf>,
+    /// Directory of CA certificates; else `CONSUL_CAPATH`.
+    pub ca_path: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; else `CONSUL_CLIENT_CERT`.
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM); else `CONSUL_CLIENT_KEY`.
+    pub client_key: Option<PathBuf>,
+    /// Name the agent's certificate must carry; else `CONSUL_TLS_SERVER_NAME`.
+    pub tls_server_name: Option<String>,
+    /// `true` accepts any certificate; else `CONSUL_HTTP_SSL_VERIFY=false`.
+    pub tls_skip_verify: Option<bool>,
+}
+
+/// `[registration]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRegistration {
+    /// `false`: never register. Default [`DEFAULT_REGISTRATION_ENABLED`] (only when a service
+    /// uses Consul discovery and the admin listener is on).
+    pub enabled: Option<bool>,
+    /// Consul service name. Default [`DEFAULT_REGISTRATION_SERVICE`].
+    pub service: Option<String>,
+    /// The admin address registered (`ip:port`); default: the admin listener's, with the
+    /// agent's node address when it listens on every interface.
+    pub address: Option<String>,
+    /// Default [`DEFAULT_REGISTRATION_CHECK_INTERVAL`].
+    pub check_interval: Option<String>,
+    /// Default [`DEFAULT_REGISTRATION_CHECK_TIMEOUT`].
+    pub check_timeout: Option<String>,
+    /// Default [`DEFAULT_REGISTRATION_DEREGISTER_AFTER`].
+    pub deregister_after: Option<String>,
 }
 
 /// `[[services]]`
@@ -381,6 +431,8 @@ pub struct Config {
     pub ejection: EjectionConfig,
     /// Consul agent.
     pub consul: ConsulSettings,
+    /// Registration of this proxy in Consul; `None` when it does not register.
+    pub registration: Option<RegistrationConfig>,
     /// Services.
     pub services: Vec<ServiceConfig>,
     /// Routes, most specific first.
@@ -494,16 +546,29 @@ pub struct EjectionConfig {
 /// Consul agent settings.
 #[derive(Clone, Debug)]
 pub struct ConsulSettings {
-    /// Agent address (URL).
-    pub address: String,
-    /// ACL token.
-    pub token: Option<String>,
+    /// Address, token and TLS of the agent.
+    pub client: ConsulConfig,
     /// Blocking-query wait.
     pub wait: Duration,
     /// Full resync period.
     pub resync: Duration,
     /// Least spacing between reads once the burst is spent.
     pub min_interval: Duration,
+}
+
+/// How the proxy registers itself in Consul (see `docs/config.md`, `[registration]`).
+#[derive(Clone, Debug)]
+pub struct RegistrationConfig {
+    /// Consul service name.
+    pub service: String,
+    /// The admin address to register; `None`: the admin listener's.
+    pub address: Option<SocketAddr>,
+    /// Interval of the HTTP check on `/readyz`.
+    pub check_interval: Duration,
+    /// Timeout of each check.
+    pub check_timeout: Duration,
+    /// Consul deregisters the proxy after its check stayed critical this long.
+    pub deregister_after: Duration,
 }
 
 /// Load-balancing algorithm.
@@ -610,10 +675,9 @@ pub enum ConfigError {
 /// tests need not touch the process environment.
 #[derive(Clone, Debug, Default)]
 pub struct Env {
-    /// `CONSUL_HTTP_ADDR`
-    pub consul_addr: Option<String>,
-    /// `CONSUL_HTTP_TOKEN`
-    pub consul_token: Option<String>,
+    /// The Consul agent as the `CONSUL_*` variables describe it (see
+    /// [`ConsulConfig::from_lookup`]), defaults included.
+    pub consul: ConsulConfig,
     /// `SWITCHYARD_ADMIN_TOKEN`
     pub admin_token: Option<String>,
 }
@@ -621,11 +685,14 @@ pub struct Env {
 impl Env {
     /// Reads the process environment (empty values count as unset).
     pub fn from_process() -> Self {
-        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// [`from_process`](Self::from_process) with the variables taken from `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         Self {
-            consul_addr: get("CONSUL_HTTP_ADDR"),
-            consul_token: get("CONSUL_HTTP_TOKEN"),
-            admin_token: get("SWITCHYARD_ADMIN_TOKEN"),
+            admin_token: lookup("SWITCHYARD_ADMIN_TOKEN").filter(|v| !v.trim().is_empty()),
+            consul: ConsulConfig::from_lookup(lookup),
         }
     }
 }
@@ -674,6 +741,21 @@ impl Config {
         let ejection = ejection_section(&mut v, &file.ejection);
         let consul = consul_section(&mut v, file.consul, env);
         let (services, names) = services_section(&mut v, file.services);
+        let uses_consul = services
+            .iter()
+            .any(|s| matches!(s.source, PoolSource::Consul { .. }));
+        if uses_consul {
+            // Build a client once to report an unusable address, token file, CA, certificate or
+            // key here, rather than at startup.
+            if let Err(e) = ConsulClient::new(consul.client.clone()) {
+                v.issue("consul", e.to_string());
+            }
+        }
+        let registration = registration_section(
+            &mut v,
+            file.registration,
+            uses_consul && admin.listen.is_some(),
+        );
         let routes = routes_section(&mut v, file.routes, &services, &names);
         runtime_section(&mut v, &file.runtime);
 
@@ -692,6 +774,7 @@ impl Config {
             max_idle_per_instance,
             ejection,
             consul,
+            registration,
             services,
             routes,
             worker_threads: file.runtime.worker_threads,
@@ -861,15 +944,36 @@ fn ejection_section(v: &mut Validator, file: &FileEjection) -> EjectionConfig {
 
 /// `[consul]`: the file wins, then the environment, then the defaults.
 fn consul_section(v: &mut Validator, file: FileConsul, env: &Env) -> ConsulSettings {
-    let consul = ConsulSettings {
-        address: file
-            .address
-            .or_else(|| env.consul_addr.clone())
-            .unwrap_or_else(|| DEFAULT_CONSUL_ADDRESS.to_owned()),
+    let from_env = &env.consul;
+    let tls = ClientTls {
+        ca_cert: file.ca_cert.or_else(|| from_env.tls.ca_cert.clone()),
+        ca_path: file.ca_path.or_else(|| from_env.tls.ca_path.clone()),
+        client_cert: file
+            .client_cert
+            .or_else(|| from_env.tls.client_cert.clone()),
+        client_key: file.client_key.or_else(|| from_env.tls.client_key.clone()),
+        server_name: file
+            .tls_server_name
+            .or_else(|| from_env.tls.server_name.clone()),
+        insecure_skip_verify: file
+            .tls_skip_verify
+            .unwrap_or(from_env.tls.insecure_skip_verify),
+    };
+    let mut client = ConsulConfig {
+        address: file.address.unwrap_or_else(|| from_env.address.clone()),
         token: file
             .token
             .filter(|t| !t.is_empty())
-            .or_else(|| env.consul_token.clone()),
+            .or_else(|| from_env.token.clone()),
+        token_file: file.token_file.or_else(|| from_env.token_file.clone()),
+        datacenter: None,
+        tls,
+    };
+    if client.address.trim().is_empty() {
+        client.address = DEFAULT_CONSUL_ADDRESS.to_owned();
+    }
+    let consul = ConsulSettings {
+        client,
         wait: v.duration("consul.wait", file.wait.as_deref(), DEFAULT_CONSUL_WAIT),
         resync: v.duration(
             "consul.resync",
@@ -886,6 +990,53 @@ fn consul_section(v: &mut Validator, file: FileConsul, env: &Env) -> ConsulSetti
         v.issue("consul.wait", "at most 10m (Consul's cap)");
     }
     consul
+}
+
+/// `[registration]`: `None` when the proxy does not register (turned off, or nothing to
+/// register for: no Consul service or no admin listener).
+fn registration_section(
+    v: &mut Validator,
+    file: FileRegistration,
+    possible: bool,
+) -> Option<RegistrationConfig> {
+    let service = file
+        .service
+        .unwrap_or_else(|| DEFAULT_REGISTRATION_SERVICE.to_owned());
+    if !valid_name(&service) {
+        v.issue("registration.service", "invalid Consul service name");
+    }
+    let address = file
+        .address
+        .as_deref()
+        .map(|a| v.addr("registration.address", a));
+    if let Some(a) = address
+        && (a.ip().is_unspecified() || a.port() == 0)
+    {
+        v.issue(
+            "registration.address",
+            "must be a concrete ip:port others can reach",
+        );
+    }
+    let registration = RegistrationConfig {
+        service,
+        address,
+        check_interval: v.duration(
+            "registration.check_interval",
+            file.check_interval.as_deref(),
+            DEFAULT_REGISTRATION_CHECK_INTERVAL,
+        ),
+        check_timeout: v.duration(
+            "registration.check_timeout",
+            file.check_timeout.as_deref(),
+            DEFAULT_REGISTRATION_CHECK_TIMEOUT,
+        ),
+        deregister_after: v.duration(
+            "registration.deregister_after",
+            file.deregister_after.as_deref(),
+            DEFAULT_REGISTRATION_DEREGISTER_AFTER,
+        ),
+    };
+    (possible && file.enabled.unwrap_or(DEFAULT_REGISTRATION_ENABLED)).then_some(registration)
 }
 
 /// `[[services]]`: names unique and valid, exactly one pool source each. Also returns every
@@ -1317,6 +1468,23 @@ mod tests {
             ("consul.wait", dur(DEFAULT_CONSUL_WAIT)),
             ("consul.resync", dur(DEFAULT_CONSUL_RESYNC)),
             ("consul.min_interval", dur(DEFAULT_CONSUL_MIN_INTERVAL)),
+            (
+                "registration.enabled",
+                DEFAULT_REGISTRATION_ENABLED.to_string(),
+            ),
+            ("registration.service", quoted(DEFAULT_REGISTRATION_SERVICE)),
+            (
+                "registration.check_interval",
+                dur(DEFAULT_REGISTRATION_CHECK_INTERVAL),
+            ),
+            (
+                "registration.check_timeout",
+                dur(DEFAULT_REGISTRATION_CHECK_TIMEOUT),
+            ),
+            (
+                "registration.deregister_after",
+                dur(DEFAULT_REGISTRATION_DEREGISTER_AFTER),
+            ),
             ("services.balance", quoted(DEFAULT_BALANCE)),
             ("services.colours", format!("{DEFAULT_COLOURS:?}")),
             ("routes.path_prefix", quoted(DEFAULT_ROUTE_PATH_PREFIX)),
@@ -1378,8 +1546,11 @@ mod tests {
     #[test]
     fn env_fills_only_what_the_file_leaves_out() {
         let env = Env {
-            consul_addr: Some("http://10.0.0.1:8500".into()),
-            consul_token: Some("t".into()),
+            consul: ConsulConfig {
+                address: "http://10.0.0.1:8500".into(),
+                token: Some("t".into()),
+                ..ConsulConfig::default()
+            },
             admin_token: Some("0123456789abcdef".into()),
         };
         let c = Config::parse(
@@ -1388,8 +1559,8 @@ mod tests {
             &env,
         )
         .unwrap();
-        assert_eq!(c.consul.address, "http://127.0.0.2:8500");
-        assert_eq!(c.consul.token.as_deref(), Some("t"));
+        assert_eq!(c.consul.client.address, "http://127.0.0.2:8500");
+        assert_eq!(c.consul.client.token.as_deref(), Some("t"));
         assert_eq!(c.admin.token.as_deref(), Some("0123456789abcdef"));
     }
 }
