@@ -12,4 +12,5 @@ mod dev;
 mod discovery;
 mod faults;
 mod proxy;
+mod registration;
 mod switch_under_load;

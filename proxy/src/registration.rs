@@ -14,6 +14,8 @@ use crate::config::RegistrationConfig;
 
 /// Service meta key holding the proxy's admin base URL (`http://ip:port`) when it is known.
 pub const META_ADMIN_URL: &str = "admin_url";
+/// How long shutdown waits for Consul to take the registration back.
+pub const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Service meta key holding the proxy's version.
 pub const META_VERSION: &str = "switchyard_version";
 
@@ -117,11 +119,16 @@ impl Registration {
 
     /// Removes the registration (and its check). Failures are logged: Consul drops the entry
     /// on its own once the check has been critical for `deregister_after`.
+    /// Shutdown waits at most [`DEREGISTER_TIMEOUT`] for it.
     pub async fn deregister(&self) {
-        match self.client.agent_service_deregister(&self.body.id).await {
-            Ok(()) => tracing::info!(id = %self.body.id, "deregistered from Consul"),
-            Err(e) => {
-                tracing::warn!(id = %self.body.id, error = %e, "cannot deregister from Consul")
+        let call = self.client.agent_service_deregister(&self.body.id);
+        match tokio::time::timeout(DEREGISTER_TIMEOUT, call).await {
+            Ok(Ok(())) => tracing::info!(id = %self.body.id, "deregistered from Consul"),
+            Ok(Err(e)) => {
+                tracing::warn!(id = %self.body.id, error = %e, "cannot deregister from Consul");
+            }
+            Err(_) => {
+                tracing::warn!(id = %self.body.id, "Consul did not answer the deregistration")
             }
         }
     }
