@@ -22,29 +22,8 @@ pub enum Error {
     /// The server answered 403: the token (or its absence) does not allow this call.
     /// `Display` is one line naming the API, the request and the missing permission when the
     /// server named it (Consul does: `key:write on "switchyard/routes/web"`; Nomad does not).
-    #[error(
-        "{api} refused {request} (403 Permission denied): {}{}",
-        match .permission {
-            Some(p) => format!("the token lacks permission {p}"),
-            None => format!("{message:?}: the token lacks a permission this call needs"),
-        },
-        match .token_env {
-            Some(var) => format!("; no token was sent (set {var})"),
-            None => String::new(),
-        }
-    )]
-    PermissionDenied {
-        /// `Consul` or `Nomad`.
-        api: &'static str,
-        /// `METHOD /path`.
-        request: String,
-        /// The permission the server said is missing, with its object.
-        permission: Option<String>,
-        /// The server's message, on one line.
-        message: String,
-        /// When no token was sent: the variable that sets one.
-        token_env: Option<&'static str>,
-    },
+    #[error("{0}")]
+    PermissionDenied(Box<Denied>),
 
     /// The client could not be set up: unreadable token file, CA, certificate or key.
     #[error("{0}")]
@@ -78,6 +57,33 @@ pub enum Error {
     /// service that the job does not have, a check status with no TTL endpoint.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+}
+
+/// What a 403 said: see [`Error::PermissionDenied`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{api} refused {request} (403 Permission denied): {}{}",
+    match .permission {
+        Some(p) => format!("the token lacks permission {p}"),
+        None => format!("{message:?}: the token lacks a permission this call needs"),
+    },
+    match .token_env {
+        Some(var) => format!("; no token was sent (set {var})"),
+        None => String::new(),
+    }
+)]
+#[non_exhaustive]
+pub struct Denied {
+    /// `Consul` or `Nomad`.
+    pub api: &'static str,
+    /// `METHOD /path`.
+    pub request: String,
+    /// The permission the server said is missing, with its object.
+    pub permission: Option<String>,
+    /// The server's message, on one line.
+    pub message: String,
+    /// When no token was sent: the variable that sets one.
+    pub token_env: Option<&'static str>,
 }
 
 impl From<reqwest::Error> for Error {
@@ -118,7 +124,7 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Status { status, .. } => Some(*status),
-            Error::PermissionDenied { .. } => Some(403),
+            Error::PermissionDenied(_) => Some(403),
             _ => None,
         }
     }

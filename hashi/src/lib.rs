@@ -85,7 +85,7 @@ mod transport;
 
 use std::time::Duration;
 
-pub use error::Error;
+pub use error::{Denied, Error};
 
 /// Options for reads. `index == 0` means "answer now" (no blocking).
 ///

@@ -45,7 +45,11 @@ impl TlsConfig {
             Arc::new(AcceptAny(provider.clone()))
         } else {
             let inner: Arc<dyn ServerCertVerifier> = match (&self.ca_cert, &self.ca_path) {
-                (Some(file), _) => webpki(load_roots(&[file.clone()], &fail)?, &provider, &fail)?,
+                (Some(file), _) => webpki(
+                    load_roots(std::slice::from_ref(file), &fail)?,
+                    &provider,
+                    &fail,
+                )?,
                 (None, Some(dir)) => webpki(
                     load_roots(&ca_dir_files(dir, &fail)?, &fail)?,
                     &provider,

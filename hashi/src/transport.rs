@@ -393,13 +393,13 @@ impl Reply {
     pub(crate) fn into_status_error(self) -> Error {
         let body = self.error_text();
         if self.status == StatusCode::FORBIDDEN {
-            return Error::PermissionDenied {
+            return Error::PermissionDenied(Box::new(crate::error::Denied {
                 api: self.flavor.product,
                 request: self.request,
                 permission: missing_permission(&body),
                 message: body.split_whitespace().collect::<Vec<_>>().join(" "),
                 token_env: (!self.token_sent).then_some(self.flavor.token_env),
-            };
+            }));
         }
         Error::Status {
             status: self.status.as_u16(),

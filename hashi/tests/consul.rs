@@ -447,7 +447,7 @@ async fn error_answers() {
     let err = read("denied").await;
     assert_eq!(err.status(), Some(403));
     assert!(
-        matches!(&err, Error::PermissionDenied { message, .. } if message == "Permission denied: token lacks service:read"),
+        matches!(&err, Error::PermissionDenied(d) if d.message == "Permission denied: token lacks service:read"),
         "{err:?}"
     );
 
