@@ -60,6 +60,29 @@ consul = {{}}
     let services = client.agent_services().await.unwrap();
     assert_eq!(services[&me.id].service, "edge-proxies");
 
+    // The controller watches it without being told: the built-in default proxy address gives way
+    // to the registered one, and an explicit --proxy is kept next to it.
+    let mut settings = switchyard_controller::Settings::from_lookup("hello-service", |name| {
+        (name == "SWITCHYARD_PROXY_SERVICE").then(|| "edge-proxies".to_owned())
+    });
+    settings.consul.address = format!("http://{consul_addr}");
+    settings.nomad.address = format!("http://{}", dead_addr().await);
+    let observed = |settings: switchyard_controller::Settings| async move {
+        let controller = switchyard_controller::Controller::new(settings).unwrap();
+        let proxies = controller.observe().await.proxies;
+        proxies.into_iter().map(|p| p.url).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        observed(settings.clone()).await,
+        vec![format!("http://{admin}")]
+    );
+    let extra = format!("http://{}", dead_addr().await);
+    settings.proxies = vec![extra.clone(), format!("http://{admin}")];
+    assert_eq!(
+        observed(settings).await,
+        vec![extra, format!("http://{admin}")]
+    );
+
     // Shutdown takes it back out.
     proxy.begin_shutdown().await.unwrap();
     let list = client.service_instances("edge-proxies").await.unwrap();

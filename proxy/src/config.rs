@@ -1544,6 +1544,95 @@ mod tests {
     }
 
     #[test]
+    fn consul_tls_keys_and_registration() {
+        let env = Env::from_lookup(|name| {
+            Some(
+                match name {
+                    "CONSUL_HTTP_ADDR" => "consul.service:8501",
+                    "CONSUL_HTTP_SSL" => "true",
+                    "CONSUL_CACERT" => "/env/ca.pem",
+                    "CONSUL_TLS_SERVER_NAME" => "server.dc1.consul",
+                    "CONSUL_HTTP_SSL_VERIFY" => "false",
+                    _ => return None,
+                }
+                .to_owned(),
+            )
+        });
+        let consul_service = "[[services]]\nname = \"a\"\nconsul = {}\n";
+        // The environment alone.
+        let c = Config::parse(consul_service, Path::new("x"), &env).unwrap();
+        assert_eq!(c.consul.client.address, "https://consul.service:8501");
+        assert_eq!(
+            c.consul.client.tls.ca_cert,
+            Some(PathBuf::from("/env/ca.pem"))
+        );
+        assert!(c.consul.client.tls.insecure_skip_verify);
+        let r = c.registration.unwrap();
+        assert_eq!(r.service, DEFAULT_REGISTRATION_SERVICE);
+        assert_eq!(r.check_interval, DEFAULT_REGISTRATION_CHECK_INTERVAL);
+        assert_eq!(r.address, None);
+
+        // The file wins, key by key.
+        let c = Config::parse(
+            &format!(
+                "[consul]\naddress = \"http://127.0.0.1:8500\"\nca_cert = \"/file/ca.pem\"\ntls_skip_verify = false\n[registration]\nservice = \"edge\"\naddress = \"10.1.2.3:8081\"\n{consul_service}"
+            ),
+            Path::new("x"),
+            &env,
+        )
+        .unwrap();
+        // (TLS files are only read for an https:// agent.)
+        assert_eq!(c.consul.client.address, "http://127.0.0.1:8500");
+        assert_eq!(
+            c.consul.client.tls.ca_cert,
+            Some(PathBuf::from("/file/ca.pem"))
+        );
+        assert_eq!(
+            c.consul.client.tls.server_name.as_deref(),
+            Some("server.dc1.consul")
+        );
+        assert!(!c.consul.client.tls.insecure_skip_verify);
+        let r = c.registration.unwrap();
+        assert_eq!(r.service, "edge");
+        assert_eq!(r.address, Some("10.1.2.3:8081".parse().unwrap()));
+
+        // Off by key, and never without a Consul service or an admin listener.
+        let off = |text: &str| {
+            Config::parse(text, Path::new("x"), &Env::default())
+                .unwrap()
+                .registration
+                .is_none()
+        };
+        assert!(off(&format!(
+            "[registration]\nenabled = false\n{consul_service}"
+        )));
+        assert!(off(&format!("[admin]\nenabled = false\n{consul_service}")));
+        assert!(off(
+            "[[services]]\nname = \"a\"\nstatic = { active = [\"127.0.0.1:1\"] }\n"
+        ));
+
+        // Bad values are reported with their keys.
+        let err = Config::parse(
+            &format!(
+                "[consul]\naddress = \"https://c:8501\"\nca_cert = \"/nope/ca.pem\"\n[registration]\naddress = \"0.0.0.0:8081\"\nservice = \"a b\"\n{consul_service}"
+            ),
+            Path::new("x"),
+            &Env::default(),
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { issues, .. } = err else {
+            panic!("expected Invalid, got {err}");
+        };
+        let paths: Vec<_> = issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["consul", "registration.service", "registration.address"],
+            "{issues:?}"
+        );
+        assert!(issues[0].message.contains("/nope/ca.pem"), "{issues:?}");
+    }
+
+    #[test]
     fn env_fills_only_what_the_file_leaves_out() {
         let env = Env {
             consul: ConsulConfig {
