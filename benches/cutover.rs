@@ -173,7 +173,7 @@ async fn run() {
     ));
 
     // One keep-alive connection for polling.
-    let client = reqwest::Client::builder()
+    let client = switchyard_hashi::tls::http_client_builder()
         .pool_max_idle_per_host(1)
         .tcp_nodelay(true)
         .build()

@@ -243,7 +243,7 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
         };
         config.listen = traffic.local_addr()?;
         config.admin.listen = Some(admin.local_addr()?);
-        config.consul.address = consul_url.clone();
+        config.consul.client.address = consul_url.clone();
         let proxy_addr = connectable(config.listen);
         let admin_addr = connectable(admin.local_addr()?);
         let listeners = Listeners {

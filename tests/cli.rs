@@ -42,8 +42,7 @@ async fn dev_consul() -> (
     }));
     let client = ConsulClient::new(switchyard_hashi::consul::ConsulConfig {
         address: url.clone(),
-        token: None,
-        datacenter: None,
+        ..Default::default()
     })
     .unwrap();
     (url, client, stop, server)

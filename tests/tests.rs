@@ -13,5 +13,6 @@ mod discovery;
 mod faults;
 mod prometheus;
 mod proxy;
+mod registration;
 mod status_page;
 mod switch_under_load;

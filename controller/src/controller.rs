@@ -45,7 +45,7 @@ impl Controller {
             .map_err(|e| ControllerError::BadInput(format!("Consul address: {e}")))?;
         let nomad = NomadClient::new(settings.nomad.clone())
             .map_err(|e| ControllerError::BadInput(format!("Nomad address: {e}")))?;
-        let http = reqwest::Client::builder()
+        let http = switchyard_hashi::tls::http_client_builder()
             .timeout(settings.http_timeout)
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())

@@ -425,11 +425,42 @@ impl Controller {
         }))
     }
 
+    /// The proxies to watch: those registered in Consul under `settings.proxy_service` plus
+    /// every `--proxy` / `SWITCHYARD_PROXIES` entry, without duplicates. The built-in default
+    /// (`http://127.0.0.1:8081`) stands in only when no proxy is registered.
+    async fn proxy_urls(&self) -> Vec<String> {
+        let registered = match self
+            .consul
+            .service_instances(&self.settings.proxy_service)
+            .await
+        {
+            Ok(found) => found
+                .into_iter()
+                .map(|p| format!("http://{}", p.address))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(service = %self.settings.proxy_service, error = %e, "cannot list the registered proxies");
+                Vec::new()
+            }
+        };
+        let defaulted = self.settings.proxies == [crate::settings::DEFAULT_PROXY];
+        let mut urls: Vec<String> = if defaulted && !registered.is_empty() {
+            Vec::new()
+        } else {
+            self.settings.proxies.clone()
+        };
+        for url in registered {
+            if !urls.contains(&url) {
+                urls.push(url);
+            }
+        }
+        urls
+    }
+
     pub(crate) async fn observe_proxies(&self) -> Vec<ProxyObservation> {
         let mut set = JoinSet::new();
-        for (i, url) in self.settings.proxies.iter().enumerate() {
+        for (i, url) in self.proxy_urls().await.into_iter().enumerate() {
             let http = self.http.clone();
-            let url = url.clone();
             let service = self.settings.service.clone();
             set.spawn(async move {
                 let status = fetch_proxy_status(&http, &url, &service).await;

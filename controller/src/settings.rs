@@ -2,8 +2,9 @@
 //! how long to wait.
 //!
 //! Addresses and tokens come from the same variables the HashiCorp CLIs read
-//! (`CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`, `NOMAD_ADDR`, `NOMAD_TOKEN`), so an operator's shell
-//! that already works with `consul` and `nomad` works with `switchyard` too.
+//! (`CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`, `CONSUL_CACERT`, ..., `NOMAD_ADDR`, `NOMAD_TOKEN`,
+//! `NOMAD_CACERT`, ...; see [`ConsulConfig::from_lookup`] and [`NomadConfig::from_lookup`]), so
+//! an operator's shell that already works with `consul` and `nomad` works with `switchyard` too.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,8 +26,11 @@ pub struct Settings {
     pub consul: ConsulConfig,
     /// Nomad agent.
     pub nomad: NomadConfig,
-    /// Proxies' admin base URLs (`http://host:port`).
+    /// Proxies' admin base URLs (`http://host:port`), besides those registered in Consul.
     pub proxies: Vec<String>,
+    /// The Consul service the proxies register under (`SWITCHYARD_PROXY_SERVICE`, default
+    /// `switchyard-proxy`); every registered proxy is watched too.
+    pub proxy_service: String,
     /// The Consul service name (also the proxies' service name).
     pub service: String,
     /// The Nomad job that runs both colours of the service.
@@ -69,6 +73,9 @@ impl Settings {
             consul: ConsulConfig::from_lookup(&lookup),
             nomad: NomadConfig::from_lookup(&lookup),
             proxies,
+            proxy_service: lookup("SWITCHYARD_PROXY_SERVICE")
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| switchyard_model::DEFAULT_PROXY_SERVICE.to_owned()),
             service: service.to_owned(),
             job: service.to_owned(),
             colours: switchyard_model::DEFAULT_COLOURS.map(str::to_owned),

@@ -16,7 +16,13 @@ use serde_json::{Value, json};
 async fn hello(port: u16) -> (String, String) {
     let url = format!("http://127.0.0.1:{port}/hello");
     let r = wait_for(Duration::from_secs(10), || async {
-        reqwest::get(&url).await.ok()
+        switchyard_hashi::tls::http_client_builder()
+            .build()
+            .unwrap()
+            .get(&url)
+            .send()
+            .await
+            .ok()
     })
     .await
     .unwrap_or_else(|| panic!("nothing answers on port {port}"));
@@ -484,7 +490,11 @@ async fn parse_job_file_round_trips_and_blocking_queries_wait() {
         g["Count"] = json!(0);
     }
     nomad.register(&zero).await;
-    let r = reqwest::get(format!("{}/v1/job/hello-service", nomad.url))
+    let r = switchyard_hashi::tls::http_client_builder()
+        .build()
+        .unwrap()
+        .get(format!("{}/v1/job/hello-service", nomad.url))
+        .send()
         .await
         .unwrap();
     let index: u64 = r.headers()["x-nomad-index"]
@@ -494,12 +504,16 @@ async fn parse_job_file_round_trips_and_blocking_queries_wait() {
         .unwrap();
     assert_eq!(r.headers()["x-nomad-knownleader"], "true");
     let t = Instant::now();
-    let r = reqwest::get(format!(
-        "{}/v1/job/hello-service?index={index}&wait=300ms",
-        nomad.url
-    ))
-    .await
-    .unwrap();
+    let r = switchyard_hashi::tls::http_client_builder()
+        .build()
+        .unwrap()
+        .get(format!(
+            "{}/v1/job/hello-service?index={index}&wait=300ms",
+            nomad.url
+        ))
+        .send()
+        .await
+        .unwrap();
     assert!(t.elapsed() >= Duration::from_millis(250));
     assert_eq!(
         r.headers()["x-nomad-index"].to_str().unwrap(),
@@ -508,7 +522,11 @@ async fn parse_job_file_round_trips_and_blocking_queries_wait() {
     // …and wakes up on a change.
     let url = format!("{}/v1/job/hello-service?index={index}&wait=30s", nomad.url);
     let waiter = tokio::spawn(async move {
-        reqwest::get(url)
+        switchyard_hashi::tls::http_client_builder()
+            .build()
+            .unwrap()
+            .get(url)
+            .send()
             .await
             .unwrap()
             .json::<Value>()
@@ -567,7 +585,11 @@ async fn jobs_persist_and_allocations_are_replaced_on_restart() {
     );
     for a in &after {
         assert_eq!(
-            reqwest::get(format!("http://127.0.0.1:{}/health", http_port(a)))
+            switchyard_hashi::tls::http_client_builder()
+                .build()
+                .unwrap()
+                .get(format!("http://127.0.0.1:{}/health", http_port(a)))
+                .send()
                 .await
                 .unwrap()
                 .status(),
@@ -575,7 +597,11 @@ async fn jobs_persist_and_allocations_are_replaced_on_restart() {
         );
     }
     // The index keeps growing across restarts.
-    let r = reqwest::get(format!("{}/v1/jobs", nomad.url))
+    let r = switchyard_hashi::tls::http_client_builder()
+        .build()
+        .unwrap()
+        .get(format!("{}/v1/jobs", nomad.url))
+        .send()
         .await
         .unwrap();
     let idx: u64 = r.headers()["x-nomad-index"]

@@ -33,14 +33,18 @@ async fn services_become_passing_in_dev_consul_and_leave_on_shutdown() {
     nomad.wait_deployment("hello-service", "successful").await;
 
     let passing = wait_for(Duration::from_secs(20), || async {
-        let v: Value = reqwest::get(format!(
-            "{consul_url}/v1/health/service/hello-service?passing"
-        ))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+        let v: Value = switchyard_hashi::tls::http_client_builder()
+            .build()
+            .unwrap()
+            .get(format!(
+                "{consul_url}/v1/health/service/hello-service?passing"
+            ))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
         (v.as_array()?.len() == 2).then_some(v)
     })
     .await
@@ -58,7 +62,11 @@ async fn services_become_passing_in_dev_consul_and_leave_on_shutdown() {
     assert!(tags.contains(&"active".to_string()));
 
     nomad.shutdown().await;
-    let left: Value = reqwest::get(format!("{consul_url}/v1/agent/services"))
+    let left: Value = switchyard_hashi::tls::http_client_builder()
+        .build()
+        .unwrap()
+        .get(format!("{consul_url}/v1/agent/services"))
+        .send()
         .await
         .unwrap()
         .json()

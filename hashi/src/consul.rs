@@ -6,10 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
 
+use crate::tls::{TlsConfig, parse_go_bool};
 use crate::transport::{self, Body, CONSUL, Path, Query, REQUEST_TIMEOUT, Transport};
 use crate::{Error, QueryMeta, QueryOptions};
 
@@ -21,19 +23,29 @@ pub use types::*;
 pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8500";
 
 /// Where and how to reach a Consul agent.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConsulConfig {
-    /// `host:port` or `http://host:port`.
+    /// `host:port`, `http://host:port`, `https://host:port` or `unix:///path/to.sock`. Empty
+    /// means [`DEFAULT_ADDRESS`].
     pub address: String,
     /// Sent as `X-Consul-Token`.
     pub token: Option<String>,
+    /// A file holding the token (surrounding whitespace ignored). Read when the client is built;
+    /// a non-empty file wins over `token`, as in Consul's own client.
+    pub token_file: Option<PathBuf>,
     /// Sent as `?dc=` on every request; `None` means the agent's own datacenter.
     pub datacenter: Option<String>,
+    /// How to verify an `https://` agent and identify to it.
+    pub tls: TlsConfig,
 }
 
 impl ConsulConfig {
-    /// Reads `CONSUL_HTTP_ADDR` (`host:port` or `http://host:port`; default
-    /// `http://127.0.0.1:8500`) and `CONSUL_HTTP_TOKEN`. Empty variables count as unset.
+    /// Reads the variables the `consul` CLI reads: `CONSUL_HTTP_ADDR` (default
+    /// `http://127.0.0.1:8500`; without a scheme it is `http`, or `https` when `CONSUL_HTTP_SSL`
+    /// is true), `CONSUL_HTTP_TOKEN`, `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_CACERT`, `CONSUL_CAPATH`,
+    /// `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`, `CONSUL_TLS_SERVER_NAME` and
+    /// `CONSUL_HTTP_SSL_VERIFY` (false skips verification). Empty variables count as unset;
+    /// unreadable booleans are ignored with a warning, as the CLI does.
     pub fn from_env() -> Self {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -41,12 +53,64 @@ impl ConsulConfig {
     /// [`from_env`](Self::from_env) with the variables taken from `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let flag = |name: &str| {
+            let value = var(name)?;
+            let parsed = parse_go_bool(&value);
+            if parsed.is_none() {
+                tracing::warn!(variable = name, %value, "not a boolean; ignored");
+            }
+            parsed
+        };
+        let mut address = var("CONSUL_HTTP_ADDR").unwrap_or_else(|| DEFAULT_ADDRESS.to_owned());
+        if flag("CONSUL_HTTP_SSL") == Some(true) {
+            // TLS asked for explicitly is never downgraded, not even by an `http://` address.
+            let rest = address.strip_prefix("http://").unwrap_or(&address);
+            if !rest.contains("://") {
+                address = format!("https://{rest}");
+            }
+        }
+        let path = |name: &str| var(name).map(PathBuf::from);
         ConsulConfig {
-            address: var("CONSUL_HTTP_ADDR").unwrap_or_else(|| DEFAULT_ADDRESS.to_owned()),
+            address,
             token: var("CONSUL_HTTP_TOKEN"),
+            token_file: path("CONSUL_HTTP_TOKEN_FILE"),
             datacenter: None,
+            tls: TlsConfig {
+                ca_cert: path("CONSUL_CACERT"),
+                ca_path: path("CONSUL_CAPATH"),
+                client_cert: path("CONSUL_CLIENT_CERT"),
+                client_key: path("CONSUL_CLIENT_KEY"),
+                server_name: var("CONSUL_TLS_SERVER_NAME"),
+                insecure_skip_verify: flag("CONSUL_HTTP_SSL_VERIFY") == Some(false),
+            },
         }
     }
+
+    /// The token to send: the token file's content when it is not empty, else `token`.
+    pub fn effective_token(&self) -> Result<Option<String>, Error> {
+        read_token(self.token.as_deref(), self.token_file.as_deref(), "Consul")
+    }
+}
+
+/// A token, or the non-empty content of a token file, which wins.
+pub(crate) fn read_token(
+    token: Option<&str>,
+    file: Option<&std::path::Path>,
+    product: &str,
+) -> Result<Option<String>, Error> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            Error::Config(format!(
+                "cannot read the {product} token file {}: {e}",
+                file.display()
+            ))
+        })?;
+        let text = text.trim();
+        if !text.is_empty() {
+            return Ok(Some(text.to_owned()));
+        }
+    }
+    Ok(token.filter(|t| !t.is_empty()).map(str::to_owned))
 }
 
 impl Default for ConsulConfig {
@@ -54,7 +118,9 @@ impl Default for ConsulConfig {
         ConsulConfig {
             address: DEFAULT_ADDRESS.to_owned(),
             token: None,
+            token_file: None,
             datacenter: None,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -64,9 +130,26 @@ impl fmt::Debug for ConsulConfig {
         f.debug_struct("ConsulConfig")
             .field("address", &self.address)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
             .field("datacenter", &self.datacenter)
+            .field("tls", &self.tls)
             .finish()
     }
+}
+
+/// One registered instance of a service, as [`ConsulClient::service_instances`] reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceInstance {
+    /// The service ID (unique per agent).
+    pub id: String,
+    /// The node it is registered on.
+    pub node: String,
+    /// `host:port` (`[v6]:port`): the service address, or the node's when it has none.
+    pub address: String,
+    /// The worst status among its service and node checks.
+    pub status: CheckStatus,
+    /// The service's meta.
+    pub meta: BTreeMap<String, String>,
 }
 
 /// Filters for [`ConsulClient::health_service`].
@@ -107,22 +190,28 @@ impl fmt::Debug for ConsulClient {
 }
 
 impl ConsulClient {
-    /// Builds a client. Fails on an unusable address or a token that cannot be a header value;
-    /// makes no request.
+    /// Builds a client. Fails on an unusable address, an unreadable token file, CA,
+    /// certificate or key, or a token that cannot be a header value; makes no request.
     pub fn new(cfg: ConsulConfig) -> Result<Self, Error> {
+        let token = cfg.effective_token()?;
+        let address = if cfg.address.trim().is_empty() {
+            DEFAULT_ADDRESS
+        } else {
+            cfg.address.as_str()
+        };
         let common = cfg
             .datacenter
             .filter(|dc| !dc.is_empty())
             .map(|dc| ("dc", dc))
             .into_iter()
             .collect();
-        let transport = Transport::new(&CONSUL, &cfg.address, cfg.token.as_deref(), common)?;
+        let transport = Transport::new(&CONSUL, address, token.as_deref(), &cfg.tls, common)?;
         Ok(ConsulClient {
             transport: Arc::new(transport),
         })
     }
 
-    /// The agent's base URL, `http://host:port`.
+    /// The agent's base URL, `http(s)://host:port` (`http://localhost` over a Unix socket).
     pub fn address(&self) -> &str {
         self.transport.base()
     }
@@ -147,6 +236,33 @@ impl ConsulClient {
             query.pair("filter", filter.as_str());
         }
         self.read(&path, &query, opts).await
+    }
+
+    /// Every registered instance of `service`, healthy or not, from `GET
+    /// /v1/health/service/:service`: where it listens and the worst status among its checks.
+    /// This is how the controller finds every registered proxy.
+    pub async fn service_instances(&self, service: &str) -> Result<Vec<ServiceInstance>, Error> {
+        let (entries, _meta) = self
+            .health_service(service, &HealthQuery::default(), &QueryOptions::default())
+            .await?;
+        Ok(entries
+            .into_iter()
+            .map(|e| {
+                let host = e.address();
+                let address = if host.contains(':') {
+                    format!("[{host}]:{}", e.service.port)
+                } else {
+                    format!("{host}:{}", e.service.port)
+                };
+                ServiceInstance {
+                    status: e.aggregated_status(),
+                    address,
+                    id: e.service.id,
+                    node: e.node.node,
+                    meta: e.service.meta,
+                }
+            })
+            .collect())
     }
 
     /// `GET /v1/catalog/services`: every service name with the union of its instances' tags.

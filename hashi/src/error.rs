@@ -19,6 +19,16 @@ pub enum Error {
     #[error("HTTP {status}: {body}")]
     Status { status: u16, body: String },
 
+    /// The server answered 403: the token (or its absence) does not allow this call.
+    /// `Display` is one line naming the API, the request and the missing permission when the
+    /// server named it (Consul does: `key:write on "switchyard/routes/web"`; Nomad does not).
+    #[error("{0}")]
+    PermissionDenied(Box<Denied>),
+
+    /// The client could not be set up: unreadable token file, CA, certificate or key.
+    #[error("{0}")]
+    Config(String),
+
     /// The response body was not the JSON this crate expected.
     #[error("cannot decode {what}: {source}")]
     Decode {
@@ -32,7 +42,7 @@ pub enum Error {
     #[error("invalid {name} header: {value:?}")]
     InvalidHeader { name: &'static str, value: String },
 
-    /// The configured agent address is not a usable `http://host:port`.
+    /// The configured agent address is not a usable `http(s)://host:port` or `unix://path`.
     #[error("invalid address: {0}")]
     InvalidAddress(String),
 
@@ -47,6 +57,33 @@ pub enum Error {
     /// service that the job does not have, a check status with no TTL endpoint.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+}
+
+/// What a 403 said: see [`Error::PermissionDenied`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{api} refused {request} (403 Permission denied): {}{}",
+    match .permission {
+        Some(p) => format!("the token lacks permission {p}"),
+        None => format!("{message:?}: the token lacks a permission this call needs"),
+    },
+    match .token_env {
+        Some(var) => format!("; no token was sent (set {var})"),
+        None => String::new(),
+    }
+)]
+#[non_exhaustive]
+pub struct Denied {
+    /// `Consul` or `Nomad`.
+    pub api: &'static str,
+    /// `METHOD /path`.
+    pub request: String,
+    /// The permission the server said is missing, with its object.
+    pub permission: Option<String>,
+    /// The server's message, on one line.
+    pub message: String,
+    /// When no token was sent: the variable that sets one.
+    pub token_env: Option<&'static str>,
 }
 
 impl From<reqwest::Error> for Error {
@@ -87,6 +124,7 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Status { status, .. } => Some(*status),
+            Error::PermissionDenied(_) => Some(403),
             _ => None,
         }
     }

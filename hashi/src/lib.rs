@@ -15,7 +15,12 @@
 //! - [`blocking`]: the client-side rules every blocking-query loop needs:
 //!   [`next_index`](blocking::next_index), a [`ChurnLimiter`](blocking::ChurnLimiter) and a
 //!   jittered [`Backoff`](blocking::Backoff).
-//! - [`Error`]: one error type for both clients.
+//! - [`tls`]: [`TlsConfig`](tls::TlsConfig) for `https://` agents (CA, client certificate,
+//!   server name, skip-verify), filled from the same variables the `consul` and `nomad` CLIs read
+//!   by [`ConsulConfig::from_env`](consul::ConsulConfig::from_env) and
+//!   [`NomadConfig::from_env`](nomad::NomadConfig::from_env).
+//! - [`Error`]: one error type for both clients; a 403 is
+//!   [`Error::PermissionDenied`], one line naming the API, the request and the missing permission.
 //!
 //! # Blocking queries
 //!
@@ -63,17 +68,24 @@
 //! a 10 s timeout. A blocking read (index above 0) gets `wait + wait/16 + 5 s`, where `wait`
 //! defaults to the servers' 5 minutes: the servers add up to `wait/16` of jitter. Redirects are
 //! not followed and environment proxies are ignored: the agents are addressed directly.
+//!
+//! # Addresses and TLS
+//!
+//! An address is `host:port` (plain HTTP), `http://host:port`, `https://host:port` or
+//! `unix:///path/to.sock`. `https://` uses rustls with the `ring` provider: the CA file or
+//! directory of the [`TlsConfig`](tls::TlsConfig) when given, else the system's roots.
 
 pub mod blocking;
 pub mod consul;
 mod error;
 pub mod nomad;
 mod serde_util;
+pub mod tls;
 mod transport;
 
 use std::time::Duration;
 
-pub use error::Error;
+pub use error::{Denied, Error};
 
 /// Options for reads. `index == 0` means "answer now" (no blocking).
 ///

@@ -9,6 +9,7 @@
 //! them as HTTP 500 with a recognisable message.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
@@ -16,6 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::serde_util::null_default;
+use crate::tls::{TlsConfig, parse_go_bool};
 use crate::transport::{self, Body, NOMAD, Path, Query, REQUEST_TIMEOUT, Transport};
 use crate::{Error, QueryMeta, QueryOptions};
 
@@ -35,9 +37,10 @@ const ENFORCE_INDEX_ERROR: &str = "Enforcing job modify index";
 const ENFORCE_VERSION_ERROR: &str = "; enforcing version ";
 
 /// Where and how to reach a Nomad agent.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct NomadConfig {
-    /// `host:port` or `http://host:port`.
+    /// `host:port`, `http://host:port`, `https://host:port` or `unix:///path/to.sock`. Empty
+    /// means [`DEFAULT_ADDRESS`].
     pub address: String,
     /// Sent as `X-Nomad-Token`.
     pub token: Option<String>,
@@ -45,11 +48,21 @@ pub struct NomadConfig {
     pub region: Option<String>,
     /// Sent as `?namespace=` on every request; `None` means `default`.
     pub namespace: Option<String>,
+    /// How to verify an `https://` agent and identify to it.
+    pub tls: TlsConfig,
+    /// Sent as the job's `ConsulToken` on register and revert, as `nomad job run` does with
+    /// `CONSUL_HTTP_TOKEN`: Nomad 1.7-1.9 clusters on the legacy Consul token workflow
+    /// (`consul.allow_unauthenticated = false`) check it. Newer clusters ignore it.
+    pub consul_token: Option<String>,
 }
 
 impl NomadConfig {
-    /// Reads `NOMAD_ADDR` (default `http://127.0.0.1:4646`), `NOMAD_TOKEN`, `NOMAD_REGION` and
-    /// `NOMAD_NAMESPACE`. Empty variables count as unset.
+    /// Reads the variables the `nomad` CLI reads: `NOMAD_ADDR` (default
+    /// `http://127.0.0.1:4646`), `NOMAD_TOKEN`, `NOMAD_REGION`, `NOMAD_NAMESPACE`,
+    /// `NOMAD_CACERT`, `NOMAD_CAPATH`, `NOMAD_CLIENT_CERT`, `NOMAD_CLIENT_KEY`,
+    /// `NOMAD_TLS_SERVER_NAME`, `NOMAD_SKIP_VERIFY`, and `CONSUL_HTTP_TOKEN` for the job's
+    /// Consul token. Empty variables count as unset; an unreadable `NOMAD_SKIP_VERIFY` is
+    /// ignored, as the CLI does.
     pub fn from_env() -> Self {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -57,11 +70,23 @@ impl NomadConfig {
     /// [`from_env`](Self::from_env) with the variables taken from `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let path = |name: &str| var(name).map(PathBuf::from);
         NomadConfig {
             address: var("NOMAD_ADDR").unwrap_or_else(|| DEFAULT_ADDRESS.to_owned()),
             token: var("NOMAD_TOKEN"),
             region: var("NOMAD_REGION"),
             namespace: var("NOMAD_NAMESPACE"),
+            tls: TlsConfig {
+                ca_cert: path("NOMAD_CACERT"),
+                ca_path: path("NOMAD_CAPATH"),
+                client_cert: path("NOMAD_CLIENT_CERT"),
+                client_key: path("NOMAD_CLIENT_KEY"),
+                server_name: var("NOMAD_TLS_SERVER_NAME"),
+                insecure_skip_verify: var("NOMAD_SKIP_VERIFY")
+                    .and_then(|v| parse_go_bool(&v))
+                    .unwrap_or(false),
+            },
+            consul_token: var("CONSUL_HTTP_TOKEN"),
         }
     }
 }
@@ -73,6 +98,8 @@ impl Default for NomadConfig {
             token: None,
             region: None,
             namespace: None,
+            tls: TlsConfig::default(),
+            consul_token: None,
         }
     }
 }
@@ -84,6 +111,11 @@ impl fmt::Debug for NomadConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("region", &self.region)
             .field("namespace", &self.namespace)
+            .field("tls", &self.tls)
+            .field(
+                "consul_token",
+                &self.consul_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -92,6 +124,7 @@ impl fmt::Debug for NomadConfig {
 #[derive(Clone)]
 pub struct NomadClient {
     transport: Arc<Transport>,
+    consul_token: Option<Arc<str>>,
 }
 
 impl fmt::Debug for NomadClient {
@@ -110,13 +143,19 @@ impl NomadClient {
             .into_iter()
             .filter_map(|(name, value)| Some((name, value.filter(|v| !v.is_empty())?)))
             .collect();
-        let transport = Transport::new(&NOMAD, &cfg.address, cfg.token.as_deref(), common)?;
+        let address = if cfg.address.trim().is_empty() {
+            DEFAULT_ADDRESS
+        } else {
+            cfg.address.as_str()
+        };
+        let transport = Transport::new(&NOMAD, address, cfg.token.as_deref(), &cfg.tls, common)?;
         Ok(NomadClient {
             transport: Arc::new(transport),
+            consul_token: cfg.consul_token.filter(|t| !t.is_empty()).map(Arc::from),
         })
     }
 
-    /// The agent's base URL, `http://host:port`.
+    /// The agent's base URL, `http(s)://host:port` (`http://localhost` over a Unix socket).
     pub fn address(&self) -> &str {
         self.transport.base()
     }
@@ -141,6 +180,8 @@ impl NomadClient {
     /// `POST /v1/job/:id` with `{"Job": ..}`: registers a new version of the job (a changed spec
     /// bumps `Version`; an unchanged one creates only an evaluation).
     ///
+    /// With a [`NomadConfig::consul_token`], the job carries it as `ConsulToken`.
+    ///
     /// With `enforce_index: Some(n)` the body adds `"EnforceIndex": true, "JobModifyIndex": n`:
     /// the write succeeds only if the job's current `JobModifyIndex` is `n` (`0`: only if the job
     /// does not exist). Otherwise it fails with [`Error::CasConflict`].
@@ -162,6 +203,18 @@ impl NomadClient {
             return Err(Error::InvalidArgument("the job has no ID".to_owned()));
         }
         let path = Path::new("/v1/job").segment(job.id())?;
+        let with_token;
+        let job = match &self.consul_token {
+            Some(token) => {
+                let mut copy = job.clone();
+                if let Some(fields) = copy.0.as_object_mut() {
+                    fields.insert("ConsulToken".to_owned(), token.as_ref().into());
+                }
+                with_token = copy;
+                &with_token
+            }
+            None => job,
+        };
         let body = Request {
             job,
             enforce_index: enforce_index.map(|_| true),
@@ -206,12 +259,15 @@ impl NomadClient {
             job_version: u64,
             #[serde(skip_serializing_if = "Option::is_none")]
             enforce_prior_version: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            consul_token: Option<&'a str>,
         }
         let path = Path::new("/v1/job").segment(id)?.segment("revert")?;
         let body = Request {
             job_id: id,
             job_version: version,
             enforce_prior_version,
+            consul_token: self.consul_token.as_deref(),
         };
         self.write_register(&path, Body::json("job revert", &body)?)
             .await

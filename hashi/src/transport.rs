@@ -2,6 +2,7 @@
 //! per-request timeouts, status handling and `X-*-Index` parsing.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::tls::TlsConfig;
 use crate::{Error, QueryMeta, QueryOptions, duration_millis};
 
 /// Timeout for requests that do not block.
@@ -27,6 +29,8 @@ const MAX_ERROR_BODY: usize = 1024;
 pub(crate) struct Flavor {
     pub(crate) product: &'static str,
     token: &'static str,
+    /// The variable an operator sets to send a token.
+    token_env: &'static str,
     index: &'static str,
     known_leader: &'static str,
     last_contact: &'static str,
@@ -35,6 +39,7 @@ pub(crate) struct Flavor {
 pub(crate) const CONSUL: Flavor = Flavor {
     product: "Consul",
     token: "X-Consul-Token",
+    token_env: "CONSUL_HTTP_TOKEN",
     index: "X-Consul-Index",
     known_leader: "X-Consul-KnownLeader",
     last_contact: "X-Consul-LastContact",
@@ -43,6 +48,7 @@ pub(crate) const CONSUL: Flavor = Flavor {
 pub(crate) const NOMAD: Flavor = Flavor {
     product: "Nomad",
     token: "X-Nomad-Token",
+    token_env: "NOMAD_TOKEN",
     index: "X-Nomad-Index",
     known_leader: "X-Nomad-KnownLeader",
     last_contact: "X-Nomad-LastContact",
@@ -77,9 +83,10 @@ impl Transport {
         flavor: &'static Flavor,
         address: &str,
         token: Option<&str>,
+        tls: &TlsConfig,
         common: Vec<(&'static str, String)>,
     ) -> Result<Self, Error> {
-        let base = normalize_address(address)?;
+        let (base, socket) = parse_address(address)?;
         let token = match token.filter(|t| !t.is_empty()) {
             Some(t) => {
                 let mut value = HeaderValue::from_str(t).map_err(|_| {
@@ -93,13 +100,21 @@ impl Transport {
             }
             None => None,
         };
-        let http = reqwest::Client::builder()
+        let builder = if base.starts_with("https://") {
+            reqwest::Client::builder().tls_backend_preconfigured(tls.client_config(flavor.product)?)
+        } else {
+            crate::tls::http_client_builder()
+        };
+        let mut builder = builder
             .user_agent(concat!("switchyard-hashi/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(90))
             .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()?;
+            .no_proxy();
+        if let Some(socket) = socket {
+            builder = builder.unix_socket(socket);
+        }
+        let http = builder.build()?;
         Ok(Transport {
             http,
             base,
@@ -152,13 +167,32 @@ impl Transport {
             status,
             headers,
             body,
-            what: format!("response to {method} {}", path.0),
+            request: format!("{method} {}", path.0),
+            token_sent: self.token.is_some(),
             flavor: self.flavor,
         })
     }
 }
 
-/// `host:port` or `http://host:port` as `http://host:port` (no trailing slash).
+/// The base URL of an agent address, and the Unix socket to connect to, if any.
+///
+/// `unix:///path/to.sock` is a socket (requests then go to `http://localhost` over it);
+/// everything else goes through [`normalize_address`].
+fn parse_address(address: &str) -> Result<(String, Option<PathBuf>), Error> {
+    let address = address.trim();
+    if let Some(path) = address.strip_prefix("unix://") {
+        if path.is_empty() {
+            return Err(Error::InvalidAddress(format!(
+                "{address:?}: expected unix:///path/to/socket"
+            )));
+        }
+        return Ok(("http://localhost".to_owned(), Some(PathBuf::from(path))));
+    }
+    Ok((normalize_address(address)?, None))
+}
+
+/// `host:port`, `http://host:port` or `https://host:port` as `scheme://host:port` (no trailing
+/// slash); without a scheme, `http`.
 fn normalize_address(address: &str) -> Result<String, Error> {
     let address = address.trim();
     let with_scheme = if address.contains("://") {
@@ -168,9 +202,9 @@ fn normalize_address(address: &str) -> Result<String, Error> {
     };
     let url = reqwest::Url::parse(&with_scheme)
         .map_err(|e| Error::InvalidAddress(format!("{address:?}: {e}")))?;
-    if url.scheme() != "http" {
+    if !matches!(url.scheme(), "http" | "https") {
         return Err(Error::InvalidAddress(format!(
-            "{address:?}: only http:// is supported"
+            "{address:?}: expected http://, https:// or unix://"
         )));
     }
     if url.host_str().is_none_or(str::is_empty) {
@@ -183,10 +217,26 @@ fn normalize_address(address: &str) -> Result<String, Error> {
         || url.password().is_some()
     {
         return Err(Error::InvalidAddress(format!(
-            "{address:?}: expected http://host:port with nothing after the port"
+            "{address:?}: expected scheme://host:port with nothing after the port"
         )));
     }
     Ok(url.origin().ascii_serialization())
+}
+
+/// The permission a Consul 403 names: `Permission denied: token with AccessorID '…' lacks
+/// permission 'key:write' on "web"` gives `key:write on "web"`. Nomad's bare `Permission
+/// denied` names none.
+fn missing_permission(body: &str) -> Option<String> {
+    let (_, rest) = body.split_once("lacks permission '")?;
+    let (permission, rest) = rest.split_once('\'')?;
+    let on = rest.trim_start().strip_prefix("on ").map(str::trim);
+    Some(match on {
+        Some(object) if !object.is_empty() => {
+            let object = object.lines().next().unwrap_or(object);
+            format!("{permission} on {object}")
+        }
+        _ => permission.to_owned(),
+    })
 }
 
 /// An encoded request path, built from fixed parts and percent-encoded segments.
@@ -322,7 +372,9 @@ pub(crate) struct Reply {
     pub(crate) status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
-    what: String,
+    /// `METHOD /path`, for errors.
+    request: String,
+    token_sent: bool,
     flavor: &'static Flavor,
 }
 
@@ -336,10 +388,22 @@ impl Reply {
         }
     }
 
+    /// The error for a non-success answer: [`Error::PermissionDenied`] for a 403, else
+    /// [`Error::Status`].
     pub(crate) fn into_status_error(self) -> Error {
+        let body = self.error_text();
+        if self.status == StatusCode::FORBIDDEN {
+            return Error::PermissionDenied(Box::new(crate::error::Denied {
+                api: self.flavor.product,
+                request: self.request,
+                permission: missing_permission(&body),
+                message: body.split_whitespace().collect::<Vec<_>>().join(" "),
+                token_env: (!self.token_sent).then_some(self.flavor.token_env),
+            }));
+        }
         Error::Status {
             status: self.status.as_u16(),
-            body: self.error_text(),
+            body,
         }
     }
 
@@ -359,7 +423,7 @@ impl Reply {
 
     pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
         serde_json::from_slice(&self.body).map_err(|source| Error::Decode {
-            what: self.what.clone(),
+            what: format!("response to {}", self.request),
             source,
         })
     }
@@ -417,8 +481,21 @@ mod tests {
         assert_eq!(ok(" localhost:4646 "), "http://localhost:4646");
         assert_eq!(ok("[::1]:8500"), "http://[::1]:8500");
         assert_eq!(ok("http://example.com"), "http://example.com");
+        assert_eq!(ok("https://127.0.0.1:8501/"), "https://127.0.0.1:8501");
+        assert_eq!(
+            parse_address("unix:///var/run/consul.sock").unwrap(),
+            (
+                "http://localhost".to_owned(),
+                Some(PathBuf::from("/var/run/consul.sock"))
+            )
+        );
+        assert!(parse_address("unix://").is_err());
+        assert_eq!(
+            parse_address("consul:8500").unwrap(),
+            ("http://consul:8500".to_owned(), None)
+        );
         for bad in [
-            "https://127.0.0.1:8501",
+            "ftp://127.0.0.1:8501",
             "unix:///var/run/consul.sock",
             "http://host:8500/prefix",
             "http://user:pw@host:8500",
@@ -431,6 +508,27 @@ mod tests {
                 "{bad:?} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn the_missing_permission_is_read_from_consul_denials() {
+        assert_eq!(
+            missing_permission(
+                "Permission denied: token with AccessorID 'a1b2' lacks permission 'key:write' on \"switchyard/routes/web\""
+            )
+            .as_deref(),
+            Some("key:write on \"switchyard/routes/web\"")
+        );
+        // Consul before 1.16.
+        assert_eq!(
+            missing_permission(
+                "Permission denied: accessor 'x' lacks permission 'service:read' on web"
+            )
+            .as_deref(),
+            Some("service:read on web")
+        );
+        assert_eq!(missing_permission("Permission denied"), None);
+        assert_eq!(missing_permission("rpc error: Permission denied"), None);
     }
 
     #[test]

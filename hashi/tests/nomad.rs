@@ -28,6 +28,7 @@ async fn job_read_with_token_region_namespace() {
         token: Some("nomad-secret".into()),
         region: Some("global".into()),
         namespace: Some("apps".into()),
+        ..Default::default()
     })
     .unwrap();
     let (job, meta) = nomad

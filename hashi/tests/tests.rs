@@ -6,3 +6,4 @@
 mod consul;
 mod nomad;
 mod support;
+mod tls;

@@ -39,6 +39,9 @@ pub const ACTIVE_TAG: &str = "active";
 pub const STANDBY_TAG: &str = "standby";
 /// Default colours.
 pub const DEFAULT_COLOURS: [&str; 2] = ["blue", "green"];
+/// The Consul service every proxy registers itself under, by default; the controller lists it
+/// to find the proxies.
+pub const DEFAULT_PROXY_SERVICE: &str = "switchyard-proxy";
 
 /// The route key of a service.
 pub fn route_key(service: &str) -> String {

@@ -19,13 +19,95 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchyard_hashi::consul::{ConsulClient, ConsulConfig};
+use switchyard_hashi::tls::TlsConfig as ClientTls;
 
-/// The name of the header that selects the standby pool, by default.
+// ---------------------------------------------------------------------------
+// Defaults and bounds: the one place they are decided. The doc comments of the
+// file keys link here, and a test checks docs/config.md against these values.
+// ---------------------------------------------------------------------------
+
+/// `listener.address`
+pub const DEFAULT_LISTEN_ADDRESS: &str = "0.0.0.0:8080";
+/// `admin.enabled`
+pub const DEFAULT_ADMIN_ENABLED: bool = true;
+/// `admin.address`
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:8081";
+/// `admin.token`: the shortest token accepted.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+/// `log.level`
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// `log.format`
+pub const DEFAULT_LOG_FORMAT: &str = "text";
+/// `log.access_log`
+pub const DEFAULT_ACCESS_LOG: bool = true;
+/// `timeouts.connect`
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// `timeouts.response_head`
+pub const DEFAULT_RESPONSE_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// `timeouts.client_header`
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// `timeouts.client_idle`
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `timeouts.upstream_idle`
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `timeouts.shutdown_grace`
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// `timeouts.drain`
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+/// `retry.attempts`
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
+/// `retry.attempts`: the most accepted.
+pub const MAX_RETRY_ATTEMPTS: u32 = 10;
+/// `preview.header`: a request with this header set to `standby` goes to the standby pool.
 pub const DEFAULT_PREVIEW_HEADER: &str = "x-switchyard-pool";
-/// The path prefix that selects the standby pool, by default.
+/// `preview.path_prefix`: requests under this prefix go to the standby pool.
 pub const DEFAULT_PREVIEW_PREFIX: &str = "/standby";
-/// Where the route key of a service lives in Consul KV, before the service name.
+/// `limits.max_header_bytes`
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// `limits.max_header_bytes`: the least accepted.
+pub const MIN_MAX_HEADER_BYTES: usize = 8192;
+/// `limits.max_headers`
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// `limits.max_connections`
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// `upstream.max_idle_per_instance`
+pub const DEFAULT_MAX_IDLE_PER_INSTANCE: usize = 256;
+/// `ejection.consecutive_failures` (0 disables ejection).
+pub const DEFAULT_EJECTION_CONSECUTIVE_FAILURES: u32 = 5;
+/// `ejection.cool_down`
+pub const DEFAULT_EJECTION_COOL_DOWN: Duration = Duration::from_secs(10);
+/// `consul.address`, when neither the file nor `CONSUL_HTTP_ADDR` sets one.
+pub const DEFAULT_CONSUL_ADDRESS: &str = switchyard_hashi::consul::DEFAULT_ADDRESS;
+/// `consul.wait`
+pub const DEFAULT_CONSUL_WAIT: Duration = Duration::from_secs(5 * 60);
+/// `consul.wait`: Consul's own cap.
+pub const MAX_CONSUL_WAIT: Duration = Duration::from_secs(10 * 60);
+/// `consul.resync`
+pub const DEFAULT_CONSUL_RESYNC: Duration = Duration::from_secs(5 * 60);
+/// `consul.min_interval`
+pub const DEFAULT_CONSUL_MIN_INTERVAL: Duration = Duration::from_millis(50);
+/// `registration.enabled`: register in Consul when any service uses Consul discovery.
+pub const DEFAULT_REGISTRATION_ENABLED: bool = true;
+/// `registration.service`: the Consul service every proxy registers under.
+pub const DEFAULT_REGISTRATION_SERVICE: &str = switchyard_model::DEFAULT_PROXY_SERVICE;
+/// `registration.check_interval`: how often Consul polls the proxy's `/readyz`.
+pub const DEFAULT_REGISTRATION_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// `registration.check_timeout`
+pub const DEFAULT_REGISTRATION_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// `registration.deregister_after`: Consul drops a proxy whose check stayed critical this long
+/// (a proxy that died without deregistering).
+pub const DEFAULT_REGISTRATION_DEREGISTER_AFTER: Duration = Duration::from_secs(60 * 60);
+/// `services[].balance`
+pub const DEFAULT_BALANCE: &str = "p2c";
+/// `services[].colours`
+pub const DEFAULT_COLOURS: [&str; 2] = switchyard_model::DEFAULT_COLOURS;
+/// `services[].consul.route_key` is this prefix followed by the service name.
 pub const DEFAULT_ROUTE_KEY_PREFIX: &str = "switchyard/routes/";
+/// `routes[].path_prefix`
+pub const DEFAULT_ROUTE_PATH_PREFIX: &str = "/";
+/// `runtime.worker_threads`: the most accepted.
+pub const MAX_WORKER_THREADS: usize = 1024;
 
 // ---------------------------------------------------------------------------
 // Stage 1: the file as written.
@@ -65,6 +147,9 @@ pub struct FileConfig {
     /// The Consul agent to discover services from.
     #[serde(default)]
     pub consul: FileConsul,
+    /// How the proxy registers itself in Consul.
+    #[serde(default)]
+    pub registration: FileRegistration,
     /// Services and their pools.
     #[serde(default)]
     pub services: Vec<FileService>,
@@ -80,7 +165,7 @@ pub struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileListener {
-    /// Plain-text listener (HTTP/1.1 and h2c). Default `0.0.0.0:8080`.
+    /// Plain-text listener (HTTP/1.1 and h2c). Default [`DEFAULT_LISTEN_ADDRESS`].
     pub address: Option<String>,
     /// Optional TLS listener.
     pub tls: Option<FileTls>,
@@ -102,9 +187,9 @@ pub struct FileTls {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileAdmin {
-    /// `false` turns the admin listener off. Default on.
+    /// `false` turns the admin listener off. Default [`DEFAULT_ADMIN_ENABLED`].
     pub enabled: Option<bool>,
-    /// Default `127.0.0.1:8081`.
+    /// Default [`DEFAULT_ADMIN_ADDRESS`].
     pub address: Option<String>,
     /// Bearer token for mutating calls; else `SWITCHYARD_ADMIN_TOKEN`.
     pub token: Option<String>,
@@ -114,11 +199,12 @@ pub struct FileAdmin {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileLog {
-    /// `trace`..`error`, or a full `tracing` filter. `RUST_LOG` wins.
+    /// `trace`..`error`, or a full `tracing` filter. `RUST_LOG` wins. Default
+    /// [`DEFAULT_LOG_LEVEL`].
     pub level: Option<String>,
-    /// `text` (default) or `json`.
+    /// `text` or `json`. Default [`DEFAULT_LOG_FORMAT`].
     pub format: Option<String>,
-    /// One line per request at `info` on target `access`. Default on.
+    /// One line per request at `info` on target `access`. Default [`DEFAULT_ACCESS_LOG`].
     pub access_log: Option<bool>,
 }
 
@@ -126,21 +212,25 @@ pub struct FileLog {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileTimeouts {
-    /// TCP connect to an upstream instance. Default 1s.
+    /// TCP connect to an upstream instance. Default [`DEFAULT_CONNECT_TIMEOUT`].
     pub connect: Option<String>,
-    /// From request sent to response head received. Default 30s.
+    /// From request sent to response head received. Default
+    /// [`DEFAULT_RESPONSE_HEAD_TIMEOUT`].
     pub response_head: Option<String>,
     /// A client's request head must arrive within this (HTTP/1); it also
-    /// bounds the idle time between requests on a keep-alive connection. Default 10s.
+    /// bounds the idle time between requests on a keep-alive connection. Default
+    /// [`DEFAULT_CLIENT_HEADER_TIMEOUT`].
     pub client_header: Option<String>,
-    /// HTTP/2 client connections with no open stream are closed after this. Default 60s.
+    /// HTTP/2 client connections: a PING is sent after this long without frames (no answer
+    /// closes the connection). Default [`DEFAULT_CLIENT_IDLE_TIMEOUT`].
     pub client_idle: Option<String>,
-    /// Idle pooled upstream connections are closed after this. Default 60s.
+    /// Idle pooled upstream connections are closed after this. Default
+    /// [`DEFAULT_UPSTREAM_IDLE_TIMEOUT`].
     pub upstream_idle: Option<String>,
-    /// Grace period for in-flight requests at shutdown. Default 30s.
+    /// Grace period for in-flight requests at shutdown. Default [`DEFAULT_SHUTDOWN_GRACE`].
     pub shutdown_grace: Option<String>,
     /// How long upgraded (WebSocket) connections to a colour that stopped
-    /// being active stay open. Default 30s.
+    /// being active stay open. Default [`DEFAULT_DRAIN`].
     pub drain: Option<String>,
 }
 
@@ -148,7 +238,8 @@ pub struct FileTimeouts {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRetry {
-    /// Extra tries on another instance. Default 2.
+    /// Extra tries on another instance. Default [`DEFAULT_RETRY_ATTEMPTS`], at most
+    /// [`MAX_RETRY_ATTEMPTS`].
     pub attempts: Option<u32>,
 }
 
@@ -156,9 +247,11 @@ pub struct FileRetry {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilePreview {
-    /// Header whose value `standby` selects the standby pool.
+    /// Header whose value `standby` selects the standby pool. Default
+    /// [`DEFAULT_PREVIEW_HEADER`].
     pub header: Option<String>,
-    /// Path prefix that selects the standby pool (stripped before forwarding).
+    /// Path prefix that selects the standby pool (stripped before forwarding). Default
+    /// [`DEFAULT_PREVIEW_PREFIX`].
     pub path_prefix: Option<String>,
 }
 
@@ -166,11 +259,12 @@ pub struct FilePreview {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileLimits {
-    /// Largest request head accepted, in bytes (431 above). Default 16384.
+    /// Largest request head accepted, in bytes (431 above). Default
+    /// [`DEFAULT_MAX_HEADER_BYTES`], at least [`MIN_MAX_HEADER_BYTES`].
     pub max_header_bytes: Option<usize>,
-    /// Most header fields accepted (431 above). Default 100.
+    /// Most header fields accepted (431 above). Default [`DEFAULT_MAX_HEADERS`].
     pub max_headers: Option<usize>,
-    /// Most concurrent client connections. Default 10000.
+    /// Most concurrent client connections. Default [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: Option<usize>,
 }
 
@@ -178,7 +272,8 @@ pub struct FileLimits {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileUpstream {
-    /// Idle keep-alive connections kept per instance. Default 256.
+    /// Idle keep-alive connections kept per instance. Default
+    /// [`DEFAULT_MAX_IDLE_PER_INSTANCE`].
     pub max_idle_per_instance: Option<usize>,
 }
 
@@ -187,9 +282,9 @@ pub struct FileUpstream {
 #[serde(deny_unknown_fields)]
 pub struct FileEjection {
     /// Consecutive failures (connect errors, 5xx) before an instance is
-    /// ejected. 0 disables ejection. Default 5.
+    /// ejected. 0 disables ejection. Default [`DEFAULT_EJECTION_CONSECUTIVE_FAILURES`].
     pub consecutive_failures: Option<u32>,
-    /// How long an ejected instance is skipped. Default 10s.
+    /// How long an ejected instance is skipped. Default [`DEFAULT_EJECTION_COOL_DOWN`].
     pub cool_down: Option<String>,
 }
 
@@ -197,16 +292,51 @@ pub struct FileEjection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConsul {
-    /// Agent address; else `CONSUL_HTTP_ADDR`; else `http://127.0.0.1:8500`.
+    /// Agent address; else `CONSUL_HTTP_ADDR`; else [`DEFAULT_CONSUL_ADDRESS`].
     pub address: Option<String>,
     /// ACL token; else `CONSUL_HTTP_TOKEN`.
     pub token: Option<String>,
-    /// Blocking-query wait. Default 5m.
+    /// Blocking-query wait. Default [`DEFAULT_CONSUL_WAIT`], at most [`MAX_CONSUL_WAIT`].
     pub wait: Option<String>,
-    /// Full resync period (a non-blocking read). Default 5m.
+    /// Full resync period (a non-blocking read). Default [`DEFAULT_CONSUL_RESYNC`].
     pub resync: Option<String>,
-    /// Least time between two reads of one watch once its burst is spent. Default 50ms.
+    /// Least time between two reads of one watch once its burst is spent. Default
+    /// [`DEFAULT_CONSUL_MIN_INTERVAL`].
     pub min_interval: Option<String>,
+    /// File holding the ACL token (wins over `token`); else `CONSUL_HTTP_TOKEN_FILE`.
+    pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) for an `https://` agent; else `CONSUL_CACERT`.
+    pub ca_cert: Option<PathBuf>,
+    /// Directory of CA certificates; else `CONSUL_CAPATH`.
+    pub ca_path: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; else `CONSUL_CLIENT_CERT`.
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM); else `CONSUL_CLIENT_KEY`.
+    pub client_key: Option<PathBuf>,
+    /// Name the agent's certificate must carry; else `CONSUL_TLS_SERVER_NAME`.
+    pub tls_server_name: Option<String>,
+    /// `true` accepts any certificate; else `CONSUL_HTTP_SSL_VERIFY=false`.
+    pub tls_skip_verify: Option<bool>,
+}
+
+/// `[registration]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRegistration {
+    /// `false`: never register. Default [`DEFAULT_REGISTRATION_ENABLED`] (only when a service
+    /// uses Consul discovery and the admin listener is on).
+    pub enabled: Option<bool>,
+    /// Consul service name. Default [`DEFAULT_REGISTRATION_SERVICE`].
+    pub service: Option<String>,
+    /// The admin address registered (`ip:port`); default: the admin listener's, with the
+    /// agent's node address when it listens on every interface.
+    pub address: Option<String>,
+    /// Default [`DEFAULT_REGISTRATION_CHECK_INTERVAL`].
+    pub check_interval: Option<String>,
+    /// Default [`DEFAULT_REGISTRATION_CHECK_TIMEOUT`].
+    pub check_timeout: Option<String>,
+    /// Default [`DEFAULT_REGISTRATION_DEREGISTER_AFTER`].
+    pub deregister_after: Option<String>,
 }
 
 /// `[[services]]`
@@ -215,9 +345,9 @@ pub struct FileConsul {
 pub struct FileService {
     /// Service name, as in Consul.
     pub name: String,
-    /// `p2c` (default) or `round_robin`.
+    /// `p2c` or `round_robin`. Default [`DEFAULT_BALANCE`].
     pub balance: Option<String>,
-    /// The two colour tags. Default `["blue", "green"]`.
+    /// The two colour tags. Default [`DEFAULT_COLOURS`].
     pub colours: Option<Vec<String>>,
     /// Static pools (no discovery).
     #[serde(rename = "static")]
@@ -247,7 +377,7 @@ pub struct FileStaticPools {
 pub struct FileServiceConsul {
     /// Consul service name, if it differs from `name`.
     pub service: Option<String>,
-    /// KV route key. Default `switchyard/routes/<name>`.
+    /// KV route key. Default [`DEFAULT_ROUTE_KEY_PREFIX`] followed by the service name.
     pub route_key: Option<String>,
 }
 
@@ -257,7 +387,7 @@ pub struct FileServiceConsul {
 pub struct FileRoute {
     /// Exact host (port ignored, case-insensitive); absent = any host.
     pub host: Option<String>,
-    /// Path prefix, on segment boundaries. Default `/`.
+    /// Path prefix, on segment boundaries. Default [`DEFAULT_ROUTE_PATH_PREFIX`].
     pub path_prefix: Option<String>,
     /// The service name.
     pub service: String,
@@ -267,7 +397,8 @@ pub struct FileRoute {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRuntime {
-    /// Worker threads. Default: the CPUs this process may run on.
+    /// Worker threads. Default: the CPUs this process may run on; at most
+    /// [`MAX_WORKER_THREADS`].
     pub worker_threads: Option<usize>,
 }
 
@@ -300,6 +431,8 @@ pub struct Config {
     pub ejection: EjectionConfig,
     /// Consul agent.
     pub consul: ConsulSettings,
+    /// Registration of this proxy in Consul; `None` when it does not register.
+    pub registration: Option<RegistrationConfig>,
     /// Services.
     pub services: Vec<ServiceConfig>,
     /// Routes, most specific first.
@@ -370,13 +503,13 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Self {
-            connect: Duration::from_secs(1),
-            response_head: Duration::from_secs(30),
-            client_header: Duration::from_secs(10),
-            client_idle: Duration::from_secs(60),
-            upstream_idle: Duration::from_secs(60),
-            shutdown_grace: Duration::from_secs(30),
-            drain: Duration::from_secs(30),
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            response_head: DEFAULT_RESPONSE_HEAD_TIMEOUT,
+            client_header: DEFAULT_CLIENT_HEADER_TIMEOUT,
+            client_idle: DEFAULT_CLIENT_IDLE_TIMEOUT,
+            upstream_idle: DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            drain: DEFAULT_DRAIN,
         }
     }
 }
@@ -413,16 +546,29 @@ pub struct EjectionConfig {
 /// Consul agent settings.
 #[derive(Clone, Debug)]
 pub struct ConsulSettings {
-    /// Agent address (URL).
-    pub address: String,
-    /// ACL token.
-    pub token: Option<String>,
+    /// Address, token and TLS of the agent.
+    pub client: ConsulConfig,
     /// Blocking-query wait.
     pub wait: Duration,
     /// Full resync period.
     pub resync: Duration,
     /// Least spacing between reads once the burst is spent.
     pub min_interval: Duration,
+}
+
+/// How the proxy registers itself in Consul (see `docs/config.md`, `[registration]`).
+#[derive(Clone, Debug)]
+pub struct RegistrationConfig {
+    /// Consul service name.
+    pub service: String,
+    /// The admin address to register; `None`: the admin listener's.
+    pub address: Option<SocketAddr>,
+    /// Interval of the HTTP check on `/readyz`.
+    pub check_interval: Duration,
+    /// Timeout of each check.
+    pub check_timeout: Duration,
+    /// Consul deregisters the proxy after its check stayed critical this long.
+    pub deregister_after: Duration,
 }
 
 /// Load-balancing algorithm.
@@ -529,10 +675,9 @@ pub enum ConfigError {
 /// tests need not touch the process environment.
 #[derive(Clone, Debug, Default)]
 pub struct Env {
-    /// `CONSUL_HTTP_ADDR`
-    pub consul_addr: Option<String>,
-    /// `CONSUL_HTTP_TOKEN`
-    pub consul_token: Option<String>,
+    /// The Consul agent as the `CONSUL_*` variables describe it (see
+    /// [`ConsulConfig::from_lookup`]), defaults included.
+    pub consul: ConsulConfig,
     /// `SWITCHYARD_ADMIN_TOKEN`
     pub admin_token: Option<String>,
 }
@@ -540,11 +685,14 @@ pub struct Env {
 impl Env {
     /// Reads the process environment (empty values count as unset).
     pub fn from_process() -> Self {
-        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// [`from_process`](Self::from_process) with the variables taken from `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         Self {
-            consul_addr: get("CONSUL_HTTP_ADDR"),
-            consul_token: get("CONSUL_HTTP_TOKEN"),
-            admin_token: get("SWITCHYARD_ADMIN_TOKEN"),
+            admin_token: lookup("SWITCHYARD_ADMIN_TOKEN").filter(|v| !v.trim().is_empty()),
+            consul: ConsulConfig::from_lookup(lookup),
         }
     }
 }
@@ -576,328 +724,40 @@ impl Config {
         })
     }
 
-    /// Stage 2: validates a parsed file. Returns every problem found.
+    /// Stage 2: validates a parsed file, one section at a time. Returns every problem found.
     pub fn from_file_config(file: FileConfig, env: &Env) -> Result<Self, Vec<ConfigIssue>> {
         let mut v = Validator::default();
-        let defaults = Timeouts::default();
-
-        let listen = v.addr(
-            "listener.address",
-            file.listener.address.as_deref().unwrap_or("0.0.0.0:8080"),
+        let (listen, tls) = listener_section(&mut v, file.listener);
+        let admin = admin_section(&mut v, file.admin, env);
+        let log = log_section(&mut v, file.log);
+        let timeouts = timeouts_section(&mut v, &file.timeouts);
+        let retry_attempts = retry_section(&mut v, &file.retry);
+        let preview = preview_section(&mut v, &file.preview);
+        let limits = limits_section(&mut v, &file.limits);
+        let max_idle_per_instance = file
+            .upstream
+            .max_idle_per_instance
+            .unwrap_or(DEFAULT_MAX_IDLE_PER_INSTANCE);
+        let ejection = ejection_section(&mut v, &file.ejection);
+        let consul = consul_section(&mut v, file.consul, env);
+        let (services, names) = services_section(&mut v, file.services);
+        let uses_consul = services
+            .iter()
+            .any(|s| matches!(s.source, PoolSource::Consul { .. }));
+        if uses_consul {
+            // Build a client once to report an unusable address, token file, CA, certificate or
+            // key here, rather than at startup.
+            if let Err(e) = ConsulClient::new(consul.client.clone()) {
+                v.issue("consul", e.to_string());
+            }
+        }
+        let registration = registration_section(
+            &mut v,
+            file.registration,
+            uses_consul && admin.listen.is_some(),
         );
-        let tls = file.listener.tls.map(|t| TlsConfig {
-            listen: v.addr("listener.tls.address", &t.address),
-            cert: v.existing_file("listener.tls.cert", t.cert),
-            key: v.existing_file("listener.tls.key", t.key),
-        });
-
-        let admin_listen = if file.admin.enabled == Some(false) {
-            None
-        } else {
-            Some(v.addr(
-                "admin.address",
-                file.admin.address.as_deref().unwrap_or("127.0.0.1:8081"),
-            ))
-        };
-        let admin_token = file
-            .admin
-            .token
-            .filter(|t| !t.is_empty())
-            .or_else(|| env.admin_token.clone());
-        if let Some(t) = &admin_token
-            && t.len() < 16
-        {
-            v.issue("admin.token", "must be at least 16 characters");
-        }
-
-        let format = match file.log.format.as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                v.issue(
-                    "log.format",
-                    format!("expected \"text\" or \"json\", got {other:?}"),
-                );
-                LogFormat::Text
-            }
-        };
-
-        let t = &file.timeouts;
-        let timeouts = Timeouts {
-            connect: v.duration("timeouts.connect", t.connect.as_deref(), defaults.connect),
-            response_head: v.duration(
-                "timeouts.response_head",
-                t.response_head.as_deref(),
-                defaults.response_head,
-            ),
-            client_header: v.duration(
-                "timeouts.client_header",
-                t.client_header.as_deref(),
-                defaults.client_header,
-            ),
-            client_idle: v.duration(
-                "timeouts.client_idle",
-                t.client_idle.as_deref(),
-                defaults.client_idle,
-            ),
-            upstream_idle: v.duration(
-                "timeouts.upstream_idle",
-                t.upstream_idle.as_deref(),
-                defaults.upstream_idle,
-            ),
-            shutdown_grace: v.duration(
-                "timeouts.shutdown_grace",
-                t.shutdown_grace.as_deref(),
-                defaults.shutdown_grace,
-            ),
-            drain: v.duration("timeouts.drain", t.drain.as_deref(), defaults.drain),
-        };
-
-        let retry_attempts = file.retry.attempts.unwrap_or(2);
-        if retry_attempts > 10 {
-            v.issue("retry.attempts", "at most 10");
-        }
-
-        let header_name = file
-            .preview
-            .header
-            .as_deref()
-            .unwrap_or(DEFAULT_PREVIEW_HEADER);
-        let header = match http::HeaderName::from_bytes(header_name.as_bytes()) {
-            Ok(h) => h,
-            Err(_) => {
-                v.issue(
-                    "preview.header",
-                    format!("{header_name:?} is not a valid header name"),
-                );
-                http::HeaderName::from_static(DEFAULT_PREVIEW_HEADER)
-            }
-        };
-        let path_prefix = v.prefix(
-            "preview.path_prefix",
-            file.preview
-                .path_prefix
-                .as_deref()
-                .unwrap_or(DEFAULT_PREVIEW_PREFIX),
-        );
-        if path_prefix.is_empty() {
-            v.issue("preview.path_prefix", "must not be \"/\"");
-        }
-
-        let limits = Limits {
-            max_header_bytes: file.limits.max_header_bytes.unwrap_or(16 * 1024),
-            max_headers: file.limits.max_headers.unwrap_or(100),
-            max_connections: file.limits.max_connections.unwrap_or(10_000),
-        };
-        if limits.max_header_bytes < 8192 {
-            v.issue("limits.max_header_bytes", "at least 8192");
-        }
-        if limits.max_headers == 0 {
-            v.issue("limits.max_headers", "at least 1");
-        }
-        if limits.max_connections == 0 {
-            v.issue("limits.max_connections", "at least 1");
-        }
-
-        let max_idle_per_instance = file.upstream.max_idle_per_instance.unwrap_or(256);
-
-        let ejection = EjectionConfig {
-            consecutive_failures: file.ejection.consecutive_failures.unwrap_or(5),
-            cool_down: v.duration(
-                "ejection.cool_down",
-                file.ejection.cool_down.as_deref(),
-                Duration::from_secs(10),
-            ),
-        };
-
-        let consul = ConsulSettings {
-            address: file
-                .consul
-                .address
-                .or_else(|| env.consul_addr.clone())
-                .unwrap_or_else(|| "http://127.0.0.1:8500".to_owned()),
-            token: file
-                .consul
-                .token
-                .filter(|t| !t.is_empty())
-                .or_else(|| env.consul_token.clone()),
-            wait: v.duration(
-                "consul.wait",
-                file.consul.wait.as_deref(),
-                Duration::from_secs(300),
-            ),
-            resync: v.duration(
-                "consul.resync",
-                file.consul.resync.as_deref(),
-                Duration::from_secs(300),
-            ),
-            min_interval: v.duration(
-                "consul.min_interval",
-                file.consul.min_interval.as_deref(),
-                Duration::from_millis(50),
-            ),
-        };
-        if consul.wait > Duration::from_secs(600) {
-            v.issue("consul.wait", "at most 10m (Consul's cap)");
-        }
-
-        let mut services = Vec::new();
-        let mut names = HashSet::new();
-        if file.services.is_empty() {
-            v.issue("services", "at least one service is required");
-        }
-        for (i, s) in file.services.into_iter().enumerate() {
-            let p = format!("services[{i}]");
-            if !valid_name(&s.name) {
-                v.issue(
-                    format!("{p}.name"),
-                    format!("{:?} must be 1-64 characters of [A-Za-z0-9._-]", s.name),
-                );
-            }
-            if !names.insert(s.name.clone()) {
-                v.issue(
-                    format!("{p}.name"),
-                    format!("duplicate service {:?}", s.name),
-                );
-            }
-            let balance = match s.balance.as_deref() {
-                None | Some("p2c") => Balance::P2c,
-                Some("round_robin") => Balance::RoundRobin,
-                Some(other) => {
-                    v.issue(
-                        format!("{p}.balance"),
-                        format!("expected \"p2c\" or \"round_robin\", got {other:?}"),
-                    );
-                    Balance::P2c
-                }
-            };
-            let colours = match s.colours {
-                None => ["blue".to_owned(), "green".to_owned()],
-                Some(c) if c.len() == 2 && c[0] != c[1] && c.iter().all(|c| valid_name(c)) => {
-                    [c[0].clone(), c[1].clone()]
-                }
-                Some(_) => {
-                    v.issue(format!("{p}.colours"), "expected two different tag names");
-                    ["blue".to_owned(), "green".to_owned()]
-                }
-            };
-            let source = match (s.static_pools, s.consul) {
-                (Some(_), Some(_)) => {
-                    v.issue(&p, "set either `static` or `consul`, not both");
-                    None
-                }
-                (None, None) => {
-                    v.issue(&p, "needs `static` pools or `consul` discovery");
-                    None
-                }
-                (Some(st), None) => {
-                    let active: Vec<_> = st
-                        .active
-                        .iter()
-                        .enumerate()
-                        .map(|(j, a)| v.addr(&format!("{p}.static.active[{j}]"), a))
-                        .collect();
-                    let standby: Vec<_> = st
-                        .standby
-                        .iter()
-                        .enumerate()
-                        .map(|(j, a)| v.addr(&format!("{p}.static.standby[{j}]"), a))
-                        .collect();
-                    if active.is_empty() {
-                        v.issue(format!("{p}.static.active"), "needs at least one address");
-                    }
-                    Some(PoolSource::Static {
-                        active,
-                        standby,
-                        active_version: st.active_version,
-                        standby_version: st.standby_version,
-                    })
-                }
-                (None, Some(c)) => {
-                    let service = c.service.unwrap_or_else(|| s.name.clone());
-                    if !valid_name(&service) {
-                        v.issue(format!("{p}.consul.service"), "invalid Consul service name");
-                    }
-                    let route_key = c
-                        .route_key
-                        .unwrap_or_else(|| format!("{DEFAULT_ROUTE_KEY_PREFIX}{}", s.name));
-                    if route_key.is_empty() || route_key.starts_with('/') {
-                        v.issue(
-                            format!("{p}.consul.route_key"),
-                            "must be a non-empty KV key without a leading '/'",
-                        );
-                    }
-                    Some(PoolSource::Consul { service, route_key })
-                }
-            };
-            if let Some(source) = source {
-                services.push(ServiceConfig {
-                    name: s.name,
-                    balance,
-                    colours,
-                    source,
-                });
-            }
-        }
-
-        let mut routes = Vec::new();
-        for (i, r) in file.routes.into_iter().enumerate() {
-            let p = format!("routes[{i}]");
-            if !names.contains(&r.service) {
-                v.issue(
-                    format!("{p}.service"),
-                    format!("no service named {:?}", r.service),
-                );
-            }
-            let host = r.host.map(|h| h.to_ascii_lowercase());
-            if let Some(h) = &host
-                && (h.is_empty() || h.contains(['/', ' ']))
-            {
-                v.issue(format!("{p}.host"), format!("{h:?} is not a host name"));
-            }
-            let path_prefix = v.prefix(
-                &format!("{p}.path_prefix"),
-                r.path_prefix.as_deref().unwrap_or("/"),
-            );
-            routes.push(RouteConfig {
-                host,
-                path_prefix,
-                service: r.service,
-            });
-        }
-        if routes.is_empty() && services.len() == 1 {
-            // One service and no routes: it takes everything.
-            routes.push(RouteConfig {
-                host: None,
-                path_prefix: String::new(),
-                service: services[0].name.clone(),
-            });
-        } else if routes.is_empty() && services.len() > 1 {
-            v.issue("routes", "several services need routes to tell them apart");
-        }
-        let mut seen = HashSet::new();
-        for (i, r) in routes.iter().enumerate() {
-            if !seen.insert((r.host.clone(), r.path_prefix.clone())) {
-                v.issue(
-                    format!("routes[{i}]"),
-                    "same host and path_prefix as an earlier route",
-                );
-            }
-        }
-        // Most specific first: a route with a host before one without, then
-        // longer prefixes first.
-        routes.sort_by(|a, b| {
-            b.host
-                .is_some()
-                .cmp(&a.host.is_some())
-                .then(b.path_prefix.len().cmp(&a.path_prefix.len()))
-        });
-
-        if let Some(w) = file.runtime.worker_threads
-            && !(1..=1024).contains(&w)
-        {
-            v.issue("runtime.worker_threads", "between 1 and 1024");
-        }
+        let routes = routes_section(&mut v, file.routes, &services, &names);
+        runtime_section(&mut v, &file.runtime);
 
         if !v.issues.is_empty() {
             return Err(v.issues);
@@ -905,29 +765,466 @@ impl Config {
         Ok(Config {
             listen,
             tls,
-            admin: AdminConfig {
-                listen: admin_listen,
-                token: admin_token,
-            },
-            log: LogConfig {
-                level: file.log.level.unwrap_or_else(|| "info".to_owned()),
-                format,
-                access_log: file.log.access_log.unwrap_or(true),
-            },
+            admin,
+            log,
             timeouts,
             retry_attempts,
-            preview: PreviewConfig {
-                header,
-                path_prefix,
-            },
+            preview,
             limits,
             max_idle_per_instance,
             ejection,
             consul,
+            registration,
             services,
             routes,
             worker_threads: file.runtime.worker_threads,
         })
+    }
+}
+
+/// `[listener]`: the traffic address and the optional TLS listener.
+fn listener_section(v: &mut Validator, file: FileListener) -> (SocketAddr, Option<TlsConfig>) {
+    let listen = v.addr(
+        "listener.address",
+        file.address.as_deref().unwrap_or(DEFAULT_LISTEN_ADDRESS),
+    );
+    let tls = file.tls.map(|t| TlsConfig {
+        listen: v.addr("listener.tls.address", &t.address),
+        cert: v.existing_file("listener.tls.cert", t.cert),
+        key: v.existing_file("listener.tls.key", t.key),
+    });
+    (listen, tls)
+}
+
+/// `[admin]`: the address (unless turned off) and the token, else `SWITCHYARD_ADMIN_TOKEN`.
+fn admin_section(v: &mut Validator, file: FileAdmin, env: &Env) -> AdminConfig {
+    let listen = if file.enabled.unwrap_or(DEFAULT_ADMIN_ENABLED) {
+        Some(v.addr(
+            "admin.address",
+            file.address.as_deref().unwrap_or(DEFAULT_ADMIN_ADDRESS),
+        ))
+    } else {
+        None
+    };
+    let token = file
+        .token
+        .filter(|t| !t.is_empty())
+        .or_else(|| env.admin_token.clone());
+    if let Some(t) = &token
+        && t.len() < MIN_ADMIN_TOKEN_LEN
+    {
+        v.issue(
+            "admin.token",
+            format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters"),
+        );
+    }
+    AdminConfig { listen, token }
+}
+
+/// `[log]`
+fn log_section(v: &mut Validator, file: FileLog) -> LogConfig {
+    let format = match file.format.as_deref().unwrap_or(DEFAULT_LOG_FORMAT) {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            v.issue(
+                "log.format",
+                format!("expected \"text\" or \"json\", got {other:?}"),
+            );
+            LogFormat::Text
+        }
+    };
+    LogConfig {
+        level: file.level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned()),
+        format,
+        access_log: file.access_log.unwrap_or(DEFAULT_ACCESS_LOG),
+    }
+}
+
+/// `[timeouts]`
+fn timeouts_section(v: &mut Validator, t: &FileTimeouts) -> Timeouts {
+    let mut d = |key: &str, value: &Option<String>, default: Duration| {
+        v.duration(&format!("timeouts.{key}"), value.as_deref(), default)
+    };
+    Timeouts {
+        connect: d("connect", &t.connect, DEFAULT_CONNECT_TIMEOUT),
+        response_head: d(
+            "response_head",
+            &t.response_head,
+            DEFAULT_RESPONSE_HEAD_TIMEOUT,
+        ),
+        client_header: d(
+            "client_header",
+            &t.client_header,
+            DEFAULT_CLIENT_HEADER_TIMEOUT,
+        ),
+        client_idle: d("client_idle", &t.client_idle, DEFAULT_CLIENT_IDLE_TIMEOUT),
+        upstream_idle: d(
+            "upstream_idle",
+            &t.upstream_idle,
+            DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+        ),
+        shutdown_grace: d("shutdown_grace", &t.shutdown_grace, DEFAULT_SHUTDOWN_GRACE),
+        drain: d("drain", &t.drain, DEFAULT_DRAIN),
+    }
+}
+
+/// `[retry]`
+fn retry_section(v: &mut Validator, file: &FileRetry) -> u32 {
+    let attempts = file.attempts.unwrap_or(DEFAULT_RETRY_ATTEMPTS);
+    if attempts > MAX_RETRY_ATTEMPTS {
+        v.issue("retry.attempts", format!("at most {MAX_RETRY_ATTEMPTS}"));
+    }
+    attempts
+}
+
+/// `[preview]`
+fn preview_section(v: &mut Validator, file: &FilePreview) -> PreviewConfig {
+    let header_name = file.header.as_deref().unwrap_or(DEFAULT_PREVIEW_HEADER);
+    let header = match http::HeaderName::from_bytes(header_name.as_bytes()) {
+        Ok(h) => h,
+        Err(_) => {
+            v.issue(
+                "preview.header",
+                format!("{header_name:?} is not a valid header name"),
+            );
+            http::HeaderName::from_static(DEFAULT_PREVIEW_HEADER)
+        }
+    };
+    let path_prefix = v.prefix(
+        "preview.path_prefix",
+        file.path_prefix
+            .as_deref()
+            .unwrap_or(DEFAULT_PREVIEW_PREFIX),
+    );
+    if path_prefix.is_empty() {
+        v.issue("preview.path_prefix", "must not be \"/\"");
+    }
+    PreviewConfig {
+        header,
+        path_prefix,
+    }
+}
+
+/// `[limits]`
+fn limits_section(v: &mut Validator, file: &FileLimits) -> Limits {
+    let limits = Limits {
+        max_header_bytes: file.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+        max_headers: file.max_headers.unwrap_or(DEFAULT_MAX_HEADERS),
+        max_connections: file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+    };
+    if limits.max_header_bytes < MIN_MAX_HEADER_BYTES {
+        v.issue(
+            "limits.max_header_bytes",
+            format!("at least {MIN_MAX_HEADER_BYTES}"),
+        );
+    }
+    if limits.max_headers == 0 {
+        v.issue("limits.max_headers", "at least 1");
+    }
+    if limits.max_connections == 0 {
+        v.issue("limits.max_connections", "at least 1");
+    }
+    limits
+}
+
+/// `[ejection]`
+fn ejection_section(v: &mut Validator, file: &FileEjection) -> EjectionConfig {
+    EjectionConfig {
+        consecutive_failures: file
+            .consecutive_failures
+            .unwrap_or(DEFAULT_EJECTION_CONSECUTIVE_FAILURES),
+        cool_down: v.duration(
+            "ejection.cool_down",
+            file.cool_down.as_deref(),
+            DEFAULT_EJECTION_COOL_DOWN,
+        ),
+    }
+}
+
+/// `[consul]`: the file wins, then the environment, then the defaults.
+fn consul_section(v: &mut Validator, file: FileConsul, env: &Env) -> ConsulSettings {
+    let from_env = &env.consul;
+    let tls = ClientTls {
+        ca_cert: file.ca_cert.or_else(|| from_env.tls.ca_cert.clone()),
+        ca_path: file.ca_path.or_else(|| from_env.tls.ca_path.clone()),
+        client_cert: file
+            .client_cert
+            .or_else(|| from_env.tls.client_cert.clone()),
+        client_key: file.client_key.or_else(|| from_env.tls.client_key.clone()),
+        server_name: file
+            .tls_server_name
+            .or_else(|| from_env.tls.server_name.clone()),
+        insecure_skip_verify: file
+            .tls_skip_verify
+            .unwrap_or(from_env.tls.insecure_skip_verify),
+    };
+    let mut client = ConsulConfig {
+        address: file.address.unwrap_or_else(|| from_env.address.clone()),
+        token: file
+            .token
+            .filter(|t| !t.is_empty())
+            .or_else(|| from_env.token.clone()),
+        token_file: file.token_file.or_else(|| from_env.token_file.clone()),
+        datacenter: None,
+        tls,
+    };
+    if client.address.trim().is_empty() {
+        client.address = DEFAULT_CONSUL_ADDRESS.to_owned();
+    }
+    let consul = ConsulSettings {
+        client,
+        wait: v.duration("consul.wait", file.wait.as_deref(), DEFAULT_CONSUL_WAIT),
+        resync: v.duration(
+            "consul.resync",
+            file.resync.as_deref(),
+            DEFAULT_CONSUL_RESYNC,
+        ),
+        min_interval: v.duration(
+            "consul.min_interval",
+            file.min_interval.as_deref(),
+            DEFAULT_CONSUL_MIN_INTERVAL,
+        ),
+    };
+    if consul.wait > MAX_CONSUL_WAIT {
+        v.issue("consul.wait", "at most 10m (Consul's cap)");
+    }
+    consul
+}
+
+/// `[registration]`: `None` when the proxy does not register (turned off, or nothing to
+/// register for: no Consul service or no admin listener).
+fn registration_section(
+    v: &mut Validator,
+    file: FileRegistration,
+    possible: bool,
+) -> Option<RegistrationConfig> {
+    let service = file
+        .service
+        .unwrap_or_else(|| DEFAULT_REGISTRATION_SERVICE.to_owned());
+    if !valid_name(&service) {
+        v.issue("registration.service", "invalid Consul service name");
+    }
+    let address = file
+        .address
+        .as_deref()
+        .map(|a| v.addr("registration.address", a));
+    if let Some(a) = address
+        && (a.ip().is_unspecified() || a.port() == 0)
+    {
+        v.issue(
+            "registration.address",
+            "must be a concrete ip:port others can reach",
+        );
+    }
+    let registration = RegistrationConfig {
+        service,
+        address,
+        check_interval: v.duration(
+            "registration.check_interval",
+            file.check_interval.as_deref(),
+            DEFAULT_REGISTRATION_CHECK_INTERVAL,
+        ),
+        check_timeout: v.duration(
+            "registration.check_timeout",
+            file.check_timeout.as_deref(),
+            DEFAULT_REGISTRATION_CHECK_TIMEOUT,
+        ),
+        deregister_after: v.duration(
+            "registration.deregister_after",
+            file.deregister_after.as_deref(),
+            DEFAULT_REGISTRATION_DEREGISTER_AFTER,
+        ),
+    };
+    (possible && file.enabled.unwrap_or(DEFAULT_REGISTRATION_ENABLED)).then_some(registration)
+}
+
+/// `[[services]]`: names unique and valid, exactly one pool source each. Also returns every
+/// name given, valid or not, so routes to a broken service are not reported twice.
+fn services_section(
+    v: &mut Validator,
+    file: Vec<FileService>,
+) -> (Vec<ServiceConfig>, HashSet<String>) {
+    let mut services = Vec::new();
+    let mut names = HashSet::new();
+    if file.is_empty() {
+        v.issue("services", "at least one service is required");
+    }
+    for (i, s) in file.into_iter().enumerate() {
+        let p = format!("services[{i}]");
+        if !valid_name(&s.name) {
+            v.issue(
+                format!("{p}.name"),
+                format!("{:?} must be 1-64 characters of [A-Za-z0-9._-]", s.name),
+            );
+        }
+        if !names.insert(s.name.clone()) {
+            v.issue(
+                format!("{p}.name"),
+                format!("duplicate service {:?}", s.name),
+            );
+        }
+        let balance = match s.balance.as_deref().unwrap_or(DEFAULT_BALANCE) {
+            "p2c" => Balance::P2c,
+            "round_robin" => Balance::RoundRobin,
+            other => {
+                v.issue(
+                    format!("{p}.balance"),
+                    format!("expected \"p2c\" or \"round_robin\", got {other:?}"),
+                );
+                Balance::P2c
+            }
+        };
+        let default_colours = || DEFAULT_COLOURS.map(str::to_owned);
+        let colours = match s.colours {
+            None => default_colours(),
+            Some(c) if c.len() == 2 && c[0] != c[1] && c.iter().all(|c| valid_name(c)) => {
+                [c[0].clone(), c[1].clone()]
+            }
+            Some(_) => {
+                v.issue(format!("{p}.colours"), "expected two different tag names");
+                default_colours()
+            }
+        };
+        let source = match (s.static_pools, s.consul) {
+            (Some(_), Some(_)) => {
+                v.issue(&p, "set either `static` or `consul`, not both");
+                None
+            }
+            (None, None) => {
+                v.issue(&p, "needs `static` pools or `consul` discovery");
+                None
+            }
+            (Some(st), None) => Some(static_pools(v, &p, st)),
+            (None, Some(c)) => Some(consul_pools(v, &p, &s.name, c)),
+        };
+        if let Some(source) = source {
+            services.push(ServiceConfig {
+                name: s.name,
+                balance,
+                colours,
+                source,
+            });
+        }
+    }
+    (services, names)
+}
+
+/// `[services.static]` of the service at key path `p`.
+fn static_pools(v: &mut Validator, p: &str, st: FileStaticPools) -> PoolSource {
+    let active: Vec<_> = st
+        .active
+        .iter()
+        .enumerate()
+        .map(|(j, a)| v.addr(&format!("{p}.static.active[{j}]"), a))
+        .collect();
+    let standby: Vec<_> = st
+        .standby
+        .iter()
+        .enumerate()
+        .map(|(j, a)| v.addr(&format!("{p}.static.standby[{j}]"), a))
+        .collect();
+    if active.is_empty() {
+        v.issue(format!("{p}.static.active"), "needs at least one address");
+    }
+    PoolSource::Static {
+        active,
+        standby,
+        active_version: st.active_version,
+        standby_version: st.standby_version,
+    }
+}
+
+/// `[services.consul]` of the service `name` at key path `p`.
+fn consul_pools(v: &mut Validator, p: &str, name: &str, c: FileServiceConsul) -> PoolSource {
+    let service = c.service.unwrap_or_else(|| name.to_owned());
+    if !valid_name(&service) {
+        v.issue(format!("{p}.consul.service"), "invalid Consul service name");
+    }
+    let route_key = c
+        .route_key
+        .unwrap_or_else(|| format!("{DEFAULT_ROUTE_KEY_PREFIX}{name}"));
+    if route_key.is_empty() || route_key.starts_with('/') {
+        v.issue(
+            format!("{p}.consul.route_key"),
+            "must be a non-empty KV key without a leading '/'",
+        );
+    }
+    PoolSource::Consul { service, route_key }
+}
+
+/// `[[routes]]`: each names a known service; sorted most specific first. One service and no
+/// routes: it takes everything.
+fn routes_section(
+    v: &mut Validator,
+    file: Vec<FileRoute>,
+    services: &[ServiceConfig],
+    names: &HashSet<String>,
+) -> Vec<RouteConfig> {
+    let mut routes = Vec::new();
+    for (i, r) in file.into_iter().enumerate() {
+        let p = format!("routes[{i}]");
+        if !names.contains(&r.service) {
+            v.issue(
+                format!("{p}.service"),
+                format!("no service named {:?}", r.service),
+            );
+        }
+        let host = r.host.map(|h| h.to_ascii_lowercase());
+        if let Some(h) = &host
+            && (h.is_empty() || h.contains(['/', ' ']))
+        {
+            v.issue(format!("{p}.host"), format!("{h:?} is not a host name"));
+        }
+        let path_prefix = v.prefix(
+            &format!("{p}.path_prefix"),
+            r.path_prefix
+                .as_deref()
+                .unwrap_or(DEFAULT_ROUTE_PATH_PREFIX),
+        );
+        routes.push(RouteConfig {
+            host,
+            path_prefix,
+            service: r.service,
+        });
+    }
+    if routes.is_empty() && services.len() == 1 {
+        routes.push(RouteConfig {
+            host: None,
+            path_prefix: String::new(),
+            service: services[0].name.clone(),
+        });
+    } else if routes.is_empty() && services.len() > 1 {
+        v.issue("routes", "several services need routes to tell them apart");
+    }
+    let mut seen = HashSet::new();
+    for (i, r) in routes.iter().enumerate() {
+        if !seen.insert((r.host.clone(), r.path_prefix.clone())) {
+            v.issue(
+                format!("routes[{i}]"),
+                "same host and path_prefix as an earlier route",
+            );
+        }
+    }
+    // Most specific first: a route with a host before one without, then longer prefixes first.
+    routes.sort_by(|a, b| {
+        b.host
+            .is_some()
+            .cmp(&a.host.is_some())
+            .then(b.path_prefix.len().cmp(&a.path_prefix.len()))
+    });
+    routes
+}
+
+/// `[runtime]`
+fn runtime_section(v: &mut Validator, file: &FileRuntime) {
+    if let Some(w) = file.worker_threads
+        && !(1..=MAX_WORKER_THREADS).contains(&w)
+    {
+        v.issue(
+            "runtime.worker_threads",
+            format!("between 1 and {MAX_WORKER_THREADS}"),
+        );
     }
 }
 
@@ -1102,11 +1399,247 @@ mod tests {
         assert_eq!(route_key, "switchyard/routes/b");
     }
 
+    /// docs/config.md, as `section.key` → (default cell, meaning cell), from its key tables.
+    fn documented_keys() -> std::collections::BTreeMap<String, (String, String)> {
+        let mut keys = std::collections::BTreeMap::new();
+        let mut section = String::new();
+        for line in include_str!("../../docs/config.md").lines() {
+            if let Some(heading) = line.strip_prefix("## `") {
+                section = heading
+                    .split('`')
+                    .next()
+                    .unwrap()
+                    .trim_matches(['[', ']'])
+                    .to_owned();
+            } else if let Some(row) = line.strip_prefix("| `") {
+                let cells: Vec<&str> = row.split(" | ").collect();
+                let key = cells[0].trim_end_matches('`');
+                let prev = keys.insert(
+                    format!("{section}.{key}"),
+                    (cells[1].to_owned(), cells[2].to_owned()),
+                );
+                assert!(prev.is_none(), "{section}.{key} documented twice");
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn docs_state_the_defaults_and_bounds_the_code_uses() {
+        let dur = |d: Duration| humantime::format_duration(d).to_string();
+        let quoted = |s: &str| format!("{s:?}");
+        // Every key whose default is a value, with that value as docs/config.md writes it.
+        let defaults: Vec<(&str, String)> = vec![
+            ("listener.address", quoted(DEFAULT_LISTEN_ADDRESS)),
+            ("admin.enabled", DEFAULT_ADMIN_ENABLED.to_string()),
+            ("admin.address", quoted(DEFAULT_ADMIN_ADDRESS)),
+            ("log.level", quoted(DEFAULT_LOG_LEVEL)),
+            ("log.format", quoted(DEFAULT_LOG_FORMAT)),
+            ("log.access_log", DEFAULT_ACCESS_LOG.to_string()),
+            ("timeouts.connect", dur(DEFAULT_CONNECT_TIMEOUT)),
+            ("timeouts.response_head", dur(DEFAULT_RESPONSE_HEAD_TIMEOUT)),
+            ("timeouts.client_header", dur(DEFAULT_CLIENT_HEADER_TIMEOUT)),
+            ("timeouts.client_idle", dur(DEFAULT_CLIENT_IDLE_TIMEOUT)),
+            ("timeouts.upstream_idle", dur(DEFAULT_UPSTREAM_IDLE_TIMEOUT)),
+            ("timeouts.shutdown_grace", dur(DEFAULT_SHUTDOWN_GRACE)),
+            ("timeouts.drain", dur(DEFAULT_DRAIN)),
+            ("retry.attempts", DEFAULT_RETRY_ATTEMPTS.to_string()),
+            ("preview.header", quoted(DEFAULT_PREVIEW_HEADER)),
+            ("preview.path_prefix", quoted(DEFAULT_PREVIEW_PREFIX)),
+            (
+                "limits.max_header_bytes",
+                DEFAULT_MAX_HEADER_BYTES.to_string(),
+            ),
+            ("limits.max_headers", DEFAULT_MAX_HEADERS.to_string()),
+            (
+                "limits.max_connections",
+                DEFAULT_MAX_CONNECTIONS.to_string(),
+            ),
+            (
+                "upstream.max_idle_per_instance",
+                DEFAULT_MAX_IDLE_PER_INSTANCE.to_string(),
+            ),
+            (
+                "ejection.consecutive_failures",
+                DEFAULT_EJECTION_CONSECUTIVE_FAILURES.to_string(),
+            ),
+            ("ejection.cool_down", dur(DEFAULT_EJECTION_COOL_DOWN)),
+            ("consul.address", DEFAULT_CONSUL_ADDRESS.to_owned()),
+            ("consul.wait", dur(DEFAULT_CONSUL_WAIT)),
+            ("consul.resync", dur(DEFAULT_CONSUL_RESYNC)),
+            ("consul.min_interval", dur(DEFAULT_CONSUL_MIN_INTERVAL)),
+            (
+                "registration.enabled",
+                DEFAULT_REGISTRATION_ENABLED.to_string(),
+            ),
+            ("registration.service", quoted(DEFAULT_REGISTRATION_SERVICE)),
+            (
+                "registration.check_interval",
+                dur(DEFAULT_REGISTRATION_CHECK_INTERVAL),
+            ),
+            (
+                "registration.check_timeout",
+                dur(DEFAULT_REGISTRATION_CHECK_TIMEOUT),
+            ),
+            (
+                "registration.deregister_after",
+                dur(DEFAULT_REGISTRATION_DEREGISTER_AFTER),
+            ),
+            ("services.balance", quoted(DEFAULT_BALANCE)),
+            ("services.colours", format!("{DEFAULT_COLOURS:?}")),
+            ("routes.path_prefix", quoted(DEFAULT_ROUTE_PATH_PREFIX)),
+        ];
+        // Bounds, as the meaning column states them.
+        let bounds: Vec<(&str, String)> = vec![
+            (
+                "admin.token",
+                format!("at least {MIN_ADMIN_TOKEN_LEN} characters"),
+            ),
+            ("retry.attempts", format!("0-{MAX_RETRY_ATTEMPTS}")),
+            (
+                "limits.max_header_bytes",
+                format!("≥ {MIN_MAX_HEADER_BYTES}"),
+            ),
+            ("consul.wait", format!("at most {}", dur(MAX_CONSUL_WAIT))),
+            (
+                "services.consul",
+                format!("route_key = \"{DEFAULT_ROUTE_KEY_PREFIX}<name>\""),
+            ),
+        ];
+
+        let docs = documented_keys();
+        for (key, value) in &defaults {
+            let (cell, _) = docs
+                .get(*key)
+                .unwrap_or_else(|| panic!("{key} is not in docs/config.md"));
+            // The last code span is the built-in default (an environment variable may come first).
+            let last = cell.rsplit('`').nth(1).unwrap_or_default();
+            match (
+                humantime::parse_duration(last),
+                humantime::parse_duration(value),
+            ) {
+                // `60s` and `1m` say the same.
+                (Ok(doc), Ok(code)) => assert_eq!(doc, code, "docs/config.md: default of {key}"),
+                _ => assert_eq!(last, value, "docs/config.md: default of {key}"),
+            }
+        }
+        for (key, text) in &bounds {
+            let (_, meaning) = &docs[*key];
+            let (default, _) = &docs[*key];
+            assert!(
+                meaning.contains(text.as_str()) || default.contains(text.as_str()),
+                "docs/config.md: {key} should say {text:?}"
+            );
+        }
+        // And the other way round: every documented default that is a plain value has its constant.
+        for (key, (cell, _)) in &docs {
+            let plain = cell.starts_with('`') && !cell.starts_with("`$");
+            if plain {
+                assert!(
+                    defaults.iter().any(|(k, _)| k == key),
+                    "docs/config.md documents a default for {key} that no constant backs"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn consul_tls_keys_and_registration() {
+        let env = Env::from_lookup(|name| {
+            Some(
+                match name {
+                    "CONSUL_HTTP_ADDR" => "consul.service:8501",
+                    "CONSUL_HTTP_SSL" => "true",
+                    "CONSUL_CACERT" => "/env/ca.pem",
+                    "CONSUL_TLS_SERVER_NAME" => "server.dc1.consul",
+                    "CONSUL_HTTP_SSL_VERIFY" => "false",
+                    _ => return None,
+                }
+                .to_owned(),
+            )
+        });
+        let consul_service = "[[services]]\nname = \"a\"\nconsul = {}\n";
+        // The environment alone.
+        let c = Config::parse(consul_service, Path::new("x"), &env).unwrap();
+        assert_eq!(c.consul.client.address, "https://consul.service:8501");
+        assert_eq!(
+            c.consul.client.tls.ca_cert,
+            Some(PathBuf::from("/env/ca.pem"))
+        );
+        assert!(c.consul.client.tls.insecure_skip_verify);
+        let r = c.registration.unwrap();
+        assert_eq!(r.service, DEFAULT_REGISTRATION_SERVICE);
+        assert_eq!(r.check_interval, DEFAULT_REGISTRATION_CHECK_INTERVAL);
+        assert_eq!(r.address, None);
+
+        // The file wins, key by key.
+        let c = Config::parse(
+            &format!(
+                "[consul]\naddress = \"http://127.0.0.1:8500\"\nca_cert = \"/file/ca.pem\"\ntls_skip_verify = false\n[registration]\nservice = \"edge\"\naddress = \"10.1.2.3:8081\"\n{consul_service}"
+            ),
+            Path::new("x"),
+            &env,
+        )
+        .unwrap();
+        // (TLS files are only read for an https:// agent.)
+        assert_eq!(c.consul.client.address, "http://127.0.0.1:8500");
+        assert_eq!(
+            c.consul.client.tls.ca_cert,
+            Some(PathBuf::from("/file/ca.pem"))
+        );
+        assert_eq!(
+            c.consul.client.tls.server_name.as_deref(),
+            Some("server.dc1.consul")
+        );
+        assert!(!c.consul.client.tls.insecure_skip_verify);
+        let r = c.registration.unwrap();
+        assert_eq!(r.service, "edge");
+        assert_eq!(r.address, Some("10.1.2.3:8081".parse().unwrap()));
+
+        // Off by key, and never without a Consul service or an admin listener.
+        let off = |text: &str| {
+            Config::parse(text, Path::new("x"), &Env::default())
+                .unwrap()
+                .registration
+                .is_none()
+        };
+        assert!(off(&format!(
+            "[registration]\nenabled = false\n{consul_service}"
+        )));
+        assert!(off(&format!("[admin]\nenabled = false\n{consul_service}")));
+        assert!(off(
+            "[[services]]\nname = \"a\"\nstatic = { active = [\"127.0.0.1:1\"] }\n"
+        ));
+
+        // Bad values are reported with their keys.
+        let err = Config::parse(
+            &format!(
+                "[consul]\naddress = \"https://c:8501\"\nca_cert = \"/nope/ca.pem\"\n[registration]\naddress = \"0.0.0.0:8081\"\nservice = \"a b\"\n{consul_service}"
+            ),
+            Path::new("x"),
+            &Env::default(),
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { issues, .. } = err else {
+            panic!("expected Invalid, got {err}");
+        };
+        let paths: Vec<_> = issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["consul", "registration.service", "registration.address"],
+            "{issues:?}"
+        );
+        assert!(issues[0].message.contains("/nope/ca.pem"), "{issues:?}");
+    }
+
     #[test]
     fn env_fills_only_what_the_file_leaves_out() {
         let env = Env {
-            consul_addr: Some("http://10.0.0.1:8500".into()),
-            consul_token: Some("t".into()),
+            consul: ConsulConfig {
+                address: "http://10.0.0.1:8500".into(),
+                token: Some("t".into()),
+                ..ConsulConfig::default()
+            },
             admin_token: Some("0123456789abcdef".into()),
         };
         let c = Config::parse(
@@ -1115,8 +1648,8 @@ mod tests {
             &env,
         )
         .unwrap();
-        assert_eq!(c.consul.address, "http://127.0.0.2:8500");
-        assert_eq!(c.consul.token.as_deref(), Some("t"));
+        assert_eq!(c.consul.client.address, "http://127.0.0.2:8500");
+        assert_eq!(c.consul.client.token.as_deref(), Some("t"));
         assert_eq!(c.admin.token.as_deref(), Some("0123456789abcdef"));
     }
 }

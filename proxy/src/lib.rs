@@ -12,6 +12,7 @@
 //! - [`body`]: the response body that returns connections to their pool.
 //! - [`error`]: every request-path failure and the one status mapping.
 //! - [`discovery`]: Consul blocking-query watches that feed the router.
+//! - [`registration`]: the proxy's own entry in Consul, found by the controller.
 //! - [`admin`]: status, switch, metrics, health and readiness for operators.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`config`]: the TOML file, loaded in two stages.
@@ -30,6 +31,7 @@ pub mod forward;
 pub mod headers;
 mod io;
 pub mod metrics;
+pub mod registration;
 pub mod routing;
 pub mod server;
 pub mod tls;
@@ -114,6 +116,8 @@ pub struct Proxy {
     forwarder: Arc<Forwarder>,
     watches: Watches,
     tls: Option<TlsAcceptor>,
+    /// The Consul client, when a service uses Consul discovery.
+    consul: Option<switchyard_hashi::consul::ConsulClient>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -191,11 +195,7 @@ impl Proxy {
                         Some(c) => Clone::clone(c),
                         None => {
                             let c = switchyard_hashi::consul::ConsulClient::new(
-                                switchyard_hashi::consul::ConsulConfig {
-                                    address: config.consul.address.clone(),
-                                    token: config.consul.token.clone(),
-                                    datacenter: None,
-                                },
+                                config.consul.client.clone(),
                             )?;
                             client = Some(c.clone());
                             c
@@ -236,6 +236,7 @@ impl Proxy {
             forwarder,
             watches: Watches(watches),
             tls,
+            consul: client,
         })
     }
 
@@ -257,6 +258,7 @@ impl Proxy {
             forwarder,
             watches,
             tls,
+            consul,
         } = self;
         let (listening_tx, listening_rx) = watch::channel(false);
 
@@ -274,6 +276,16 @@ impl Proxy {
                 }
             });
         }
+        let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
+        let registration = match (&config.registration, consul, admin_addr) {
+            (Some(r), Some(client), Some(admin)) => {
+                Some(registration::Registration::new(r, client, admin))
+            }
+            _ => None,
+        };
+        let registering = registration
+            .clone()
+            .map(|r| tokio::spawn(r.register_until_done()));
         if let Some(admin_listener) = listeners.admin {
             let admin = Arc::new(Admin {
                 router: Arc::clone(&router),
@@ -329,6 +341,14 @@ impl Proxy {
         }
         // Listeners are closed now (the accept loops were dropped).
         listening_tx.send_replace(false);
+        // Leave Consul first, so nobody waits on this proxy while it drains.
+        if let Some(task) = registering {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Some(r) = &registration {
+            r.deregister().await;
+        }
         let grace = config.timeouts.shutdown_grace;
         tracing::info!(
             grace_secs = grace.as_secs_f64(),

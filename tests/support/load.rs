@@ -140,7 +140,7 @@ impl LoadGen {
             .map(|_| {
                 let (stop, url) = (Arc::clone(&stop), url.clone());
                 tokio::spawn(async move {
-                    let client = reqwest::Client::builder()
+                    let client = switchyard_hashi::tls::http_client_builder()
                         .timeout(Duration::from_secs(10))
                         .pool_max_idle_per_host(1)
                         .build()

@@ -386,7 +386,7 @@ static = {{ active = [{}], standby = [{}], active_version = "v1", standby_versio
 
 /// A keep-alive HTTP/1.1 client (reqwest, plain HTTP).
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    switchyard_hashi::tls::http_client_builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()

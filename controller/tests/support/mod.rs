@@ -327,7 +327,13 @@ consul = {{}}
 
 /// The version the proxy answers `/hello` with, or `None` when it fails or does not say.
 pub(crate) async fn version_served(proxy: &str) -> Option<String> {
-    let r = reqwest::get(format!("{proxy}/hello")).await.ok()?;
+    let r = switchyard_hashi::tls::http_client_builder()
+        .build()
+        .unwrap()
+        .get(format!("{proxy}/hello"))
+        .send()
+        .await
+        .ok()?;
     if !r.status().is_success() {
         return None;
     }
@@ -350,7 +356,9 @@ impl Load {
         let url = format!("{proxy}/hello");
         let s = stop.clone();
         let task = tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = switchyard_hashi::tls::http_client_builder()
+                .build()
+                .unwrap();
             let mut ok = 0;
             let mut failed = 0;
             let mut versions: Vec<String> = Vec::new();

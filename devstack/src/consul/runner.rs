@@ -38,8 +38,8 @@ struct Clients {
 
 impl Clients {
     fn new() -> Option<Self> {
-        let follow = reqwest::Client::builder().build().ok()?;
-        let no_follow = reqwest::Client::builder()
+        let follow = switchyard_hashi::tls::http_client_builder().build().ok()?;
+        let no_follow = switchyard_hashi::tls::http_client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .ok()?;

@@ -62,7 +62,7 @@ impl ConsulAgent {
         } else {
             format!("http://{}", addr.trim_end_matches('/'))
         };
-        let http = reqwest::Client::builder()
+        let http = switchyard_hashi::tls::http_client_builder()
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();

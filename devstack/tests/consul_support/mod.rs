@@ -54,7 +54,9 @@ pub async fn start_with(cfg: ConsulConfig) -> Server {
     Server {
         base: format!("http://{addr}"),
         consul,
-        http: reqwest::Client::new(),
+        http: switchyard_hashi::tls::http_client_builder()
+            .build()
+            .unwrap(),
         stop: Some(tx),
         task: Some(task),
     }

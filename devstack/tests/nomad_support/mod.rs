@@ -69,7 +69,7 @@ async fn health(
     let Some(svc) = svc else {
         return StatusCode::NOT_FOUND;
     };
-    let client = reqwest::Client::builder()
+    let client = switchyard_hashi::tls::http_client_builder()
         .timeout(Duration::from_secs(1))
         .build()
         .unwrap();
@@ -182,7 +182,13 @@ impl Nomad {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = reqwest::get(format!("{}{path}", self.url)).await.unwrap();
+        let r = switchyard_hashi::tls::http_client_builder()
+            .build()
+            .unwrap()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
         let st = r.status().as_u16();
         let text = r.text().await.unwrap();
         (
@@ -197,7 +203,9 @@ impl Nomad {
         path: &str,
         body: Option<Value>,
     ) -> (u16, String) {
-        let c = reqwest::Client::new();
+        let c = switchyard_hashi::tls::http_client_builder()
+            .build()
+            .unwrap();
         let mut rb = c.request(method, format!("{}{path}", self.url));
         if let Some(b) = body {
             rb = rb.json(&b);

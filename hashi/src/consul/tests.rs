@@ -421,3 +421,111 @@ fn bad_token_is_rejected() {
     .unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
 }
+
+/// `CONSUL_*` variables → the config, as a table: (variables, what must come out).
+#[test]
+fn env_table() {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+
+    use crate::tls::TlsConfig;
+
+    let from = |vars: &[(&str, &str)]| {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        ConsulConfig::from_lookup(|name| map.get(name).cloned())
+    };
+    let cases: Vec<(&[(&str, &str)], &str)> = vec![
+        (&[], "http://127.0.0.1:8500"),
+        (&[("CONSUL_HTTP_ADDR", "10.0.0.1:8500")], "10.0.0.1:8500"),
+        (
+            &[("CONSUL_HTTP_ADDR", "https://consul:8501")],
+            "https://consul:8501",
+        ),
+        (
+            &[("CONSUL_HTTP_ADDR", "unix:///run/consul.sock")],
+            "unix:///run/consul.sock",
+        ),
+        // CONSUL_HTTP_SSL makes a scheme-less address https, and never lets http win.
+        (
+            &[
+                ("CONSUL_HTTP_ADDR", "consul:8501"),
+                ("CONSUL_HTTP_SSL", "true"),
+            ],
+            "https://consul:8501",
+        ),
+        (
+            &[
+                ("CONSUL_HTTP_ADDR", "http://consul:8501"),
+                ("CONSUL_HTTP_SSL", "1"),
+            ],
+            "https://consul:8501",
+        ),
+        (
+            &[
+                ("CONSUL_HTTP_ADDR", "unix:///run/consul.sock"),
+                ("CONSUL_HTTP_SSL", "true"),
+            ],
+            "unix:///run/consul.sock",
+        ),
+        (
+            &[
+                ("CONSUL_HTTP_ADDR", "consul:8500"),
+                ("CONSUL_HTTP_SSL", "false"),
+            ],
+            "consul:8500",
+        ),
+        (
+            &[
+                ("CONSUL_HTTP_ADDR", "consul:8500"),
+                ("CONSUL_HTTP_SSL", "maybe"),
+            ],
+            "consul:8500",
+        ),
+        (&[("CONSUL_HTTP_SSL", "T")], "https://127.0.0.1:8500"),
+    ];
+    for (vars, address) in cases {
+        assert_eq!(from(vars).address, address, "{vars:?}");
+    }
+
+    let cfg = from(&[
+        ("CONSUL_HTTP_TOKEN", "tok"),
+        ("CONSUL_HTTP_TOKEN_FILE", "/etc/consul/token"),
+        ("CONSUL_CACERT", "/etc/consul/ca.pem"),
+        ("CONSUL_CAPATH", "/etc/consul/cas"),
+        ("CONSUL_CLIENT_CERT", "/etc/consul/cli.pem"),
+        ("CONSUL_CLIENT_KEY", "/etc/consul/cli-key.pem"),
+        ("CONSUL_TLS_SERVER_NAME", "server.dc1.consul"),
+        ("CONSUL_HTTP_SSL_VERIFY", "false"),
+    ]);
+    assert_eq!(cfg.token.as_deref(), Some("tok"));
+    assert_eq!(cfg.token_file, Some(PathBuf::from("/etc/consul/token")));
+    assert_eq!(
+        cfg.tls,
+        TlsConfig {
+            ca_cert: Some("/etc/consul/ca.pem".into()),
+            ca_path: Some("/etc/consul/cas".into()),
+            client_cert: Some("/etc/consul/cli.pem".into()),
+            client_key: Some("/etc/consul/cli-key.pem".into()),
+            server_name: Some("server.dc1.consul".into()),
+            insecure_skip_verify: true,
+        }
+    );
+    for (verify, skip) in [
+        ("true", false),
+        ("0", true),
+        ("F", true),
+        ("nope", false),
+        ("", false),
+    ] {
+        assert_eq!(
+            from(&[("CONSUL_HTTP_SSL_VERIFY", verify)])
+                .tls
+                .insecure_skip_verify,
+            skip,
+            "{verify:?}"
+        );
+    }
+}

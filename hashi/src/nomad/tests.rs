@@ -353,3 +353,63 @@ fn config_from_lookup() {
         "http://10.0.0.2:4646"
     );
 }
+
+/// `NOMAD_*` variables → the config, as a table.
+#[test]
+fn env_table() {
+    use std::collections::HashMap;
+
+    use crate::tls::TlsConfig;
+
+    let from = |vars: &[(&str, &str)]| {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        NomadConfig::from_lookup(|name| map.get(name).cloned())
+    };
+    let cfg = from(&[
+        ("NOMAD_ADDR", "https://nomad.service:4646"),
+        ("NOMAD_TOKEN", "tok"),
+        ("NOMAD_NAMESPACE", "apps"),
+        ("NOMAD_REGION", "eu"),
+        ("NOMAD_CACERT", "/etc/nomad/ca.pem"),
+        ("NOMAD_CAPATH", "/etc/nomad/cas"),
+        ("NOMAD_CLIENT_CERT", "/etc/nomad/cli.pem"),
+        ("NOMAD_CLIENT_KEY", "/etc/nomad/cli-key.pem"),
+        ("NOMAD_TLS_SERVER_NAME", "server.global.nomad"),
+        ("NOMAD_SKIP_VERIFY", "true"),
+        ("CONSUL_HTTP_TOKEN", "consul-tok"),
+    ]);
+    assert_eq!(cfg.address, "https://nomad.service:4646");
+    assert_eq!(cfg.token.as_deref(), Some("tok"));
+    assert_eq!(cfg.namespace.as_deref(), Some("apps"));
+    assert_eq!(cfg.region.as_deref(), Some("eu"));
+    assert_eq!(cfg.consul_token.as_deref(), Some("consul-tok"));
+    assert!(!format!("{cfg:?}").contains("consul-tok"));
+    assert_eq!(
+        cfg.tls,
+        TlsConfig {
+            ca_cert: Some("/etc/nomad/ca.pem".into()),
+            ca_path: Some("/etc/nomad/cas".into()),
+            client_cert: Some("/etc/nomad/cli.pem".into()),
+            client_key: Some("/etc/nomad/cli-key.pem".into()),
+            server_name: Some("server.global.nomad".into()),
+            insecure_skip_verify: true,
+        }
+    );
+    for (value, skip) in [("1", true), ("false", false), ("yes", false), (" ", false)] {
+        assert_eq!(
+            from(&[("NOMAD_SKIP_VERIFY", value)])
+                .tls
+                .insecure_skip_verify,
+            skip,
+            "{value:?}"
+        );
+    }
+    assert_eq!(
+        from(&[("NOMAD_ADDR", "unix:///run/nomad.sock")]).address,
+        "unix:///run/nomad.sock"
+    );
+    assert_eq!(from(&[]), NomadConfig::default());
+}

@@ -78,25 +78,81 @@ impl Reply {
 
 type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
 
+/// A connection of any kind the server accepts.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 pub(crate) struct MockServer {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
     task: JoinHandle<()>,
 }
 
+/// Where a [`MockServer`] listens and how it speaks.
+pub(crate) enum Listen {
+    /// Plain HTTP on 127.0.0.1:0.
+    Tcp,
+    /// HTTPS on 127.0.0.1:0 with this server configuration.
+    Tls(Arc<rustls::ServerConfig>),
+    /// Plain HTTP on a Unix socket at this path.
+    Unix(std::path::PathBuf),
+}
+
 impl MockServer {
     pub(crate) async fn start(
         handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
     ) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
+        MockServer::start_on(Listen::Tcp, handler).await
+    }
+
+    pub(crate) async fn start_on(
+        listen: Listen,
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let (tcp, unix, tls) = match listen {
+            Listen::Tcp => (
+                Some(TcpListener::bind("127.0.0.1:0").await.expect("bind")),
+                None,
+                None,
+            ),
+            Listen::Tls(config) => (
+                Some(TcpListener::bind("127.0.0.1:0").await.expect("bind")),
+                None,
+                Some(tokio_rustls::TlsAcceptor::from(config)),
+            ),
+            Listen::Unix(path) => (
+                None,
+                Some(tokio::net::UnixListener::bind(path).expect("bind unix socket")),
+                None,
+            ),
+        };
+        let addr = match &tcp {
+            Some(l) => l.local_addr().expect("local addr"),
+            None => SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let handler: Arc<Handler> = Arc::new(handler);
         let recorded = requests.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
+                let stream: Box<dyn Stream> = match (&tcp, &unix) {
+                    (Some(l), _) => match l.accept().await {
+                        Ok((s, _)) => Box::new(s),
+                        Err(_) => return,
+                    },
+                    (None, Some(l)) => match l.accept().await {
+                        Ok((s, _)) => Box::new(s),
+                        Err(_) => return,
+                    },
+                    (None, None) => return,
+                };
+                let stream: Box<dyn Stream> = match &tls {
+                    // A failed handshake (an untrusting client) drops the connection.
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(s) => Box::new(s),
+                        Err(_) => continue,
+                    },
+                    None => stream,
                 };
                 let recorded = recorded.clone();
                 let handler = handler.clone();
@@ -148,6 +204,11 @@ impl MockServer {
     /// `http://127.0.0.1:port`.
     pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `https://127.0.0.1:port`.
+    pub(crate) fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     /// `127.0.0.1:port`, without a scheme.
