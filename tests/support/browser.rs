@@ -77,7 +77,9 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot start chromium: {e}"));
         let mut child = ChildGuard(Some(child));
         let port = devtools_port(&profile.0, &mut child).await;
-        let targets: Vec<Value> = reqwest::get(format!("http://127.0.0.1:{port}/json/list"))
+        let targets: Vec<Value> = super::client()
+            .get(format!("http://127.0.0.1:{port}/json/list"))
+            .send()
             .await
             .unwrap()
             .json()
