@@ -49,12 +49,12 @@ use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 
 use crate::body::{ProxyBody, ResponseGuard};
-use crate::config::{Balance, PreviewConfig, Timeouts};
+use crate::config::{PreviewConfig, Timeouts};
 use crate::error::ProxyError;
 use crate::headers::{self, ClientInfo};
 use crate::routing::{Pool, Role, Router, ServiceRoutes};
 use crate::tunnel;
-use crate::upstream::{ConnectError, OwnedInFlight, Sender, UpstreamBody};
+use crate::upstream::{ConnectError, Endpoint, OwnedInFlight, Sender, UpstreamBody};
 
 /// Settings of the request path.
 #[derive(Clone, Debug)]
@@ -311,6 +311,10 @@ impl Forwarder {
     }
 
     /// Picks instances and sends, retrying by the rules in the module doc.
+    ///
+    /// Each try ends in one [`Attempt`]; the loop below is the only place
+    /// that acts on a failed one: it counts the failure towards passive
+    /// ejection, logs an ejection, and spends a retry or gives up.
     async fn exchange(
         &self,
         service: &ServiceRoutes,
@@ -318,8 +322,6 @@ impl Forwarder {
         mut req: Request<UpstreamBody>,
         replay: Option<Replay>,
     ) -> Result<(Response<Incoming>, ResponseGuard, SocketAddr), ProxyError> {
-        let balance: Balance = service.balance;
-        let timeouts = &self.settings.timeouts;
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut tries_left = self.settings.retry_attempts;
         // A pooled connection that closed before our request was written is
@@ -332,164 +334,215 @@ impl Forwarder {
         let synthetic_host = !req.headers().contains_key(header::HOST);
 
         loop {
-            let Some(ep) = pool.pick(balance, &tried).cloned() else {
+            let Some(ep) = pool.pick(service.balance, &tried).cloned() else {
                 return Err(last_err.unwrap_or_else(|| ProxyError::NoInstance {
                     service: service.name.clone(),
                     pool: "selected",
                 }));
             };
             let addr = ep.addr();
-            let in_flight = OwnedInFlight::new(Arc::clone(&ep));
-            pool.metrics.in_flight.inc();
-            let in_flight_gauge = GaugeGuard(pool);
-
-            let (mut sender, pooled): (Sender, bool) = match ep.checkout().await {
-                Some(s) => (s, true),
-                None => match ep.connect().await {
-                    Ok(s) => (s, false),
-                    Err(e) => {
-                        let err = match e {
-                            ConnectError::Timeout => {
-                                service.metrics.connect_timeouts.inc();
-                                ProxyError::ConnectTimeout { addr }
-                            }
-                            other => {
-                                service.metrics.connect_errors.inc();
-                                ProxyError::Connect {
-                                    addr,
-                                    reason: other.to_string(),
-                                }
-                            }
-                        };
-                        if ep.record_failure() {
-                            service.metrics.ejections.inc();
-                            tracing::warn!(upstream = %addr, service = %service.name, "instance ejected after consecutive failures");
-                        }
-                        tracing::debug!(upstream = %addr, error = %err, "connect failed");
-                        tried.push(addr);
-                        if tries_left == 0 {
-                            return Err(err);
-                        }
-                        tries_left -= 1;
-                        service.metrics.retries.inc();
-                        last_err = Some(err);
-                        continue;
-                    }
-                },
-            };
-
             if synthetic_host && let Ok(v) = HeaderValue::from_str(&addr.to_string()) {
                 req.headers_mut().insert(header::HOST, v);
             }
-            let sent =
-                tokio::time::timeout(timeouts.response_head, sender.try_send_request(req)).await;
-            match sent {
-                Ok(Ok(resp)) => {
-                    if resp.status().is_server_error() {
-                        if ep.record_failure() {
-                            service.metrics.ejections.inc();
-                            tracing::warn!(upstream = %addr, service = %service.name, "instance ejected after consecutive 5xx");
+            // A gateway error is worth another try only for a request that
+            // can be replayed, with a try left and an instance not yet asked.
+            let may_retry_status = replay.is_some()
+                && tries_left > 0
+                && pool
+                    .endpoints
+                    .iter()
+                    .any(|e| e.addr() != addr && !tried.contains(&e.addr()));
+            let attempt = self
+                .attempt(service, pool, &ep, req, may_retry_status, stale_redo)
+                .await;
+            let failed = match attempt {
+                Attempt::Answered(resp, guard) => return Ok((resp, guard, addr)),
+                Attempt::Failed(f) => f,
+            };
+            if let Retry::Redo(unsent) = failed.retry {
+                stale_redo = false;
+                tracing::debug!(upstream = %addr, "pooled connection was closed; redoing on a fresh one");
+                req = unsent;
+                continue;
+            }
+            if failed.instance_failed {
+                self.instance_failed(service, &ep);
+            }
+            tried.push(addr);
+            let next = match failed.retry {
+                Retry::Unsent(req) | Retry::Redo(req) => Some(req),
+                Retry::IfReplayable => replay.as_ref().map(Replay::rebuild),
+                Retry::Never => None,
+            };
+            match next {
+                Some(next) if tries_left > 0 => {
+                    tries_left -= 1;
+                    service.metrics.retries.inc();
+                    tracing::debug!(upstream = %addr, error = %failed.err, "retrying on another instance");
+                    req = next;
+                    last_err = Some(failed.err);
+                }
+                _ => return Err(failed.err),
+            }
+        }
+    }
+
+    /// One try on one instance: connect (or reuse), send, await the
+    /// response head. Counts the failure kind; the caller decides the rest.
+    async fn attempt(
+        &self,
+        service: &ServiceRoutes,
+        pool: &Arc<Pool>,
+        ep: &Arc<Endpoint>,
+        req: Request<UpstreamBody>,
+        may_retry_status: bool,
+        stale_redo: bool,
+    ) -> Attempt {
+        let addr = ep.addr();
+        let timeouts = &self.settings.timeouts;
+        let in_flight = OwnedInFlight::new(Arc::clone(ep));
+        pool.metrics.in_flight.inc();
+        let in_flight_gauge = GaugeGuard(pool);
+
+        let (mut sender, pooled): (Sender, bool) = match ep.checkout().await {
+            Some(s) => (s, true),
+            None => match ep.connect().await {
+                Ok(s) => (s, false),
+                Err(e) => {
+                    let err = match e {
+                        ConnectError::Timeout => {
+                            service.metrics.connect_timeouts.inc();
+                            ProxyError::ConnectTimeout { addr }
                         }
-                        if let Some(r) = &replay
-                            && tries_left > 0
-                            && is_retryable_status(resp.status())
-                            && pool
-                                .endpoints
-                                .iter()
-                                .any(|e| e.addr() != addr && !tried.contains(&e.addr()))
-                        {
-                            // Dropping the response and its connection: an
-                            // unread body makes the connection unusable anyway.
-                            tried.push(addr);
-                            tries_left -= 1;
-                            service.metrics.retries.inc();
-                            tracing::debug!(upstream = %addr, status = resp.status().as_u16(), "idempotent request retried on another instance after a gateway error");
-                            last_err = Some(ProxyError::Upstream {
+                        other => {
+                            service.metrics.connect_errors.inc();
+                            ProxyError::Connect {
                                 addr,
-                                reason: format!("answered {}", resp.status()),
-                            });
-                            req = r.rebuild();
-                            continue;
+                                reason: other.to_string(),
+                            }
                         }
-                    } else {
-                        ep.record_success();
-                    }
-                    std::mem::forget(in_flight_gauge);
-                    let guard = ResponseGuard::new(sender, in_flight, Arc::clone(pool));
-                    return Ok((resp, guard, addr));
-                }
-                Err(_elapsed) => {
-                    // Dropping the exchange closes the connection.
-                    service.metrics.response_timeouts.inc();
-                    if ep.record_failure() {
-                        service.metrics.ejections.inc();
-                        tracing::warn!(upstream = %addr, service = %service.name, "instance ejected after consecutive failures");
-                    }
-                    let err = ProxyError::ResponseTimeout {
-                        addr,
-                        timeout_ms: timeouts.response_head.as_millis(),
                     };
-                    tried.push(addr);
-                    match &replay {
-                        Some(r) if tries_left > 0 => {
-                            tries_left -= 1;
-                            service.metrics.retries.inc();
-                            tracing::debug!(upstream = %addr, "idempotent request retried after a response-head timeout");
-                            req = r.rebuild();
-                            last_err = Some(err);
-                            continue;
-                        }
-                        _ => return Err(err),
+                    // Never sent: any request may go elsewhere.
+                    return Attempt::failed(err, Retry::Unsent(req), true);
+                }
+            },
+        };
+
+        let sent = tokio::time::timeout(timeouts.response_head, sender.try_send_request(req)).await;
+        match sent {
+            Ok(Ok(resp)) => {
+                let status = resp.status();
+                if !status.is_server_error() {
+                    ep.record_success();
+                } else if may_retry_status && is_retryable_status(status) {
+                    // Dropping the response and its connection: an unread
+                    // body makes the connection unusable anyway.
+                    let err = ProxyError::Upstream {
+                        addr,
+                        reason: format!("answered {status}"),
+                    };
+                    return Attempt::failed(err, Retry::IfReplayable, true);
+                } else {
+                    // Passed to the client as it came, but still a failure.
+                    self.instance_failed(service, ep);
+                }
+                std::mem::forget(in_flight_gauge);
+                let guard = ResponseGuard::new(sender, in_flight, Arc::clone(pool));
+                Attempt::Answered(resp, guard)
+            }
+            Err(_elapsed) => {
+                // Dropping the exchange closes the connection.
+                service.metrics.response_timeouts.inc();
+                let err = ProxyError::ResponseTimeout {
+                    addr,
+                    timeout_ms: timeouts.response_head.as_millis(),
+                };
+                Attempt::failed(err, Retry::IfReplayable, true)
+            }
+            Ok(Err(e)) if e.error().is_user() => {
+                // hyper blames the request side: the client's body stream
+                // failed (invalid chunked framing, or the client went away
+                // mid-upload). Not the instance's fault, so no 502, no
+                // failure towards ejection, and no retry; the upstream saw a
+                // truncated request it will discard.
+                tracing::debug!(upstream = %addr, error = %e.error(), "request body from the client failed");
+                let err = ProxyError::BadRequest("invalid or incomplete request body");
+                Attempt::failed(err, Retry::Never, false)
+            }
+            Ok(Err(mut e)) => {
+                let reason = e.error().to_string();
+                let err = ProxyError::Upstream { addr, reason };
+                match e.take_message() {
+                    // A pooled connection that closed before the write is
+                    // staleness, not a failure of the instance.
+                    Some(unsent) if pooled && stale_redo => {
+                        Attempt::failed(err, Retry::Redo(unsent), false)
                     }
-                }
-                Ok(Err(e)) if e.error().is_user() => {
-                    // hyper blames the request side: the client's body
-                    // stream failed (invalid chunked framing, or the client
-                    // went away mid-upload). Not the instance's fault, so
-                    // no 502, no failure towards ejection, and no retry;
-                    // the upstream saw a truncated request it will discard.
-                    tracing::debug!(upstream = %addr, error = %e.error(), "request body from the client failed");
-                    return Err(ProxyError::BadRequest("invalid or incomplete request body"));
-                }
-                Ok(Err(mut e)) => {
-                    let reason = e.error().to_string();
-                    if let Some(unsent) = e.take_message() {
-                        // Never written: safe to send again, body and all.
-                        req = unsent;
-                        if pooled && stale_redo {
-                            stale_redo = false;
-                            tracing::debug!(upstream = %addr, "pooled connection was closed; redoing on a fresh one");
-                            continue;
-                        }
-                        tried.push(addr);
+                    // Never written: safe to send again, body and all.
+                    Some(unsent) => {
                         service.metrics.upstream_errors.inc();
-                        ep.record_failure();
-                        if tries_left == 0 {
-                            return Err(ProxyError::Upstream { addr, reason });
-                        }
-                        tries_left -= 1;
-                        service.metrics.retries.inc();
-                        last_err = Some(ProxyError::Upstream { addr, reason });
-                        continue;
+                        Attempt::failed(err, Retry::Unsent(unsent), true)
                     }
-                    service.metrics.upstream_errors.inc();
-                    ep.record_failure();
-                    tried.push(addr);
-                    match &replay {
-                        Some(r) if tries_left > 0 => {
-                            tries_left -= 1;
-                            service.metrics.retries.inc();
-                            tracing::debug!(upstream = %addr, error = %reason, "idempotent request retried after the connection dropped");
-                            req = r.rebuild();
-                            last_err = Some(ProxyError::Upstream { addr, reason });
-                            continue;
-                        }
-                        _ => return Err(ProxyError::Upstream { addr, reason }),
+                    None => {
+                        service.metrics.upstream_errors.inc();
+                        Attempt::failed(err, Retry::IfReplayable, true)
                     }
                 }
             }
         }
     }
+
+    /// Counts a failure of `ep` towards passive ejection, and counts and
+    /// logs the ejection it may cause.
+    fn instance_failed(&self, service: &ServiceRoutes, ep: &Endpoint) {
+        if ep.record_failure() {
+            service.metrics.ejections.inc();
+            tracing::warn!(upstream = %ep.addr(), service = %service.name, "instance ejected after consecutive failures");
+        }
+    }
+}
+
+/// How one try on one instance ended.
+enum Attempt {
+    /// A response head to pass on (possibly an error status that is not
+    /// worth a retry).
+    Answered(Response<Incoming>, ResponseGuard),
+    /// No usable answer.
+    Failed(Failed),
+}
+
+/// A failed try: the error the client gets if nothing else works, and what
+/// may happen next.
+struct Failed {
+    err: ProxyError,
+    retry: Retry,
+    /// Whether this counts towards the instance's passive ejection.
+    instance_failed: bool,
+}
+
+impl Attempt {
+    fn failed(err: ProxyError, retry: Retry, instance_failed: bool) -> Self {
+        Attempt::Failed(Failed {
+            err,
+            retry,
+            instance_failed,
+        })
+    }
+}
+
+/// What a failed try allows (in the manner of a retry type on an error).
+enum Retry {
+    /// A pooled connection had closed before the request was written: one
+    /// free redo (on a fresh connection), neither a failure nor a retry.
+    Redo(Request<UpstreamBody>),
+    /// The request never left: it may go to another instance whatever its
+    /// method and body.
+    Unsent(Request<UpstreamBody>),
+    /// Part of the request may have been sent: only a replayable request
+    /// (bodiless, idempotent) may go again.
+    IfReplayable,
+    /// Not again (the client's side failed).
+    Never,
 }
 
 /// Decrements a pool's in-flight gauge unless forgotten (then the response

@@ -156,7 +156,9 @@ impl Endpoint {
         }
     }
 
-    /// Records a failure; returns true when this failure ejected the endpoint.
+    /// Records a failure; returns true when this failure ejected the endpoint
+    /// (the caller counts and logs that).
+    #[must_use]
     pub fn record_failure(&self) -> bool {
         let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         let limit = self.settings.eject_after;
