@@ -10,6 +10,7 @@ mod cli;
 mod cutover;
 mod dev;
 mod discovery;
+mod edge;
 mod faults;
 mod proxy;
 mod switch_under_load;

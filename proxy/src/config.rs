@@ -122,14 +122,29 @@ pub struct FileLog {
     pub access_log: Option<bool>,
 }
 
+/// Longest pause between two reads of a body being proxied (the client's
+/// request body, the upstream's response body), like nginx's
+/// `client_body_timeout` and `proxy_read_timeout`.
+pub const DEFAULT_READ_IDLE: Duration = Duration::from_secs(60);
+/// Longest pause between two writes of a body being proxied (the request
+/// body to the upstream, the response to the client), like nginx's
+/// `proxy_send_timeout` and `send_timeout`.
+pub const DEFAULT_SEND_IDLE: Duration = Duration::from_secs(60);
+
 /// `[timeouts]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileTimeouts {
     /// TCP connect to an upstream instance. Default 1s.
     pub connect: Option<String>,
-    /// From request sent to response head received. Default 30s.
+    /// From request body sent to response head received. Default 30s.
     pub response_head: Option<String>,
+    /// Longest pause between two reads of a body (client request body,
+    /// upstream response body). Default [`DEFAULT_READ_IDLE`].
+    pub read_idle: Option<String>,
+    /// Longest pause between two writes of a body (request body to the
+    /// upstream, response to the client). Default [`DEFAULT_SEND_IDLE`].
+    pub send_idle: Option<String>,
     /// A client's request head must arrive within this (HTTP/1); it also
     /// bounds the idle time between requests on a keep-alive connection. Default 10s.
     pub client_header: Option<String>,
@@ -353,8 +368,12 @@ pub struct LogConfig {
 pub struct Timeouts {
     /// Upstream TCP connect.
     pub connect: Duration,
-    /// Upstream response head.
+    /// Upstream response head, from the end of the request body.
     pub response_head: Duration,
+    /// Longest pause between two reads of a body.
+    pub read_idle: Duration,
+    /// Longest pause between two writes of a body.
+    pub send_idle: Duration,
     /// Client request head (HTTP/1), also the keep-alive idle bound.
     pub client_header: Duration,
     /// Idle HTTP/2 client connection.
@@ -372,6 +391,8 @@ impl Default for Timeouts {
         Self {
             connect: Duration::from_secs(1),
             response_head: Duration::from_secs(30),
+            read_idle: DEFAULT_READ_IDLE,
+            send_idle: DEFAULT_SEND_IDLE,
             client_header: Duration::from_secs(10),
             client_idle: Duration::from_secs(60),
             upstream_idle: Duration::from_secs(60),
@@ -629,6 +650,16 @@ impl Config {
                 "timeouts.response_head",
                 t.response_head.as_deref(),
                 defaults.response_head,
+            ),
+            read_idle: v.duration(
+                "timeouts.read_idle",
+                t.read_idle.as_deref(),
+                defaults.read_idle,
+            ),
+            send_idle: v.duration(
+                "timeouts.send_idle",
+                t.send_idle.as_deref(),
+                defaults.send_idle,
             ),
             client_header: v.duration(
                 "timeouts.client_header",

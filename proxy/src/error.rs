@@ -52,6 +52,22 @@ pub enum ProxyError {
         /// The configured timeout.
         timeout_ms: u128,
     },
+    /// The upstream stopped reading the request body for longer than the
+    /// send idle timeout.
+    #[error("upstream {addr} read none of the request body for {timeout_ms} ms")]
+    SendTimeout {
+        /// Instance.
+        addr: SocketAddr,
+        /// The configured timeout.
+        timeout_ms: u128,
+    },
+    /// The client paused its request body for longer than the read idle
+    /// timeout.
+    #[error("the client sent none of its request body for {timeout_ms} ms")]
+    ClientBodyTimeout {
+        /// The configured timeout.
+        timeout_ms: u128,
+    },
     /// Connecting took longer than the connect timeout on every try.
     #[error("connecting to upstream {addr} timed out")]
     ConnectTimeout {
@@ -77,14 +93,15 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NoInstance { .. } | ProxyError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::ResponseTimeout { .. } | ProxyError::ConnectTimeout { .. } => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyError::ResponseTimeout { .. }
+            | ProxyError::ConnectTimeout { .. }
+            | ProxyError::SendTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -112,6 +129,12 @@ impl ProxyError {
             }
             ProxyError::ConnectTimeout { .. } => {
                 "504 gateway timeout: connecting to upstream timed out\n".into()
+            }
+            ProxyError::SendTimeout { .. } => {
+                "504 gateway timeout: upstream stopped reading the request body\n".into()
+            }
+            ProxyError::ClientBodyTimeout { .. } => {
+                "408 request timeout: the request body paused too long\n".into()
             }
             ProxyError::ShuttingDown => "503 proxy is shutting down\n".into(),
         };
@@ -179,6 +202,14 @@ mod tests {
                 504,
             ),
             (ProxyError::ConnectTimeout { addr: a }, 504),
+            (
+                ProxyError::SendTimeout {
+                    addr: a,
+                    timeout_ms: 5,
+                },
+                504,
+            ),
+            (ProxyError::ClientBodyTimeout { timeout_ms: 5 }, 408),
         ];
         for (e, code) in cases {
             let r: Response<Bytes> = e.to_response();

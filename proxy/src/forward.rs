@@ -48,10 +48,11 @@ use http_body::Body as _;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 
-use crate::body::{ProxyBody, ResponseGuard};
+use crate::body::{Progress, ProxyBody, RequestBody, ResponseGuard};
 use crate::config::{PreviewConfig, Timeouts};
 use crate::error::ProxyError;
 use crate::headers::{self, ClientInfo};
+use crate::metrics::Abandon;
 use crate::routing::{Pool, Role, Router, ServiceRoutes};
 use crate::tunnel;
 use crate::upstream::{ConnectError, Endpoint, OwnedInFlight, Sender, UpstreamBody};
@@ -274,17 +275,22 @@ impl Forwarder {
             uri: uri.clone(),
             headers: headers.clone(),
         });
-        let body: UpstreamBody = if bodiless {
-            Either::Right(Empty::new())
+        let timeouts = &self.settings.timeouts;
+        let (body, progress): (UpstreamBody, _) = if bodiless {
+            (Either::Right(Empty::new()), None)
         } else {
-            Either::Left(body)
+            let progress = Progress::new();
+            let body = RequestBody::new(body, timeouts.read_idle, Arc::clone(&progress));
+            (Either::Left(body), Some(progress))
         };
         let mut up = Request::new(body);
         *up.method_mut() = parts.method;
         *up.uri_mut() = uri;
         *up.headers_mut() = headers;
 
-        let (mut resp, guard, addr) = self.exchange(&service, &pool, up, replay).await?;
+        let (mut resp, guard, addr) = self
+            .exchange(&service, &pool, up, replay, progress.as_deref())
+            .await?;
 
         // Response headers: hop-by-hop out, except an upgrade's pair.
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -306,7 +312,8 @@ impl Forwarder {
             let resp = Response::from_parts(parts, ProxyBody::empty());
             return Ok((resp, service, pool, addr));
         }
-        let resp = Response::from_parts(parts, ProxyBody::upstream(body, guard));
+        let body = ProxyBody::upstream(body, guard, self.settings.timeouts.read_idle);
+        let resp = Response::from_parts(parts, body);
         Ok((resp, service, pool, addr))
     }
 
@@ -321,6 +328,7 @@ impl Forwarder {
         pool: &Arc<Pool>,
         mut req: Request<UpstreamBody>,
         replay: Option<Replay>,
+        progress: Option<&Progress>,
     ) -> Result<(Response<Incoming>, ResponseGuard, SocketAddr), ProxyError> {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut tries_left = self.settings.retry_attempts;
@@ -346,14 +354,17 @@ impl Forwarder {
             }
             // A gateway error is worth another try only for a request that
             // can be replayed, with a try left and an instance not yet asked.
-            let may_retry_status = replay.is_some()
-                && tries_left > 0
-                && pool
-                    .endpoints
-                    .iter()
-                    .any(|e| e.addr() != addr && !tried.contains(&e.addr()));
+            let leeway = Leeway {
+                retry_status: replay.is_some()
+                    && tries_left > 0
+                    && pool
+                        .endpoints
+                        .iter()
+                        .any(|e| e.addr() != addr && !tried.contains(&e.addr())),
+                stale_redo,
+            };
             let attempt = self
-                .attempt(service, pool, &ep, req, may_retry_status, stale_redo)
+                .attempt(service, pool, &ep, req, progress, leeway)
                 .await;
             let failed = match attempt {
                 Attempt::Answered(resp, guard) => return Ok((resp, guard, addr)),
@@ -395,8 +406,8 @@ impl Forwarder {
         pool: &Arc<Pool>,
         ep: &Arc<Endpoint>,
         req: Request<UpstreamBody>,
-        may_retry_status: bool,
-        stale_redo: bool,
+        progress: Option<&Progress>,
+        leeway: Leeway,
     ) -> Attempt {
         let addr = ep.addr();
         let timeouts = &self.settings.timeouts;
@@ -428,13 +439,19 @@ impl Forwarder {
             },
         };
 
-        let sent = tokio::time::timeout(timeouts.response_head, sender.try_send_request(req)).await;
+        let send = sender.try_send_request(req);
+        let sent = match progress {
+            None => tokio::time::timeout(timeouts.response_head, send)
+                .await
+                .map_err(|_| Stall::Head),
+            Some(p) => head_after_body(send, p, timeouts).await,
+        };
         match sent {
             Ok(Ok(resp)) => {
                 let status = resp.status();
                 if !status.is_server_error() {
                     ep.record_success();
-                } else if may_retry_status && is_retryable_status(status) {
+                } else if leeway.retry_status && is_retryable_status(status) {
                     // Dropping the response and its connection: an unread
                     // body makes the connection unusable anyway.
                     let err = ProxyError::Upstream {
@@ -450,7 +467,7 @@ impl Forwarder {
                 let guard = ResponseGuard::new(sender, in_flight, Arc::clone(pool));
                 Attempt::Answered(resp, guard)
             }
-            Err(_elapsed) => {
+            Err(Stall::Head) => {
                 // Dropping the exchange closes the connection.
                 service.metrics.response_timeouts.inc();
                 let err = ProxyError::ResponseTimeout {
@@ -458,6 +475,22 @@ impl Forwarder {
                     timeout_ms: timeouts.response_head.as_millis(),
                 };
                 Attempt::failed(err, Retry::IfReplayable, true)
+            }
+            Err(Stall::Send) => {
+                // The instance stopped reading the body: abandon both sides.
+                self.router.metrics().abandoned(Abandon::UpstreamSend).inc();
+                let err = ProxyError::SendTimeout {
+                    addr,
+                    timeout_ms: timeouts.send_idle.as_millis(),
+                };
+                Attempt::failed(err, Retry::Never, true)
+            }
+            Ok(Err(_)) if progress.is_some_and(Progress::client_stalled) => {
+                self.router.metrics().abandoned(Abandon::ClientBody).inc();
+                let err = ProxyError::ClientBodyTimeout {
+                    timeout_ms: timeouts.read_idle.as_millis(),
+                };
+                Attempt::failed(err, Retry::Never, false)
             }
             Ok(Err(e)) if e.error().is_user() => {
                 // hyper blames the request side: the client's body stream
@@ -475,7 +508,7 @@ impl Forwarder {
                 match e.take_message() {
                     // A pooled connection that closed before the write is
                     // staleness, not a failure of the instance.
-                    Some(unsent) if pooled && stale_redo => {
+                    Some(unsent) if pooled && leeway.stale_redo => {
                         Attempt::failed(err, Retry::Redo(unsent), false)
                     }
                     // Never written: safe to send again, body and all.
@@ -500,6 +533,15 @@ impl Forwarder {
             tracing::warn!(upstream = %ep.addr(), service = %service.name, "instance ejected after consecutive failures");
         }
     }
+}
+
+/// What a try may hand back instead of an answer or a failure.
+#[derive(Clone, Copy)]
+struct Leeway {
+    /// A 502/503/504 may be dropped for a try elsewhere.
+    retry_status: bool,
+    /// A stale pooled connection may be redone once, for free.
+    stale_redo: bool,
 }
 
 /// How one try on one instance ended.
@@ -543,6 +585,48 @@ enum Retry {
     IfReplayable,
     /// Not again (the client's side failed).
     Never,
+}
+
+/// Which wait ran out before the response head.
+enum Stall {
+    /// The instance read none of the request body for `timeouts.send_idle`.
+    Send,
+    /// No response head within `timeouts.response_head` of the body's end.
+    Head,
+}
+
+/// Awaits the response head of a request with a body. The head timer
+/// starts once the body has been sent (an upload may take longer than the
+/// head timeout); until then the instance must keep reading it.
+async fn head_after_body<F, T>(
+    send: F,
+    progress: &Progress,
+    timeouts: &Timeouts,
+) -> Result<T, Stall>
+where
+    F: std::future::Future<Output = T>,
+{
+    tokio::pin!(send);
+    while !progress.is_done() {
+        // While the client is the one pausing, its own read timeout runs;
+        // look again one send timeout later.
+        let due = progress.idle_since() + timeouts.send_idle;
+        let check =
+            tokio::time::Instant::from_std(due.max(Instant::now() + timeouts.send_idle / 4));
+        tokio::select! {
+            // An early answer (413, 401…) or a failure ends the wait.
+            r = &mut send => return Ok(r),
+            () = progress.ended() => {}
+            () = tokio::time::sleep_until(check) => {
+                if progress.upstream_stalled(timeouts.send_idle) {
+                    return Err(Stall::Send);
+                }
+            }
+        }
+    }
+    tokio::time::timeout(timeouts.response_head, send)
+        .await
+        .map_err(|_| Stall::Head)
 }
 
 /// Decrements a pool's in-flight gauge unless forgotten (then the response

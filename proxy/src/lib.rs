@@ -299,7 +299,7 @@ impl Proxy {
             Arc::clone(&builder),
             &graceful,
             config.limits,
-            config.timeouts.client_header,
+            config.timeouts,
         );
         let secure = async {
             match (listeners.tls, tls) {
@@ -314,7 +314,7 @@ impl Proxy {
                         Arc::clone(&builder),
                         &graceful,
                         config.limits,
-                        config.timeouts.client_header,
+                        config.timeouts,
                     )
                     .await;
                 }

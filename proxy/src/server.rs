@@ -24,8 +24,8 @@ use tracing::Instrument;
 use crate::config::{Limits, Timeouts};
 use crate::forward::Forwarder;
 use crate::headers::ClientInfo;
-use crate::io::{self as tracked, Answerer};
-use crate::metrics::Metrics;
+use crate::io::{self as tracked, Answerer, TrackedStream};
+use crate::metrics::{Abandon, Metrics};
 
 const REQUEST_TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 52\r\nconnection: close\r\n\r\n408 request timeout: the request head came too slow\n";
 
@@ -55,8 +55,14 @@ pub(crate) async fn accept_loop(
     builder: Arc<auto::Builder<TokioExecutor>>,
     graceful: &GracefulShutdown,
     limits: Limits,
-    handshake_timeout: Duration,
+    timeouts: Timeouts,
 ) {
+    let (handshake_timeout, send_idle) = (timeouts.client_header, timeouts.send_idle);
+    let client_stalled = forwarder
+        .router()
+        .metrics()
+        .abandoned(Abandon::ClientSend)
+        .clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -77,6 +83,7 @@ pub(crate) async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        let stream = TrackedStream::new(stream, send_idle, client_stalled.clone());
         let client = ClientInfo {
             ip: peer.ip(),
             tls: tls.is_some(),

@@ -20,14 +20,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::body::RequestBody;
+
 /// The body type sent upstream: the client's body as it streams in, or
 /// nothing (which lets a bodiless request be rebuilt and retried).
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+pub type UpstreamBody = Either<RequestBody, Empty<Bytes>>;
 
 /// A pooled HTTP/1.1 connection's request handle.
 pub type Sender = http1::SendRequest<UpstreamBody>;
@@ -99,12 +100,14 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
-fn epoch() -> Instant {
+/// The process-wide origin of [`now_ms`].
+pub(crate) fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since [`epoch`].
+pub(crate) fn now_ms() -> u64 {
     u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 

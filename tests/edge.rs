@@ -1,0 +1,214 @@
+//! The proxy as an edge proxy: body timeouts in both directions,
+//! forwarding headers, errors and metrics, HTTP/2 → HTTP/1 details.
+//!
+//! The timeout cases run against raw TCP peers (an upstream or a client
+//! that stalls on purpose) so the test controls every byte and every pause.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use crate::faults::metric;
+use crate::support::*;
+
+/// Reads from `s` until the end of a request or response head.
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Waits until the peer closes `s` (EOF or error), reading and discarding
+/// whatever arrives; `None` if it stays open for `within`.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    let res = tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    res.ok().map(|()| start.elapsed())
+}
+
+/// A one-connection upstream: reads a request head, then runs `then`
+/// (which reports through the returned receiver).
+async fn raw_upstream<F, Fut, T>(then: F) -> (SocketAddr, oneshot::Receiver<T>)
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + Send,
+    T: Send + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        read_head(&mut s).await;
+        let _ = tx.send(then(s).await);
+    });
+    (addr, rx)
+}
+
+fn timeouts(extra: &str) -> String {
+    format!("[timeouts]\n{extra}\n")
+}
+
+#[tokio::test]
+async fn upload_slower_than_the_head_timeout_is_forwarded_whole() {
+    // /headers reads the whole body before it answers. The upload takes
+    // about 900 ms, three times the head timeout: the head timer must only
+    // start once the body is through.
+    let a = Upstream::start("a").await;
+    let p = ProxyHandle::start(&static_config(
+        &[a.addr],
+        &[],
+        &timeouts("response_head = \"300ms\""),
+    ))
+    .await;
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"POST /headers HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.write_all(b"5\r\nhello\r\n").await.unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(5), read_head(&mut s))
+        .await
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut body = vec![0u8; 4096];
+    let n = s.read(&mut body).await.unwrap();
+    let body = String::from_utf8_lossy(&body[..n]);
+    assert!(body.contains("body-bytes: 30"), "{body}");
+}
+
+#[tokio::test]
+async fn stalled_upstream_body_is_abandoned_and_both_connections_close() {
+    let (up, closed) = raw_upstream(|mut s| async move {
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst")
+            .await
+            .unwrap();
+        closed_within(&mut s, Duration::from_secs(5)).await
+    })
+    .await;
+    let p = ProxyHandle::start(&static_config(
+        &[up],
+        &[],
+        &timeouts("read_idle = \"300ms\""),
+    ))
+    .await;
+    let start = Instant::now();
+    let r = client().get(p.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await;
+    assert!(body.is_err(), "a truncated body must fail: {body:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    let upstream_closed = closed.await.unwrap();
+    assert!(upstream_closed.is_some(), "upstream connection left open");
+    let series = r#"switchyard_abandoned_exchanges_total{reason="upstream_body"}"#;
+    assert_eq!(metric(&p, series).await, 1.0);
+}
+
+#[tokio::test]
+async fn client_that_stops_reading_frees_the_upstream() {
+    // The upstream writes an endless chunked body; the client never reads.
+    let (up, writes_failed) = raw_upstream(|mut s| async move {
+        s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await
+            .unwrap();
+        let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+        let start = Instant::now();
+        let wrote = tokio::time::timeout(Duration::from_secs(15), async {
+            while s.write_all(chunk.as_bytes()).await.is_ok() {}
+        })
+        .await;
+        wrote.ok().map(|()| start.elapsed())
+    })
+    .await;
+    let p = ProxyHandle::start(&static_config(
+        &[up],
+        &[],
+        &timeouts("send_idle = \"300ms\""),
+    ))
+    .await;
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let failed = writes_failed.await.unwrap();
+    assert!(failed.is_some(), "upstream still writing after 15 s");
+    let series = r#"switchyard_abandoned_exchanges_total{reason="client_send"}"#;
+    assert_eq!(metric(&p, series).await, 1.0);
+    drop(c);
+}
+
+#[tokio::test]
+async fn upstream_that_stops_reading_the_body_gets_504_and_is_closed() {
+    let (up, closed) = raw_upstream(|mut s| async move {
+        // Read nothing of the body for a while, then drain to see the close.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        closed_within(&mut s, Duration::from_secs(5)).await
+    })
+    .await;
+    let p = ProxyHandle::start(&static_config(
+        &[up],
+        &[],
+        &timeouts("send_idle = \"300ms\""),
+    ))
+    .await;
+    let start = Instant::now();
+    let body = vec![b'x'; 64 << 20];
+    let r = client().post(p.url("/")).body(body).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(
+        r.text().await.unwrap().contains("stopped reading"),
+        "not the send timeout"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(
+        closed.await.unwrap().is_some(),
+        "upstream connection left open"
+    );
+    let series = r#"switchyard_abandoned_exchanges_total{reason="upstream_send"}"#;
+    assert_eq!(metric(&p, series).await, 1.0);
+}
+
+#[tokio::test]
+async fn client_that_pauses_its_body_gets_408() {
+    let a = Upstream::start("a").await;
+    let p = ProxyHandle::start(&static_config(
+        &[a.addr],
+        &[],
+        &timeouts("read_idle = \"300ms\""),
+    ))
+    .await;
+    let out = raw_exchange(
+        p.addr,
+        b"POST /headers HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nonly ten b",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    let series = r#"switchyard_abandoned_exchanges_total{reason="client_body"}"#;
+    assert_eq!(metric(&p, series).await, 1.0);
+}
