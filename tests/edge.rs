@@ -212,3 +212,71 @@ async fn client_that_pauses_its_body_gets_408() {
     let series = r#"switchyard_abandoned_exchanges_total{reason="client_body"}"#;
     assert_eq!(metric(&p, series).await, 1.0);
 }
+
+// ------------------------------------------------------------ forwarding
+
+async fn upstream_saw(p: &ProxyHandle, head: &str) -> String {
+    let req = format!("GET /headers HTTP/1.1\r\n{head}connection: close\r\n\r\n");
+    let out = raw_exchange(p.addr, req.as_bytes(), Duration::from_secs(3)).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out.to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn untrusted_clients_cannot_forge_forwarding_headers() {
+    let a = Upstream::start("a").await;
+    let p = ProxyHandle::start(&static_config(&[a.addr], &[], "")).await;
+    let seen = upstream_saw(
+        &p,
+        "host: shop.example\r\nx-forwarded-host: evil.example\r\nx-forwarded-proto: https\r\n\
+         x-forwarded-for: 6.6.6.6\r\nx-forwarded-for: 7.7.7.7\r\nx-forwarded-port: 1\r\n\
+         forwarded: for=6.6.6.6;host=evil.example\r\n",
+    )
+    .await;
+    assert!(
+        !seen.contains("evil") && !seen.contains("6.6.6.6"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("\nx-forwarded-host: shop.example\n"),
+        "{seen}"
+    );
+    assert!(seen.contains("\nx-forwarded-proto: http\n"), "{seen}");
+    assert!(seen.contains("\nx-forwarded-for: 127.0.0.1\n"), "{seen}");
+    assert_eq!(seen.matches("x-forwarded-for:").count(), 1, "{seen}");
+    assert!(
+        !seen.contains("\nforwarded:") && !seen.contains("x-forwarded-port"),
+        "{seen}"
+    );
+}
+
+#[tokio::test]
+async fn trusted_peers_forwarding_headers_are_extended_and_joined() {
+    let a = Upstream::start("a").await;
+    let p = ProxyHandle::start(&static_config(
+        &[a.addr],
+        &[],
+        "[forwarding]\ntrusted_peers = [\"127.0.0.0/8\"]\nforwarded = true\n",
+    ))
+    .await;
+    let seen = upstream_saw(
+        &p,
+        "host: lb.example\r\nx-forwarded-proto: https\r\nx-forwarded-host: shop.example\r\n\
+         x-forwarded-for: 10.0.0.1\r\nx-forwarded-for: 10.0.0.2\r\nforwarded: for=10.0.0.1\r\n",
+    )
+    .await;
+    // The load balancer terminated TLS: the app must see https.
+    assert!(seen.contains("\nx-forwarded-proto: https\n"), "{seen}");
+    assert!(
+        seen.contains("\nx-forwarded-host: shop.example\n"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("\nx-forwarded-for: 10.0.0.1, 10.0.0.2, 127.0.0.1\n"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("\nforwarded: for=10.0.0.1, for=127.0.0.1;proto=http;host=\"lb.example\"\n"),
+        "{seen}"
+    );
+}

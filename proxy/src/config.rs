@@ -53,6 +53,9 @@ pub struct FileConfig {
     /// How a request asks for the standby pool.
     #[serde(default)]
     pub preview: FilePreview,
+    /// Forwarding headers towards the upstream.
+    #[serde(default)]
+    pub forwarding: FileForwarding,
     /// Request limits.
     #[serde(default)]
     pub limits: FileLimits,
@@ -175,6 +178,23 @@ pub struct FilePreview {
     pub header: Option<String>,
     /// Path prefix that selects the standby pool (stripped before forwarding).
     pub path_prefix: Option<String>,
+}
+
+/// Peers whose `X-Forwarded-*` and `Forwarded` headers are believed and
+/// extended, by default: none (every client's are replaced).
+pub const DEFAULT_TRUSTED_PEERS: &[&str] = &[];
+/// Whether an RFC 7239 `Forwarded` header is sent upstream, by default.
+pub const DEFAULT_EMIT_FORWARDED: bool = false;
+
+/// `[forwarding]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileForwarding {
+    /// CIDRs (or single addresses) of trusted peers, e.g. a load balancer in
+    /// front. Default [`DEFAULT_TRUSTED_PEERS`] (none).
+    pub trusted_peers: Option<Vec<String>>,
+    /// Also send RFC 7239 `Forwarded`. Default [`DEFAULT_EMIT_FORWARDED`].
+    pub forwarded: Option<bool>,
 }
 
 /// `[limits]`
@@ -307,6 +327,8 @@ pub struct Config {
     pub retry_attempts: u32,
     /// How the standby pool is selected.
     pub preview: PreviewConfig,
+    /// Forwarding headers.
+    pub forwarding: ForwardingConfig,
     /// Request limits.
     pub limits: Limits,
     /// Upstream pool settings.
@@ -409,6 +431,22 @@ pub struct PreviewConfig {
     pub header: http::HeaderName,
     /// Path prefix, without a trailing slash.
     pub path_prefix: String,
+}
+
+/// Forwarding-header settings.
+#[derive(Clone, Debug, Default)]
+pub struct ForwardingConfig {
+    /// Peers whose forwarding headers are extended rather than replaced.
+    pub trusted_peers: Vec<ipnet::IpNet>,
+    /// Whether RFC 7239 `Forwarded` is sent upstream.
+    pub emit_forwarded: bool,
+}
+
+impl ForwardingConfig {
+    /// Whether `ip` is a trusted peer (false at once when none are set).
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        !self.trusted_peers.is_empty() && self.trusted_peers.iter().any(|n| n.contains(&ip))
+    }
 }
 
 /// Request limits.
@@ -715,6 +753,22 @@ impl Config {
             v.issue("preview.path_prefix", "must not be \"/\"");
         }
 
+        let trusted_peers = match file.forwarding.trusted_peers {
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| v.cidr(&format!("forwarding.trusted_peers[{i}]"), c))
+                .collect(),
+            None => DEFAULT_TRUSTED_PEERS
+                .iter()
+                .filter_map(|c| v.cidr("forwarding.trusted_peers", c))
+                .collect(),
+        };
+        let forwarding = ForwardingConfig {
+            trusted_peers,
+            emit_forwarded: file.forwarding.forwarded.unwrap_or(DEFAULT_EMIT_FORWARDED),
+        };
+
         let limits = Limits {
             max_header_bytes: file.limits.max_header_bytes.unwrap_or(16 * 1024),
             max_headers: file.limits.max_headers.unwrap_or(100),
@@ -951,6 +1005,7 @@ impl Config {
                 header,
                 path_prefix,
             },
+            forwarding,
             limits,
             max_idle_per_instance,
             ejection,
@@ -1013,6 +1068,22 @@ impl Validator {
                 default
             }
         }
+    }
+
+    /// A CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address (a /32 or /128).
+    fn cidr(&mut self, path: &str, value: &str) -> Option<ipnet::IpNet> {
+        let value = value.trim();
+        if let Ok(n) = value.parse::<ipnet::IpNet>() {
+            return Some(n.trunc());
+        }
+        if let Ok(ip) = value.parse::<std::net::IpAddr>() {
+            return Some(ipnet::IpNet::from(ip));
+        }
+        self.issue(
+            path,
+            format!("{value:?} is not an address or CIDR (e.g. 10.0.0.0/8)"),
+        );
+        None
     }
 
     fn existing_file(&mut self, path: &str, value: PathBuf) -> PathBuf {

@@ -49,7 +49,7 @@ use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 
 use crate::body::{Progress, ProxyBody, RequestBody, ResponseGuard};
-use crate::config::{PreviewConfig, Timeouts};
+use crate::config::{ForwardingConfig, PreviewConfig, Timeouts};
 use crate::error::ProxyError;
 use crate::headers::{self, ClientInfo};
 use crate::metrics::Abandon;
@@ -66,6 +66,8 @@ pub struct ForwardSettings {
     pub retry_attempts: u32,
     /// Standby preview.
     pub preview: PreviewConfig,
+    /// Forwarding headers.
+    pub forwarding: ForwardingConfig,
     /// Log every request.
     pub access_log: bool,
 }
@@ -93,6 +95,11 @@ impl Forwarder {
     /// The router.
     pub fn router(&self) -> &Arc<Router> {
         &self.router
+    }
+
+    /// The request-path settings.
+    pub fn settings(&self) -> &ForwardSettings {
+        &self.settings
     }
 
     /// Handles one request. Never fails: errors become responses here.
@@ -261,7 +268,13 @@ impl Forwarder {
         } else {
             "1.1 switchyard"
         };
-        headers::add_forwarded(&mut headers, client, host_value.as_ref(), via);
+        headers::add_forwarded(
+            &mut headers,
+            client,
+            host_value.as_ref(),
+            via,
+            self.settings.forwarding.emit_forwarded,
+        );
 
         let bodiless = body.is_end_stream();
         // A replay needs another instance to go to and a try left; keep

@@ -227,6 +227,7 @@ impl Proxy {
                 timeouts: config.timeouts,
                 retry_attempts: config.retry_attempts,
                 preview: config.preview.clone(),
+                forwarding: config.forwarding.clone(),
                 access_log: config.log.access_log,
             },
         ));

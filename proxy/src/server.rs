@@ -87,6 +87,8 @@ pub(crate) async fn accept_loop(
         let client = ClientInfo {
             ip: peer.ip(),
             tls: tls.is_some(),
+            // Decided once per connection, not per request.
+            trusted: forwarder.settings().forwarding.trusts(peer.ip()),
         };
         let fwd = Arc::clone(&forwarder);
         let service = service_fn(move |req| {
