@@ -280,3 +280,73 @@ async fn trusted_peers_forwarding_headers_are_extended_and_joined() {
         "{seen}"
     );
 }
+
+// ------------------------------------------------------ errors and metrics
+
+#[tokio::test]
+async fn proxy_made_errors_carry_service_and_colour() {
+    let dead = dead_addr().await;
+    let p = ProxyHandle::start(&static_config(&[dead], &[], "[retry]\nattempts = 0\n")).await;
+    let r = client().get(p.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let local = r#"switchyard_local_responses_total{colour="blue",service="svc",status="502"}"#;
+    assert_eq!(metric(&p, local).await, 1.0);
+    // Counted with the colour's requests, so its error ratio sees it.
+    let requests =
+        r#"switchyard_requests_total{class="5xx",colour="blue",service="svc",version="v1"}"#;
+    assert_eq!(metric(&p, requests).await, 1.0);
+}
+
+fn ejected(p: &ProxyHandle) -> usize {
+    p.router.table().services()[0]
+        .active
+        .endpoints
+        .iter()
+        .filter(|e| e.is_ejected())
+        .count()
+}
+
+#[tokio::test]
+async fn an_application_500_does_not_eject() {
+    use crate::support::faulty::StatusUpstream;
+    let x = StatusUpstream::start("x", 500).await;
+    let y = StatusUpstream::start("y", 200).await;
+    let p = ProxyHandle::start(&static_config(
+        &[x.addr, y.addr],
+        &[],
+        "[ejection]\nconsecutive_failures = 1\n",
+    ))
+    .await;
+    let c = client();
+    for _ in 0..10 {
+        c.get(p.url("/")).send().await.unwrap();
+    }
+    assert!(x.requests() > 0, "x never asked");
+    assert_eq!(ejected(&p), 0, "a 500 is an answer, not a gateway failure");
+    x.set_status(503);
+    for _ in 0..10 {
+        c.get(p.url("/")).send().await.unwrap();
+    }
+    assert_eq!(ejected(&p), 1, "a 503 is");
+}
+
+#[tokio::test]
+async fn ejection_takes_at_most_half_a_pool() {
+    use crate::support::faulty::StatusUpstream;
+    let mut ups = Vec::new();
+    for n in ["a", "b", "c", "d"] {
+        ups.push(StatusUpstream::start(n, 503).await);
+    }
+    let addrs: Vec<_> = ups.iter().map(|u| u.addr).collect();
+    let p = ProxyHandle::start(&static_config(
+        &addrs,
+        &[],
+        "[ejection]\nconsecutive_failures = 1\ncool_down = \"60s\"\n",
+    ))
+    .await;
+    let c = client();
+    for _ in 0..20 {
+        assert_eq!(c.get(p.url("/")).send().await.unwrap().status(), 503);
+    }
+    assert_eq!(ejected(&p), 2, "default cap is 50 % of 4");
+}

@@ -235,7 +235,7 @@ async fn ejection_never_empties_a_pool_and_the_last_503_is_passed_through() {
     let p = ProxyHandle::start(&static_config(
         &[x.addr, y.addr],
         &[],
-        "[ejection]\nconsecutive_failures = 1\ncool_down = \"60s\"\n",
+        "[ejection]\nconsecutive_failures = 1\ncool_down = \"60s\"\nmax_ejected_percent = 100\n",
     ))
     .await;
     let c = client();
@@ -275,7 +275,7 @@ async fn ejection_by_a_dropped_connection_is_counted() {
     let p = ProxyHandle::start(&static_config(
         &[x.addr],
         &[],
-        "[ejection]\nconsecutive_failures = 1\ncool_down = \"60s\"\n",
+        "[ejection]\nconsecutive_failures = 1\ncool_down = \"60s\"\nmax_ejected_percent = 100\n",
     ))
     .await;
     let r = client().post(p.url("/")).body("x").send().await.unwrap();

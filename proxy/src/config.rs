@@ -217,15 +217,23 @@ pub struct FileUpstream {
     pub max_idle_per_instance: Option<usize>,
 }
 
+/// The largest share of a pool, in percent, that passive ejection may take
+/// out at once, by default.
+pub const DEFAULT_MAX_EJECTED_PERCENT: u32 = 50;
+
 /// `[ejection]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileEjection {
-    /// Consecutive failures (connect errors, 5xx) before an instance is
-    /// ejected. 0 disables ejection. Default 5.
+    /// Consecutive failures (connect errors and timeouts, broken exchanges,
+    /// 502/503/504) before an instance is ejected. 0 disables ejection.
+    /// Default 5.
     pub consecutive_failures: Option<u32>,
     /// How long an ejected instance is skipped. Default 10s.
     pub cool_down: Option<String>,
+    /// Most instances of a pool ejected at once, in percent (0-100).
+    /// Default [`DEFAULT_MAX_EJECTED_PERCENT`].
+    pub max_ejected_percent: Option<u32>,
 }
 
 /// `[consul]`
@@ -467,6 +475,8 @@ pub struct EjectionConfig {
     pub consecutive_failures: u32,
     /// How long an ejected instance is skipped.
     pub cool_down: Duration,
+    /// Most instances of a pool ejected at once, in percent.
+    pub max_ejected_percent: u32,
 }
 
 /// Consul agent settings.
@@ -793,7 +803,14 @@ impl Config {
                 file.ejection.cool_down.as_deref(),
                 Duration::from_secs(10),
             ),
+            max_ejected_percent: file
+                .ejection
+                .max_ejected_percent
+                .unwrap_or(DEFAULT_MAX_EJECTED_PERCENT),
         };
+        if ejection.max_ejected_percent > 100 {
+            v.issue("ejection.max_ejected_percent", "at most 100");
+        }
 
         let consul = ConsulSettings {
             address: file

@@ -29,8 +29,9 @@
 //!   overloaded), not "this request is wrong", so another instance may well
 //!   answer. Any other 5xx (500, 501, 505…) is the application's answer
 //!   about this request and is passed through unchanged: replaying it would
-//!   only multiply the work of a poisonous request. Every 5xx, retried or
-//!   not, counts towards passive ejection. When no untried instance is left,
+//!   only multiply the work of a poisonous request. Every 502/503/504,
+//!   retried or not, counts towards passive ejection (an application's 500
+//!   does not: the instance answered). When no untried instance is left,
 //!   the last 502/503/504 is passed to the client as it came.
 //!
 //! Every retry spends one of `retry.attempts`, so a request costs at most
@@ -68,6 +69,8 @@ pub struct ForwardSettings {
     pub preview: PreviewConfig,
     /// Forwarding headers.
     pub forwarding: ForwardingConfig,
+    /// Most instances of a pool passive ejection may take out, in percent.
+    pub max_ejected_percent: u32,
     /// Log every request.
     pub access_log: bool,
 }
@@ -127,9 +130,15 @@ impl Forwarder {
                 }
                 resp
             }
-            Err(e) => {
+            Err(Failure { err: e, at }) => {
                 let status = e.status();
-                self.router.metrics().local_response(status.as_u16());
+                let (service, colour) = match &at {
+                    Some((s, p)) => (s.name.as_str(), p.colour.as_str()),
+                    None => ("", ""),
+                };
+                self.router
+                    .metrics()
+                    .local_response(status.as_u16(), service, colour);
                 if let Some(path) = path_for_log {
                     tracing::info!(
                         target: "access",
@@ -137,11 +146,13 @@ impl Forwarder {
                         method = %method,
                         path = %path,
                         status = status.as_u16(),
+                        service = %service,
+                        colour = %colour,
                         error = %e,
                         micros = start.elapsed().as_micros() as u64,
                     );
                 } else if e.status().is_server_error() {
-                    tracing::warn!(error = %e, "request failed");
+                    tracing::warn!(error = %e, service = %service, colour = %colour, "request failed");
                 }
                 e.to_response()
             }
@@ -160,10 +171,10 @@ impl Forwarder {
             Arc<Pool>,
             SocketAddr,
         ),
-        ProxyError,
+        Failure,
     > {
         if req.method() == Method::CONNECT {
-            return Err(ProxyError::MethodNotAllowed(Method::CONNECT));
+            return Err(ProxyError::MethodNotAllowed(Method::CONNECT).into());
         }
 
         // The authority of an absolute-form (or HTTP/2) request wins over
@@ -178,13 +189,13 @@ impl Forwarder {
                 let mut hosts = req.headers().get_all(header::HOST).iter();
                 let first = hosts.next().cloned();
                 if hosts.next().is_some() {
-                    return Err(ProxyError::BadRequest("more than one Host header"));
+                    return Err(ProxyError::BadRequest("more than one Host header").into());
                 }
                 first
             }
         };
         if host_value.is_none() && req.version() == Version::HTTP_11 {
-            return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
+            return Err(ProxyError::BadRequest("HTTP/1.1 request without Host").into());
         }
         let host = match &host_value {
             Some(v) => v
@@ -221,10 +232,11 @@ impl Forwarder {
         drop(table);
         let pool = Arc::clone(service.pool(role));
         if pool.endpoints.is_empty() {
-            return Err(ProxyError::NoInstance {
+            let err = ProxyError::NoInstance {
                 service: service.name.clone(),
                 pool: role.as_str(),
-            });
+            };
+            return Err(Failure::of_pool(err, service, pool, start));
         }
 
         // Origin-form URI towards the upstream: the request's own path and
@@ -301,9 +313,13 @@ impl Forwarder {
         *up.uri_mut() = uri;
         *up.headers_mut() = headers;
 
-        let (mut resp, guard, addr) = self
+        let exchanged = self
             .exchange(&service, &pool, up, replay, progress.as_deref())
-            .await?;
+            .await;
+        let (mut resp, guard, addr) = match exchanged {
+            Ok(x) => x,
+            Err(err) => return Err(Failure::of_pool(err, service, pool, start)),
+        };
 
         // Response headers: hop-by-hop out, except an upgrade's pair.
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -390,7 +406,7 @@ impl Forwarder {
                 continue;
             }
             if failed.instance_failed {
-                self.instance_failed(service, &ep);
+                self.instance_failed(service, pool, &ep);
             }
             tried.push(addr);
             let next = match failed.retry {
@@ -462,9 +478,11 @@ impl Forwarder {
         match sent {
             Ok(Ok(resp)) => {
                 let status = resp.status();
-                if !status.is_server_error() {
+                if !is_retryable_status(status) {
+                    // An answer, even an application's 500: the instance is
+                    // up. Only gateway errors count towards ejection.
                     ep.record_success();
-                } else if leeway.retry_status && is_retryable_status(status) {
+                } else if leeway.retry_status {
                     // Dropping the response and its connection: an unread
                     // body makes the connection unusable anyway.
                     let err = ProxyError::Upstream {
@@ -474,7 +492,7 @@ impl Forwarder {
                     return Attempt::failed(err, Retry::IfReplayable, true);
                 } else {
                     // Passed to the client as it came, but still a failure.
-                    self.instance_failed(service, ep);
+                    self.instance_failed(service, pool, ep);
                 }
                 std::mem::forget(in_flight_gauge);
                 let guard = ResponseGuard::new(sender, in_flight, Arc::clone(pool));
@@ -540,8 +558,13 @@ impl Forwarder {
 
     /// Counts a failure of `ep` towards passive ejection, and counts and
     /// logs the ejection it may cause.
-    fn instance_failed(&self, service: &ServiceRoutes, ep: &Endpoint) {
-        if ep.record_failure() {
+    /// Ejection never takes more than `ejection.max_ejected_percent` of the
+    /// pool out at once.
+    fn instance_failed(&self, service: &ServiceRoutes, pool: &Pool, ep: &Endpoint) {
+        let n = pool.endpoints.len();
+        let cap = n * self.settings.max_ejected_percent as usize / 100;
+        let ejected = pool.endpoints.iter().filter(|e| e.is_ejected()).count();
+        if ep.record_failure(ejected < cap) {
             service.metrics.ejections.inc();
             tracing::warn!(upstream = %ep.addr(), service = %service.name, "instance ejected after consecutive failures");
         }
@@ -555,6 +578,37 @@ struct Leeway {
     retry_status: bool,
     /// A stale pooled connection may be redone once, for free.
     stale_redo: bool,
+}
+
+/// A request that failed on the proxy's side, with the service and colour
+/// it was routed to, when it got that far.
+struct Failure {
+    err: ProxyError,
+    at: Option<(Arc<ServiceRoutes>, Arc<Pool>)>,
+}
+
+impl From<ProxyError> for Failure {
+    fn from(err: ProxyError) -> Self {
+        Self { err, at: None }
+    }
+}
+
+impl Failure {
+    /// A failure after routing: counted with the pool's requests, so the
+    /// per-colour error ratio sees the proxy's own 502/503/504 too.
+    fn of_pool(
+        err: ProxyError,
+        service: Arc<ServiceRoutes>,
+        pool: Arc<Pool>,
+        start: Instant,
+    ) -> Self {
+        pool.metrics
+            .observe(err.status().as_u16(), start.elapsed().as_secs_f64());
+        Self {
+            err,
+            at: Some((service, pool)),
+        }
+    }
 }
 
 /// How one try on one instance ended.

@@ -228,6 +228,7 @@ impl Proxy {
                 retry_attempts: config.retry_attempts,
                 preview: config.preview.clone(),
                 forwarding: config.forwarding.clone(),
+                max_ejected_percent: config.ejection.max_ejected_percent,
                 access_log: config.log.access_log,
             },
         ));

@@ -37,7 +37,7 @@ pub const DRAINING: &str = "switchyard_draining_connections";
 pub const CLIENT_CONNECTIONS: &str = "switchyard_client_connections";
 /// `switchyard_ejections_total{service}`
 pub const EJECTIONS: &str = "switchyard_ejections_total";
-/// `switchyard_local_responses_total{status}`
+/// `switchyard_local_responses_total{status,service,colour}`
 pub const LOCAL_RESPONSES: &str = "switchyard_local_responses_total";
 /// `switchyard_table_updates_total`
 pub const TABLE_UPDATES: &str = "switchyard_table_updates_total";
@@ -237,8 +237,8 @@ impl Metrics {
             local_responses: counter_vec(
                 &r,
                 LOCAL_RESPONSES,
-                "Responses the proxy generated itself (errors), by status code.",
-                &["status"],
+                "Responses the proxy generated itself (errors), by status code, service and colour (empty before a route matched).",
+                &["status", "service", "colour"],
             ),
             table_updates,
             abandoned: {
@@ -297,10 +297,11 @@ impl Metrics {
         }
     }
 
-    /// Records a locally generated response.
-    pub fn local_response(&self, status: u16) {
+    /// Records a locally generated response; `service` and `colour` are
+    /// empty when no route had matched yet.
+    pub fn local_response(&self, status: u16, service: &str, colour: &str) {
         self.local_responses
-            .with_label_values(&[itoa_status(status)])
+            .with_label_values(&[itoa_status(status), service, colour])
             .inc();
     }
 

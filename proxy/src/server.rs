@@ -159,7 +159,7 @@ fn on_conn_error(
             && io.request_pending()
         {
             io.write_final(REQUEST_TIMEOUT_RESPONSE);
-            metrics.local_response(408);
+            metrics.local_response(408, "", "");
             tracing::debug!("request head too slow: answered 408");
         }
         return;

@@ -160,12 +160,14 @@ impl Endpoint {
     }
 
     /// Records a failure; returns true when this failure ejected the endpoint
-    /// (the caller counts and logs that).
+    /// (the caller counts and logs that). With `may_eject` false (its pool
+    /// has as many instances ejected as it may), the streak is kept but
+    /// the endpoint stays in.
     #[must_use]
-    pub fn record_failure(&self) -> bool {
+    pub fn record_failure(&self, may_eject: bool) -> bool {
         let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         let limit = self.settings.eject_after;
-        if limit == 0 || n < limit {
+        if limit == 0 || n < limit || !may_eject {
             return false;
         }
         self.consecutive_failures.store(0, Ordering::Relaxed);
@@ -315,11 +317,11 @@ mod tests {
                 ..PoolSettings::default()
             },
         );
-        assert!(!ep.record_failure());
+        assert!(!ep.record_failure(true));
         ep.record_success();
-        assert!(!ep.record_failure());
-        assert!(!ep.record_failure());
-        assert!(ep.record_failure());
+        assert!(!ep.record_failure(true));
+        assert!(!ep.record_failure(true));
+        assert!(ep.record_failure(true));
         assert!(ep.is_ejected());
         std::thread::sleep(Duration::from_millis(60));
         assert!(!ep.is_ejected());
