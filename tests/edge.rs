@@ -350,3 +350,62 @@ async fn ejection_takes_at_most_half_a_pool() {
     }
     assert_eq!(ejected(&p), 2, "default cap is 50 % of 4");
 }
+
+// ------------------------------------------------------ HTTP/2 → HTTP/1
+
+#[tokio::test]
+async fn split_http2_cookies_reach_http1_joined() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let a = Upstream::start("a").await;
+    let p = ProxyHandle::start(&static_config(&[a.addr], &[], "")).await;
+    let stream = TcpStream::connect(p.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri(format!("http://{}/headers", p.addr))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let seen = String::from_utf8_lossy(&body);
+    assert!(seen.contains("\ncookie: a=1; b=2\n"), "{seen}");
+    assert_eq!(seen.matches("cookie:").count(), 1, "{seen}");
+}
+
+#[tokio::test]
+async fn connection_header_cannot_delete_host() {
+    let a = Upstream::start("a").await;
+    let p = ProxyHandle::start(&static_config(&[a.addr], &[], "")).await;
+    let seen = upstream_saw(&p, "host: shop.example\r\nconnection: host\r\n").await;
+    assert!(seen.contains("\nhost: shop.example\n"), "{seen}");
+}
+
+#[tokio::test]
+async fn transfer_codings_other_than_chunked_are_refused_not_stripped() {
+    let a = Upstream::start("a").await;
+    let p = ProxyHandle::start(&static_config(&[a.addr], &[], "")).await;
+    let out = raw_exchange(
+        p.addr,
+        b"POST /headers HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 501"), "{out}");
+    assert_eq!(a.requests(), 0, "nothing forwarded");
+    // Plain chunked is still forwarded.
+    let out = raw_exchange(
+        p.addr,
+        b"POST /headers HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("body-bytes: 5"), "{out}");
+}

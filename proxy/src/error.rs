@@ -25,6 +25,9 @@ pub enum ProxyError {
     /// The request is malformed in a way hyper did not already reject.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// A request feature the proxy cannot forward faithfully.
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
     /// A method this reverse proxy does not forward (CONNECT).
     #[error("method {0} is not supported by a reverse proxy")]
     MethodNotAllowed(http::Method),
@@ -93,6 +96,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NoInstance { .. } | ProxyError::ShuttingDown => {
@@ -114,6 +118,7 @@ impl ProxyError {
                 format!("404 no route: nothing matches host {host:?} and path {path:?}\n")
             }
             ProxyError::BadRequest(why) => format!("400 bad request: {why}\n"),
+            ProxyError::NotImplemented(what) => format!("501 not implemented: {what}\n"),
             ProxyError::MethodNotAllowed(m) => {
                 format!("405 method not allowed: {m} is not forwarded by this reverse proxy\n")
             }
@@ -172,6 +177,7 @@ mod tests {
                 404,
             ),
             (ProxyError::BadRequest("x"), 400),
+            (ProxyError::NotImplemented("x"), 501),
             (ProxyError::MethodNotAllowed(http::Method::CONNECT), 405),
             (
                 ProxyError::NoInstance {

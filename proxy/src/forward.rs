@@ -259,7 +259,17 @@ impl Forwarder {
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
         let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+        if chunked && !headers::only_chunked(&headers) {
+            // Stripping the header would hand the upstream coded bytes it
+            // cannot know are coded (RFC 9112 §6.1: 501).
+            return Err(ProxyError::NotImplemented("transfer codings other than chunked").into());
+        }
         headers::strip_hop_by_hop(&mut headers, upgrade);
+        if parts.version == Version::HTTP_2 {
+            // HTTP/2 may split cookies into several fields; HTTP/1 wants
+            // one (RFC 9113 §8.2.3).
+            headers::join_cookies(&mut headers);
+        }
         headers.remove(header::EXPECT);
         headers.remove(&preview.header);
         if chunked {
