@@ -409,3 +409,76 @@ async fn transfer_codings_other_than_chunked_are_refused_not_stripped() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.contains("body-bytes: 5"), "{out}");
 }
+
+// ------------------------------------------------------ upstream keep-alive
+
+/// An upstream that gives idle keep-alive connections up after `idle`, the
+/// way a server's close races a request already on the wire: a request
+/// that arrives after the deadline finds the connection reset, unanswered.
+async fn closes_idle_after(
+    idle: Duration,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let answered = std::sync::Arc::new(AtomicUsize::new(0));
+    let n = answered.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            let n = n.clone();
+            tokio::spawn(async move {
+                let mut deadline: Option<Instant> = None;
+                loop {
+                    let head = read_head(&mut s).await;
+                    if head.is_empty() {
+                        return;
+                    }
+                    if deadline.is_some_and(|d| Instant::now() > d) {
+                        let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                        return;
+                    }
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; len];
+                    if s.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    n.fetch_add(1, Ordering::SeqCst);
+                    deadline = Some(Instant::now() + idle);
+                }
+            });
+        }
+    });
+    (addr, answered)
+}
+
+#[tokio::test]
+async fn upstream_closing_idle_connections_after_1s_costs_no_post() {
+    let (up, answered) = closes_idle_after(Duration::from_secs(1)).await;
+    // Default upstream_idle: the point is that the default is safe.
+    let p = ProxyHandle::start(&static_config(&[up], &[], "")).await;
+    let c = client();
+    let mut statuses = Vec::new();
+    for gap_ms in [0, 850, 950, 1050, 1150] {
+        tokio::time::sleep(Duration::from_millis(gap_ms)).await;
+        let r = c.post(p.url("/")).body("payload").send().await.unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [200; 5], "a POST lost to a keep-alive race");
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 5);
+}

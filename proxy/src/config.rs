@@ -133,6 +133,13 @@ pub const DEFAULT_READ_IDLE: Duration = Duration::from_secs(60);
 /// body to the upstream, the response to the client), like nginx's
 /// `proxy_send_timeout` and `send_timeout`.
 pub const DEFAULT_SEND_IDLE: Duration = Duration::from_secs(60);
+/// How long an idle pooled upstream connection is reused, by default:
+/// below the keep-alive timeouts of common application servers (gunicorn
+/// 2 s, Node 5 s) with margin, so the proxy gives a connection up before
+/// the server closes it under a request in flight.
+pub const DEFAULT_UPSTREAM_IDLE: Duration = Duration::from_millis(800);
+/// TCP keepalive probes on upstream sockets start after this much silence.
+pub const DEFAULT_UPSTREAM_TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// `[timeouts]`
 #[derive(Debug, Default, Deserialize)]
@@ -153,7 +160,8 @@ pub struct FileTimeouts {
     pub client_header: Option<String>,
     /// HTTP/2 client connections with no open stream are closed after this. Default 60s.
     pub client_idle: Option<String>,
-    /// Idle pooled upstream connections are closed after this. Default 60s.
+    /// Idle pooled upstream connections are closed after this. Default
+    /// [`DEFAULT_UPSTREAM_IDLE`].
     pub upstream_idle: Option<String>,
     /// Grace period for in-flight requests at shutdown. Default 30s.
     pub shutdown_grace: Option<String>,
@@ -425,7 +433,7 @@ impl Default for Timeouts {
             send_idle: DEFAULT_SEND_IDLE,
             client_header: Duration::from_secs(10),
             client_idle: Duration::from_secs(60),
-            upstream_idle: Duration::from_secs(60),
+            upstream_idle: DEFAULT_UPSTREAM_IDLE,
             shutdown_grace: Duration::from_secs(30),
             drain: Duration::from_secs(30),
         }

@@ -52,7 +52,7 @@ impl Default for PoolSettings {
     fn default() -> Self {
         Self {
             max_idle: 256,
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: crate::config::DEFAULT_UPSTREAM_IDLE,
             connect_timeout: Duration::from_secs(1),
             eject_after: 5,
             cool_down: Duration::from_secs(10),
@@ -258,6 +258,11 @@ impl Endpoint {
                 .await
                 .map_err(|_| ConnectError::Timeout)??;
         stream.set_nodelay(true)?;
+        // Dead peers and silent middleboxes show up on long-idle or
+        // long-running connections instead of hanging them.
+        let keepalive =
+            socket2::TcpKeepalive::new().with_time(crate::config::DEFAULT_UPSTREAM_TCP_KEEPALIVE);
+        socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;
