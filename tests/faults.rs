@@ -235,7 +235,7 @@ async fn ejection_never_empties_a_pool_and_the_last_503_is_passed_through() {
     let p = ProxyHandle::start(&static_config(
         &[x.addr, y.addr],
         &[],
-        "[ejection]\nconsecutive_failures = 1\ncool_down = \"60s\"\n",
+        "[ejection]\nconsecutive_failures = 1\ncool_down = \"60s\"\nmax_ejected_percent = 100\n",
     ))
     .await;
     let c = client();
@@ -249,6 +249,42 @@ async fn ejection_never_empties_a_pool_and_the_last_503_is_passed_through() {
     assert!(is_ejected(&p.router, x.addr) && is_ejected(&p.router, y.addr));
     // Both ejected, both still tried: each request tries one, then the other.
     assert_eq!(x.requests() + y.requests(), 20);
+}
+
+/// The value of a counter or gauge in the admin `/metrics` text (0 when the
+/// series is absent).
+pub(crate) async fn metric(p: &ProxyHandle, series: &str) -> f64 {
+    let text = client()
+        .get(p.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn ejection_by_a_dropped_connection_is_counted() {
+    // The instance reads the request and closes: a broken exchange, after
+    // the request left. One failure ejects; the ejection must be counted.
+    let x = Upstream::start_mode("x", Mode::Reset).await;
+    let p = ProxyHandle::start(&static_config(
+        &[x.addr],
+        &[],
+        "[ejection]\nconsecutive_failures = 1\ncool_down = \"60s\"\nmax_ejected_percent = 100\n",
+    ))
+    .await;
+    let r = client().post(p.url("/")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(is_ejected(&p.router, x.addr));
+    assert_eq!(
+        metric(&p, r#"switchyard_ejections_total{service="svc"}"#).await,
+        1.0
+    );
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ mod cli;
 mod cutover;
 mod dev;
 mod discovery;
+mod edge;
 mod faults;
 mod prometheus;
 mod proxy;

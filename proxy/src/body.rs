@@ -6,17 +6,172 @@
 //! connection goes back to its endpoint's pool; if the client goes away
 //! first, the connection is dropped (HTTP/1 cannot reuse it) and the
 //! outstanding-request counters still come down.
+//!
+//! Both directions have an idle timeout (`timeouts.read_idle`): a body that
+//! pauses longer between two frames is abandoned with an error, which
+//! closes the connections on both sides. [`RequestBody`] also reports its
+//! progress, so the request path can start the response-head timer only
+//! once the request body is sent, and notice an upstream that stops reading
+//! it (`timeouts.send_idle`).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::Notify;
+use tokio::time::Sleep;
 
 use crate::routing::Pool;
-use crate::upstream::{OwnedInFlight, Sender};
+use crate::upstream::{OwnedInFlight, Sender, epoch, now_ms};
+
+/// The error a body returns when it stalled past its idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("body stalled for {0:?}")]
+pub struct BodyStalled(pub Duration);
+
+/// A request body's progress, shared between the body (written by the
+/// upstream connection that pulls it) and the request path (which waits on it).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// [`now_ms`] when the last frame was pulled (or the body started).
+    last_ms: AtomicU64,
+    /// The body has ended.
+    done: AtomicBool,
+    /// The last poll found no data from the client: a pause is the client's.
+    waiting_on_client: AtomicBool,
+    /// The client paused longer than the idle timeout.
+    client_stalled: AtomicBool,
+    ended: Notify,
+}
+
+impl Progress {
+    /// Fresh progress, counting from now.
+    pub fn new() -> Arc<Self> {
+        let p = Self::default();
+        p.last_ms.store(now_ms(), Ordering::Relaxed);
+        Arc::new(p)
+    }
+
+    /// Whether the body has been read to its end.
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Whether the body failed because the client paused too long.
+    pub fn client_stalled(&self) -> bool {
+        self.client_stalled.load(Ordering::Relaxed)
+    }
+
+    /// Whether the upstream has pulled nothing for `idle` although the
+    /// client has data ready (the pause is not the client's).
+    pub fn upstream_stalled(&self, idle: Duration) -> bool {
+        !self.is_done()
+            && !self.waiting_on_client.load(Ordering::Relaxed)
+            && self.idle_since().elapsed() >= idle
+    }
+
+    /// When the last frame was pulled.
+    pub fn idle_since(&self) -> Instant {
+        epoch() + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Resolves once the body has ended (at once if it has).
+    pub async fn ended(&self) {
+        while !self.is_done() {
+            // notify_one keeps a permit, so an end between the check and
+            // the wait is not missed.
+            self.ended.notified().await;
+        }
+    }
+
+    fn frame(&self) {
+        self.last_ms.store(now_ms(), Ordering::Relaxed);
+        self.waiting_on_client.store(false, Ordering::Relaxed);
+    }
+
+    fn end(&self) {
+        self.done.store(true, Ordering::Release);
+        self.ended.notify_one();
+    }
+}
+
+/// The client's request body on its way upstream, with an idle timeout and
+/// progress reporting.
+pub struct RequestBody {
+    inner: Incoming,
+    idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    progress: Arc<Progress>,
+}
+
+impl RequestBody {
+    /// Wraps `inner`; a pause longer than `idle` fails it.
+    pub fn new(inner: Incoming, idle: Duration, progress: Arc<Progress>) -> Self {
+        Self {
+            inner,
+            idle,
+            timer: None,
+            progress,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => {
+                this.timer = None;
+                this.progress.frame();
+                if this.inner.is_end_stream() {
+                    this.progress.end();
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => {
+                this.progress.end();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                this.progress
+                    .waiting_on_client
+                    .store(true, Ordering::Relaxed);
+                let idle = this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.progress.client_stalled.store(true, Ordering::Relaxed);
+                        Poll::Ready(Some(Err(Box::new(BodyStalled(idle)))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// Holds an upstream exchange open until its response body ends.
 pub struct ResponseGuard {
@@ -57,6 +212,10 @@ pub enum ProxyBody {
         inner: Incoming,
         /// Released at end of stream.
         guard: Option<ResponseGuard>,
+        /// Longest pause between two frames.
+        idle: Duration,
+        /// Armed while the upstream keeps us waiting.
+        timer: Option<Pin<Box<Sleep>>>,
     },
     /// Generated by the proxy.
     Local(Option<Bytes>),
@@ -69,16 +228,20 @@ impl ProxyBody {
     }
 
     /// Wraps an upstream body; if it is already finished (HEAD, 204, 304)
-    /// the connection is released at once.
-    pub fn upstream(inner: Incoming, guard: ResponseGuard) -> Self {
-        if inner.is_end_stream() {
+    /// the connection is released at once. A pause longer than `idle`
+    /// between two frames abandons it.
+    pub fn upstream(inner: Incoming, guard: ResponseGuard, idle: Duration) -> Self {
+        let guard = if inner.is_end_stream() {
             guard.complete();
-            ProxyBody::Upstream { inner, guard: None }
+            None
         } else {
-            ProxyBody::Upstream {
-                inner,
-                guard: Some(guard),
-            }
+            Some(guard)
+        };
+        ProxyBody::Upstream {
+            inner,
+            guard,
+            idle,
+            timer: None,
         }
     }
 }
@@ -95,16 +258,46 @@ impl From<Bytes> for ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             ProxyBody::Local(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Upstream { inner, guard } => {
+            ProxyBody::Upstream {
+                inner,
+                guard,
+                idle,
+                timer,
+            } => {
                 let res = Pin::new(&mut *inner).poll_frame(cx);
+                match &res {
+                    Poll::Pending => {
+                        if guard.is_none() {
+                            return Poll::Pending;
+                        }
+                        let idle = *idle;
+                        let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                        if t.as_mut().poll(cx).is_ready() {
+                            // Stalled: abandon. Dropping the guard (and then
+                            // this body) closes the upstream connection; the
+                            // error closes the client's.
+                            if let Some(g) = guard.take() {
+                                g.pool.metrics.body_stalled.inc();
+                            }
+                            tracing::debug!(
+                                idle_ms = idle.as_millis() as u64,
+                                "upstream response body stalled; abandoned"
+                            );
+                            return Poll::Ready(Some(Err(Box::new(BodyStalled(idle)))));
+                        }
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Some(Ok(_))) => *timer = None,
+                    _ => {}
+                }
                 match &res {
                     Poll::Ready(None) => {
                         if let Some(g) = guard.take() {
@@ -122,7 +315,7 @@ impl Body for ProxyBody {
                     }
                     _ => {}
                 }
-                res
+                res.map(|o| o.map(|r| r.map_err(Into::into)))
             }
         }
     }

@@ -49,12 +49,30 @@ pub const DEFAULT_RESPONSE_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// `timeouts.client_idle`
 pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// `timeouts.upstream_idle`
-pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `timeouts.read_idle`: longest pause between two reads of a body being proxied (the client's
+/// request body, the upstream's response body), like nginx's `client_body_timeout` and
+/// `proxy_read_timeout`.
+pub const DEFAULT_READ_IDLE: Duration = Duration::from_secs(60);
+/// `timeouts.send_idle`: longest pause between two writes of a body being proxied (the request
+/// body to the upstream, the response to the client), like nginx's `proxy_send_timeout` and
+/// `send_timeout`.
+pub const DEFAULT_SEND_IDLE: Duration = Duration::from_secs(60);
+/// `timeouts.upstream_idle`: below the keep-alive timeouts of common application servers
+/// (gunicorn 2 s, Node 5 s) with margin, so the proxy gives a connection up before the server
+/// closes it under a request in flight.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_millis(800);
+/// TCP keepalive probes on upstream sockets start after this much silence.
+pub const DEFAULT_UPSTREAM_TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 /// `timeouts.shutdown_grace`
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// `timeouts.drain`
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+/// `forwarding.trusted_peers`: none, so every client's forwarding headers are replaced.
+pub const DEFAULT_TRUSTED_PEERS: &[&str] = &[];
+/// `forwarding.forwarded`: whether an RFC 7239 `Forwarded` header is sent upstream.
+pub const DEFAULT_EMIT_FORWARDED: bool = false;
+/// `ejection.max_ejected_percent`: the largest share of a pool passive ejection may take out.
+pub const DEFAULT_MAX_EJECTED_PERCENT: u32 = 50;
 /// `retry.attempts`
 pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
 /// `retry.attempts`: the most accepted.
@@ -135,6 +153,9 @@ pub struct FileConfig {
     /// How a request asks for the standby pool.
     #[serde(default)]
     pub preview: FilePreview,
+    /// Forwarding headers towards the upstream.
+    #[serde(default)]
+    pub forwarding: FileForwarding,
     /// Request limits.
     #[serde(default)]
     pub limits: FileLimits,
@@ -214,9 +235,15 @@ pub struct FileLog {
 pub struct FileTimeouts {
     /// TCP connect to an upstream instance. Default [`DEFAULT_CONNECT_TIMEOUT`].
     pub connect: Option<String>,
-    /// From request sent to response head received. Default
+    /// From request body sent to response head received. Default
     /// [`DEFAULT_RESPONSE_HEAD_TIMEOUT`].
     pub response_head: Option<String>,
+    /// Longest pause between two reads of a body (client request body,
+    /// upstream response body). Default [`DEFAULT_READ_IDLE`].
+    pub read_idle: Option<String>,
+    /// Longest pause between two writes of a body (request body to the
+    /// upstream, response to the client). Default [`DEFAULT_SEND_IDLE`].
+    pub send_idle: Option<String>,
     /// A client's request head must arrive within this (HTTP/1); it also
     /// bounds the idle time between requests on a keep-alive connection. Default
     /// [`DEFAULT_CLIENT_HEADER_TIMEOUT`].
@@ -281,11 +308,26 @@ pub struct FileUpstream {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileEjection {
-    /// Consecutive failures (connect errors, 5xx) before an instance is
-    /// ejected. 0 disables ejection. Default [`DEFAULT_EJECTION_CONSECUTIVE_FAILURES`].
+    /// Consecutive failures (connect errors and timeouts, broken exchanges,
+    /// 502/503/504) before an instance is ejected. 0 disables ejection.
+    /// Default [`DEFAULT_EJECTION_CONSECUTIVE_FAILURES`].
     pub consecutive_failures: Option<u32>,
     /// How long an ejected instance is skipped. Default [`DEFAULT_EJECTION_COOL_DOWN`].
     pub cool_down: Option<String>,
+    /// Most instances of a pool ejected at once, in percent (0-100).
+    /// Default [`DEFAULT_MAX_EJECTED_PERCENT`].
+    pub max_ejected_percent: Option<u32>,
+}
+
+/// `[forwarding]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileForwarding {
+    /// CIDRs (or single addresses) of trusted peers, e.g. a load balancer in
+    /// front. Default [`DEFAULT_TRUSTED_PEERS`] (none).
+    pub trusted_peers: Option<Vec<String>>,
+    /// Also send RFC 7239 `Forwarded`. Default [`DEFAULT_EMIT_FORWARDED`].
+    pub forwarded: Option<bool>,
 }
 
 /// `[consul]`
@@ -423,6 +465,8 @@ pub struct Config {
     pub retry_attempts: u32,
     /// How the standby pool is selected.
     pub preview: PreviewConfig,
+    /// Forwarding headers.
+    pub forwarding: ForwardingConfig,
     /// Request limits.
     pub limits: Limits,
     /// Upstream pool settings.
@@ -486,8 +530,12 @@ pub struct LogConfig {
 pub struct Timeouts {
     /// Upstream TCP connect.
     pub connect: Duration,
-    /// Upstream response head.
+    /// Upstream response head, from the end of the request body.
     pub response_head: Duration,
+    /// Longest pause between two reads of a body.
+    pub read_idle: Duration,
+    /// Longest pause between two writes of a body.
+    pub send_idle: Duration,
     /// Client request head (HTTP/1), also the keep-alive idle bound.
     pub client_header: Duration,
     /// Idle HTTP/2 client connection.
@@ -505,6 +553,8 @@ impl Default for Timeouts {
         Self {
             connect: DEFAULT_CONNECT_TIMEOUT,
             response_head: DEFAULT_RESPONSE_HEAD_TIMEOUT,
+            read_idle: DEFAULT_READ_IDLE,
+            send_idle: DEFAULT_SEND_IDLE,
             client_header: DEFAULT_CLIENT_HEADER_TIMEOUT,
             client_idle: DEFAULT_CLIENT_IDLE_TIMEOUT,
             upstream_idle: DEFAULT_UPSTREAM_IDLE_TIMEOUT,
@@ -521,6 +571,22 @@ pub struct PreviewConfig {
     pub header: http::HeaderName,
     /// Path prefix, without a trailing slash.
     pub path_prefix: String,
+}
+
+/// Forwarding-header settings.
+#[derive(Clone, Debug, Default)]
+pub struct ForwardingConfig {
+    /// Peers whose forwarding headers are extended rather than replaced.
+    pub trusted_peers: Vec<ipnet::IpNet>,
+    /// Whether RFC 7239 `Forwarded` is sent upstream.
+    pub emit_forwarded: bool,
+}
+
+impl ForwardingConfig {
+    /// Whether `ip` is a trusted peer (false at once when none are set).
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        !self.trusted_peers.is_empty() && self.trusted_peers.iter().any(|n| n.contains(&ip))
+    }
 }
 
 /// Request limits.
@@ -541,6 +607,8 @@ pub struct EjectionConfig {
     pub consecutive_failures: u32,
     /// How long an ejected instance is skipped.
     pub cool_down: Duration,
+    /// Most instances of a pool ejected at once, in percent.
+    pub max_ejected_percent: u32,
 }
 
 /// Consul agent settings.
@@ -733,6 +801,7 @@ impl Config {
         let timeouts = timeouts_section(&mut v, &file.timeouts);
         let retry_attempts = retry_section(&mut v, &file.retry);
         let preview = preview_section(&mut v, &file.preview);
+        let forwarding = forwarding_section(&mut v, &file.forwarding);
         let limits = limits_section(&mut v, &file.limits);
         let max_idle_per_instance = file
             .upstream
@@ -770,6 +839,7 @@ impl Config {
             timeouts,
             retry_attempts,
             preview,
+            forwarding,
             limits,
             max_idle_per_instance,
             ejection,
@@ -853,6 +923,8 @@ fn timeouts_section(v: &mut Validator, t: &FileTimeouts) -> Timeouts {
             &t.response_head,
             DEFAULT_RESPONSE_HEAD_TIMEOUT,
         ),
+        read_idle: d("read_idle", &t.read_idle, DEFAULT_READ_IDLE),
+        send_idle: d("send_idle", &t.send_idle, DEFAULT_SEND_IDLE),
         client_header: d(
             "client_header",
             &t.client_header,
@@ -906,6 +978,25 @@ fn preview_section(v: &mut Validator, file: &FilePreview) -> PreviewConfig {
     }
 }
 
+/// `[forwarding]`
+fn forwarding_section(v: &mut Validator, file: &FileForwarding) -> ForwardingConfig {
+    let trusted_peers = match &file.trusted_peers {
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| v.cidr(&format!("forwarding.trusted_peers[{i}]"), c))
+            .collect(),
+        None => DEFAULT_TRUSTED_PEERS
+            .iter()
+            .filter_map(|c| v.cidr("forwarding.trusted_peers", c))
+            .collect(),
+    };
+    ForwardingConfig {
+        trusted_peers,
+        emit_forwarded: file.forwarded.unwrap_or(DEFAULT_EMIT_FORWARDED),
+    }
+}
+
 /// `[limits]`
 fn limits_section(v: &mut Validator, file: &FileLimits) -> Limits {
     let limits = Limits {
@@ -930,7 +1021,7 @@ fn limits_section(v: &mut Validator, file: &FileLimits) -> Limits {
 
 /// `[ejection]`
 fn ejection_section(v: &mut Validator, file: &FileEjection) -> EjectionConfig {
-    EjectionConfig {
+    let ejection = EjectionConfig {
         consecutive_failures: file
             .consecutive_failures
             .unwrap_or(DEFAULT_EJECTION_CONSECUTIVE_FAILURES),
@@ -939,7 +1030,14 @@ fn ejection_section(v: &mut Validator, file: &FileEjection) -> EjectionConfig {
             file.cool_down.as_deref(),
             DEFAULT_EJECTION_COOL_DOWN,
         ),
+        max_ejected_percent: file
+            .max_ejected_percent
+            .unwrap_or(DEFAULT_MAX_EJECTED_PERCENT),
+    };
+    if ejection.max_ejected_percent > 100 {
+        v.issue("ejection.max_ejected_percent", "at most 100");
     }
+    ejection
 }
 
 /// `[consul]`: the file wins, then the environment, then the defaults.
@@ -1281,6 +1379,22 @@ impl Validator {
         }
     }
 
+    /// A CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address (a /32 or /128).
+    fn cidr(&mut self, path: &str, value: &str) -> Option<ipnet::IpNet> {
+        let value = value.trim();
+        if let Ok(n) = value.parse::<ipnet::IpNet>() {
+            return Some(n.trunc());
+        }
+        if let Ok(ip) = value.parse::<std::net::IpAddr>() {
+            return Some(ipnet::IpNet::from(ip));
+        }
+        self.issue(
+            path,
+            format!("{value:?} is not an address or CIDR (e.g. 10.0.0.0/8)"),
+        );
+        None
+    }
+
     fn existing_file(&mut self, path: &str, value: PathBuf) -> PathBuf {
         if !value.is_file() {
             self.issue(path, format!("{} is not a readable file", value.display()));
@@ -1438,6 +1552,8 @@ mod tests {
             ("log.access_log", DEFAULT_ACCESS_LOG.to_string()),
             ("timeouts.connect", dur(DEFAULT_CONNECT_TIMEOUT)),
             ("timeouts.response_head", dur(DEFAULT_RESPONSE_HEAD_TIMEOUT)),
+            ("timeouts.read_idle", dur(DEFAULT_READ_IDLE)),
+            ("timeouts.send_idle", dur(DEFAULT_SEND_IDLE)),
             ("timeouts.client_header", dur(DEFAULT_CLIENT_HEADER_TIMEOUT)),
             ("timeouts.client_idle", dur(DEFAULT_CLIENT_IDLE_TIMEOUT)),
             ("timeouts.upstream_idle", dur(DEFAULT_UPSTREAM_IDLE_TIMEOUT)),
@@ -1464,6 +1580,11 @@ mod tests {
                 DEFAULT_EJECTION_CONSECUTIVE_FAILURES.to_string(),
             ),
             ("ejection.cool_down", dur(DEFAULT_EJECTION_COOL_DOWN)),
+            (
+                "ejection.max_ejected_percent",
+                DEFAULT_MAX_EJECTED_PERCENT.to_string(),
+            ),
+            ("forwarding.forwarded", DEFAULT_EMIT_FORWARDED.to_string()),
             ("consul.address", DEFAULT_CONSUL_ADDRESS.to_owned()),
             ("consul.wait", dur(DEFAULT_CONSUL_WAIT)),
             ("consul.resync", dur(DEFAULT_CONSUL_RESYNC)),

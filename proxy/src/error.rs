@@ -25,6 +25,9 @@ pub enum ProxyError {
     /// The request is malformed in a way hyper did not already reject.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// A request feature the proxy cannot forward faithfully.
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
     /// A method this reverse proxy does not forward (CONNECT).
     #[error("method {0} is not supported by a reverse proxy")]
     MethodNotAllowed(http::Method),
@@ -49,6 +52,22 @@ pub enum ProxyError {
     ResponseTimeout {
         /// Instance.
         addr: SocketAddr,
+        /// The configured timeout.
+        timeout_ms: u128,
+    },
+    /// The upstream stopped reading the request body for longer than the
+    /// send idle timeout.
+    #[error("upstream {addr} read none of the request body for {timeout_ms} ms")]
+    SendTimeout {
+        /// Instance.
+        addr: SocketAddr,
+        /// The configured timeout.
+        timeout_ms: u128,
+    },
+    /// The client paused its request body for longer than the read idle
+    /// timeout.
+    #[error("the client sent none of its request body for {timeout_ms} ms")]
+    ClientBodyTimeout {
         /// The configured timeout.
         timeout_ms: u128,
     },
@@ -77,14 +96,16 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NoInstance { .. } | ProxyError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::ResponseTimeout { .. } | ProxyError::ConnectTimeout { .. } => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyError::ResponseTimeout { .. }
+            | ProxyError::ConnectTimeout { .. }
+            | ProxyError::SendTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -97,6 +118,7 @@ impl ProxyError {
                 format!("404 no route: nothing matches host {host:?} and path {path:?}\n")
             }
             ProxyError::BadRequest(why) => format!("400 bad request: {why}\n"),
+            ProxyError::NotImplemented(what) => format!("501 not implemented: {what}\n"),
             ProxyError::MethodNotAllowed(m) => {
                 format!("405 method not allowed: {m} is not forwarded by this reverse proxy\n")
             }
@@ -112,6 +134,12 @@ impl ProxyError {
             }
             ProxyError::ConnectTimeout { .. } => {
                 "504 gateway timeout: connecting to upstream timed out\n".into()
+            }
+            ProxyError::SendTimeout { .. } => {
+                "504 gateway timeout: upstream stopped reading the request body\n".into()
+            }
+            ProxyError::ClientBodyTimeout { .. } => {
+                "408 request timeout: the request body paused too long\n".into()
             }
             ProxyError::ShuttingDown => "503 proxy is shutting down\n".into(),
         };
@@ -149,6 +177,7 @@ mod tests {
                 404,
             ),
             (ProxyError::BadRequest("x"), 400),
+            (ProxyError::NotImplemented("x"), 501),
             (ProxyError::MethodNotAllowed(http::Method::CONNECT), 405),
             (
                 ProxyError::NoInstance {
@@ -179,6 +208,14 @@ mod tests {
                 504,
             ),
             (ProxyError::ConnectTimeout { addr: a }, 504),
+            (
+                ProxyError::SendTimeout {
+                    addr: a,
+                    timeout_ms: 5,
+                },
+                504,
+            ),
+            (ProxyError::ClientBodyTimeout { timeout_ms: 5 }, 408),
         ];
         for (e, code) in cases {
             let r: Response<Bytes> = e.to_response();

@@ -29,8 +29,9 @@
 //!   overloaded), not "this request is wrong", so another instance may well
 //!   answer. Any other 5xx (500, 501, 505…) is the application's answer
 //!   about this request and is passed through unchanged: replaying it would
-//!   only multiply the work of a poisonous request. Every 5xx, retried or
-//!   not, counts towards passive ejection. When no untried instance is left,
+//!   only multiply the work of a poisonous request. Every 502/503/504,
+//!   retried or not, counts towards passive ejection (an application's 500
+//!   does not: the instance answered). When no untried instance is left,
 //!   the last 502/503/504 is passed to the client as it came.
 //!
 //! Every retry spends one of `retry.attempts`, so a request costs at most
@@ -48,13 +49,14 @@ use http_body::Body as _;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 
-use crate::body::{ProxyBody, ResponseGuard};
-use crate::config::{Balance, PreviewConfig, Timeouts};
+use crate::body::{Progress, ProxyBody, RequestBody, ResponseGuard};
+use crate::config::{ForwardingConfig, PreviewConfig, Timeouts};
 use crate::error::ProxyError;
 use crate::headers::{self, ClientInfo};
+use crate::metrics::Abandon;
 use crate::routing::{Pool, Role, Router, ServiceRoutes};
 use crate::tunnel;
-use crate::upstream::{ConnectError, OwnedInFlight, Sender, UpstreamBody};
+use crate::upstream::{ConnectError, Endpoint, OwnedInFlight, Sender, UpstreamBody};
 
 /// Settings of the request path.
 #[derive(Clone, Debug)]
@@ -65,6 +67,10 @@ pub struct ForwardSettings {
     pub retry_attempts: u32,
     /// Standby preview.
     pub preview: PreviewConfig,
+    /// Forwarding headers.
+    pub forwarding: ForwardingConfig,
+    /// Most instances of a pool passive ejection may take out, in percent.
+    pub max_ejected_percent: u32,
     /// Log every request.
     pub access_log: bool,
 }
@@ -94,6 +100,11 @@ impl Forwarder {
         &self.router
     }
 
+    /// The request-path settings.
+    pub fn settings(&self) -> &ForwardSettings {
+        &self.settings
+    }
+
     /// Handles one request. Never fails: errors become responses here.
     pub async fn handle(&self, req: Request<Incoming>, client: ClientInfo) -> Response<ProxyBody> {
         let start = Instant::now();
@@ -119,9 +130,15 @@ impl Forwarder {
                 }
                 resp
             }
-            Err(e) => {
+            Err(Failure { err: e, at }) => {
                 let status = e.status();
-                self.router.metrics().local_response(status.as_u16());
+                let (service, colour) = match &at {
+                    Some((s, p)) => (s.name.as_str(), p.colour.as_str()),
+                    None => ("", ""),
+                };
+                self.router
+                    .metrics()
+                    .local_response(status.as_u16(), service, colour);
                 if let Some(path) = path_for_log {
                     tracing::info!(
                         target: "access",
@@ -129,11 +146,13 @@ impl Forwarder {
                         method = %method,
                         path = %path,
                         status = status.as_u16(),
+                        service = %service,
+                        colour = %colour,
                         error = %e,
                         micros = start.elapsed().as_micros() as u64,
                     );
                 } else if e.status().is_server_error() {
-                    tracing::warn!(error = %e, "request failed");
+                    tracing::warn!(error = %e, service = %service, colour = %colour, "request failed");
                 }
                 e.to_response()
             }
@@ -152,10 +171,10 @@ impl Forwarder {
             Arc<Pool>,
             SocketAddr,
         ),
-        ProxyError,
+        Failure,
     > {
         if req.method() == Method::CONNECT {
-            return Err(ProxyError::MethodNotAllowed(Method::CONNECT));
+            return Err(ProxyError::MethodNotAllowed(Method::CONNECT).into());
         }
 
         // The authority of an absolute-form (or HTTP/2) request wins over
@@ -170,13 +189,13 @@ impl Forwarder {
                 let mut hosts = req.headers().get_all(header::HOST).iter();
                 let first = hosts.next().cloned();
                 if hosts.next().is_some() {
-                    return Err(ProxyError::BadRequest("more than one Host header"));
+                    return Err(ProxyError::BadRequest("more than one Host header").into());
                 }
                 first
             }
         };
         if host_value.is_none() && req.version() == Version::HTTP_11 {
-            return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
+            return Err(ProxyError::BadRequest("HTTP/1.1 request without Host").into());
         }
         let host = match &host_value {
             Some(v) => v
@@ -213,10 +232,11 @@ impl Forwarder {
         drop(table);
         let pool = Arc::clone(service.pool(role));
         if pool.endpoints.is_empty() {
-            return Err(ProxyError::NoInstance {
+            let err = ProxyError::NoInstance {
                 service: service.name.clone(),
                 pool: role.as_str(),
-            });
+            };
+            return Err(Failure::of_pool(err, service, pool, start));
         }
 
         // Origin-form URI towards the upstream: the request's own path and
@@ -239,7 +259,17 @@ impl Forwarder {
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
         let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+        if chunked && !headers::only_chunked(&headers) {
+            // Stripping the header would hand the upstream coded bytes it
+            // cannot know are coded (RFC 9112 §6.1: 501).
+            return Err(ProxyError::NotImplemented("transfer codings other than chunked").into());
+        }
         headers::strip_hop_by_hop(&mut headers, upgrade);
+        if parts.version == Version::HTTP_2 {
+            // HTTP/2 may split cookies into several fields; HTTP/1 wants
+            // one (RFC 9113 §8.2.3).
+            headers::join_cookies(&mut headers);
+        }
         headers.remove(header::EXPECT);
         headers.remove(&preview.header);
         if chunked {
@@ -260,7 +290,13 @@ impl Forwarder {
         } else {
             "1.1 switchyard"
         };
-        headers::add_forwarded(&mut headers, client, host_value.as_ref(), via);
+        headers::add_forwarded(
+            &mut headers,
+            client,
+            host_value.as_ref(),
+            via,
+            self.settings.forwarding.emit_forwarded,
+        );
 
         let bodiless = body.is_end_stream();
         // A replay needs another instance to go to and a try left; keep
@@ -274,17 +310,26 @@ impl Forwarder {
             uri: uri.clone(),
             headers: headers.clone(),
         });
-        let body: UpstreamBody = if bodiless {
-            Either::Right(Empty::new())
+        let timeouts = &self.settings.timeouts;
+        let (body, progress): (UpstreamBody, _) = if bodiless {
+            (Either::Right(Empty::new()), None)
         } else {
-            Either::Left(body)
+            let progress = Progress::new();
+            let body = RequestBody::new(body, timeouts.read_idle, Arc::clone(&progress));
+            (Either::Left(body), Some(progress))
         };
         let mut up = Request::new(body);
         *up.method_mut() = parts.method;
         *up.uri_mut() = uri;
         *up.headers_mut() = headers;
 
-        let (mut resp, guard, addr) = self.exchange(&service, &pool, up, replay).await?;
+        let exchanged = self
+            .exchange(&service, &pool, up, replay, progress.as_deref())
+            .await;
+        let (mut resp, guard, addr) = match exchanged {
+            Ok(x) => x,
+            Err(err) => return Err(Failure::of_pool(err, service, pool, start)),
+        };
 
         // Response headers: hop-by-hop out, except an upgrade's pair.
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -306,20 +351,24 @@ impl Forwarder {
             let resp = Response::from_parts(parts, ProxyBody::empty());
             return Ok((resp, service, pool, addr));
         }
-        let resp = Response::from_parts(parts, ProxyBody::upstream(body, guard));
+        let body = ProxyBody::upstream(body, guard, self.settings.timeouts.read_idle);
+        let resp = Response::from_parts(parts, body);
         Ok((resp, service, pool, addr))
     }
 
     /// Picks instances and sends, retrying by the rules in the module doc.
+    ///
+    /// Each try ends in one [`Attempt`]; the loop below is the only place
+    /// that acts on a failed one: it counts the failure towards passive
+    /// ejection, logs an ejection, and spends a retry or gives up.
     async fn exchange(
         &self,
         service: &ServiceRoutes,
         pool: &Arc<Pool>,
         mut req: Request<UpstreamBody>,
         replay: Option<Replay>,
+        progress: Option<&Progress>,
     ) -> Result<(Response<Incoming>, ResponseGuard, SocketAddr), ProxyError> {
-        let balance: Balance = service.balance;
-        let timeouts = &self.settings.timeouts;
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut tries_left = self.settings.retry_attempts;
         // A pooled connection that closed before our request was written is
@@ -332,164 +381,329 @@ impl Forwarder {
         let synthetic_host = !req.headers().contains_key(header::HOST);
 
         loop {
-            let Some(ep) = pool.pick(balance, &tried).cloned() else {
+            let Some(ep) = pool.pick(service.balance, &tried).cloned() else {
                 return Err(last_err.unwrap_or_else(|| ProxyError::NoInstance {
                     service: service.name.clone(),
                     pool: "selected",
                 }));
             };
             let addr = ep.addr();
-            let in_flight = OwnedInFlight::new(Arc::clone(&ep));
-            pool.metrics.in_flight.inc();
-            let in_flight_gauge = GaugeGuard(pool);
-
-            let (mut sender, pooled): (Sender, bool) = match ep.checkout().await {
-                Some(s) => (s, true),
-                None => match ep.connect().await {
-                    Ok(s) => (s, false),
-                    Err(e) => {
-                        let err = match e {
-                            ConnectError::Timeout => {
-                                service.metrics.connect_timeouts.inc();
-                                ProxyError::ConnectTimeout { addr }
-                            }
-                            other => {
-                                service.metrics.connect_errors.inc();
-                                ProxyError::Connect {
-                                    addr,
-                                    reason: other.to_string(),
-                                }
-                            }
-                        };
-                        if ep.record_failure() {
-                            service.metrics.ejections.inc();
-                            tracing::warn!(upstream = %addr, service = %service.name, "instance ejected after consecutive failures");
-                        }
-                        tracing::debug!(upstream = %addr, error = %err, "connect failed");
-                        tried.push(addr);
-                        if tries_left == 0 {
-                            return Err(err);
-                        }
-                        tries_left -= 1;
-                        service.metrics.retries.inc();
-                        last_err = Some(err);
-                        continue;
-                    }
-                },
-            };
-
             if synthetic_host && let Ok(v) = HeaderValue::from_str(&addr.to_string()) {
                 req.headers_mut().insert(header::HOST, v);
             }
-            let sent =
-                tokio::time::timeout(timeouts.response_head, sender.try_send_request(req)).await;
-            match sent {
-                Ok(Ok(resp)) => {
-                    if resp.status().is_server_error() {
-                        if ep.record_failure() {
-                            service.metrics.ejections.inc();
-                            tracing::warn!(upstream = %addr, service = %service.name, "instance ejected after consecutive 5xx");
+            // A gateway error is worth another try only for a request that
+            // can be replayed, with a try left and an instance not yet asked.
+            let leeway = Leeway {
+                retry_status: replay.is_some()
+                    && tries_left > 0
+                    && pool
+                        .endpoints
+                        .iter()
+                        .any(|e| e.addr() != addr && !tried.contains(&e.addr())),
+                stale_redo,
+            };
+            let attempt = self
+                .attempt(service, pool, &ep, req, progress, leeway)
+                .await;
+            let failed = match attempt {
+                Attempt::Answered(resp, guard) => return Ok((resp, guard, addr)),
+                Attempt::Failed(f) => f,
+            };
+            if let Retry::Redo(unsent) = failed.retry {
+                stale_redo = false;
+                tracing::debug!(upstream = %addr, "pooled connection was closed; redoing on a fresh one");
+                req = unsent;
+                continue;
+            }
+            if failed.instance_failed {
+                self.instance_failed(service, pool, &ep);
+            }
+            tried.push(addr);
+            let next = match failed.retry {
+                Retry::Unsent(req) | Retry::Redo(req) => Some(req),
+                Retry::IfReplayable => replay.as_ref().map(Replay::rebuild),
+                Retry::Never => None,
+            };
+            match next {
+                Some(next) if tries_left > 0 => {
+                    tries_left -= 1;
+                    service.metrics.retries.inc();
+                    tracing::debug!(upstream = %addr, error = %failed.err, "retrying on another instance");
+                    req = next;
+                    last_err = Some(failed.err);
+                }
+                _ => return Err(failed.err),
+            }
+        }
+    }
+
+    /// One try on one instance: connect (or reuse), send, await the
+    /// response head. Counts the failure kind; the caller decides the rest.
+    async fn attempt(
+        &self,
+        service: &ServiceRoutes,
+        pool: &Arc<Pool>,
+        ep: &Arc<Endpoint>,
+        req: Request<UpstreamBody>,
+        progress: Option<&Progress>,
+        leeway: Leeway,
+    ) -> Attempt {
+        let addr = ep.addr();
+        let timeouts = &self.settings.timeouts;
+        let in_flight = OwnedInFlight::new(Arc::clone(ep));
+        pool.metrics.in_flight.inc();
+        let in_flight_gauge = GaugeGuard(pool);
+
+        let (mut sender, pooled): (Sender, bool) = match ep.checkout().await {
+            Some(s) => (s, true),
+            None => match ep.connect().await {
+                Ok(s) => (s, false),
+                Err(e) => {
+                    let err = match e {
+                        ConnectError::Timeout => {
+                            service.metrics.connect_timeouts.inc();
+                            ProxyError::ConnectTimeout { addr }
                         }
-                        if let Some(r) = &replay
-                            && tries_left > 0
-                            && is_retryable_status(resp.status())
-                            && pool
-                                .endpoints
-                                .iter()
-                                .any(|e| e.addr() != addr && !tried.contains(&e.addr()))
-                        {
-                            // Dropping the response and its connection: an
-                            // unread body makes the connection unusable anyway.
-                            tried.push(addr);
-                            tries_left -= 1;
-                            service.metrics.retries.inc();
-                            tracing::debug!(upstream = %addr, status = resp.status().as_u16(), "idempotent request retried on another instance after a gateway error");
-                            last_err = Some(ProxyError::Upstream {
+                        other => {
+                            service.metrics.connect_errors.inc();
+                            ProxyError::Connect {
                                 addr,
-                                reason: format!("answered {}", resp.status()),
-                            });
-                            req = r.rebuild();
-                            continue;
+                                reason: other.to_string(),
+                            }
                         }
-                    } else {
-                        ep.record_success();
-                    }
-                    std::mem::forget(in_flight_gauge);
-                    let guard = ResponseGuard::new(sender, in_flight, Arc::clone(pool));
-                    return Ok((resp, guard, addr));
-                }
-                Err(_elapsed) => {
-                    // Dropping the exchange closes the connection.
-                    service.metrics.response_timeouts.inc();
-                    if ep.record_failure() {
-                        service.metrics.ejections.inc();
-                        tracing::warn!(upstream = %addr, service = %service.name, "instance ejected after consecutive failures");
-                    }
-                    let err = ProxyError::ResponseTimeout {
-                        addr,
-                        timeout_ms: timeouts.response_head.as_millis(),
                     };
-                    tried.push(addr);
-                    match &replay {
-                        Some(r) if tries_left > 0 => {
-                            tries_left -= 1;
-                            service.metrics.retries.inc();
-                            tracing::debug!(upstream = %addr, "idempotent request retried after a response-head timeout");
-                            req = r.rebuild();
-                            last_err = Some(err);
-                            continue;
-                        }
-                        _ => return Err(err),
+                    // Never sent: any request may go elsewhere.
+                    return Attempt::failed(err, Retry::Unsent(req), true);
+                }
+            },
+        };
+
+        let send = sender.try_send_request(req);
+        let sent = match progress {
+            None => tokio::time::timeout(timeouts.response_head, send)
+                .await
+                .map_err(|_| Stall::Head),
+            Some(p) => head_after_body(send, p, timeouts).await,
+        };
+        match sent {
+            Ok(Ok(resp)) => {
+                let status = resp.status();
+                if !is_retryable_status(status) {
+                    // An answer, even an application's 500: the instance is
+                    // up. Only gateway errors count towards ejection.
+                    ep.record_success();
+                } else if leeway.retry_status {
+                    // Dropping the response and its connection: an unread
+                    // body makes the connection unusable anyway.
+                    let err = ProxyError::Upstream {
+                        addr,
+                        reason: format!("answered {status}"),
+                    };
+                    return Attempt::failed(err, Retry::IfReplayable, true);
+                } else {
+                    // Passed to the client as it came, but still a failure.
+                    self.instance_failed(service, pool, ep);
+                }
+                std::mem::forget(in_flight_gauge);
+                let guard = ResponseGuard::new(sender, in_flight, Arc::clone(pool));
+                Attempt::Answered(resp, guard)
+            }
+            Err(Stall::Head) => {
+                // Dropping the exchange closes the connection.
+                service.metrics.response_timeouts.inc();
+                let err = ProxyError::ResponseTimeout {
+                    addr,
+                    timeout_ms: timeouts.response_head.as_millis(),
+                };
+                Attempt::failed(err, Retry::IfReplayable, true)
+            }
+            Err(Stall::Send) => {
+                // The instance stopped reading the body: abandon both sides.
+                self.router.metrics().abandoned(Abandon::UpstreamSend).inc();
+                let err = ProxyError::SendTimeout {
+                    addr,
+                    timeout_ms: timeouts.send_idle.as_millis(),
+                };
+                Attempt::failed(err, Retry::Never, true)
+            }
+            Ok(Err(_)) if progress.is_some_and(Progress::client_stalled) => {
+                self.router.metrics().abandoned(Abandon::ClientBody).inc();
+                let err = ProxyError::ClientBodyTimeout {
+                    timeout_ms: timeouts.read_idle.as_millis(),
+                };
+                Attempt::failed(err, Retry::Never, false)
+            }
+            Ok(Err(e)) if e.error().is_user() => {
+                // hyper blames the request side: the client's body stream
+                // failed (invalid chunked framing, or the client went away
+                // mid-upload). Not the instance's fault, so no 502, no
+                // failure towards ejection, and no retry; the upstream saw a
+                // truncated request it will discard.
+                tracing::debug!(upstream = %addr, error = %e.error(), "request body from the client failed");
+                let err = ProxyError::BadRequest("invalid or incomplete request body");
+                Attempt::failed(err, Retry::Never, false)
+            }
+            Ok(Err(mut e)) => {
+                let reason = e.error().to_string();
+                let err = ProxyError::Upstream { addr, reason };
+                match e.take_message() {
+                    // A pooled connection that closed before the write is
+                    // staleness, not a failure of the instance.
+                    Some(unsent) if pooled && leeway.stale_redo => {
+                        Attempt::failed(err, Retry::Redo(unsent), false)
                     }
-                }
-                Ok(Err(e)) if e.error().is_user() => {
-                    // hyper blames the request side: the client's body
-                    // stream failed (invalid chunked framing, or the client
-                    // went away mid-upload). Not the instance's fault, so
-                    // no 502, no failure towards ejection, and no retry;
-                    // the upstream saw a truncated request it will discard.
-                    tracing::debug!(upstream = %addr, error = %e.error(), "request body from the client failed");
-                    return Err(ProxyError::BadRequest("invalid or incomplete request body"));
-                }
-                Ok(Err(mut e)) => {
-                    let reason = e.error().to_string();
-                    if let Some(unsent) = e.take_message() {
-                        // Never written: safe to send again, body and all.
-                        req = unsent;
-                        if pooled && stale_redo {
-                            stale_redo = false;
-                            tracing::debug!(upstream = %addr, "pooled connection was closed; redoing on a fresh one");
-                            continue;
-                        }
-                        tried.push(addr);
+                    // Never written: safe to send again, body and all.
+                    Some(unsent) => {
                         service.metrics.upstream_errors.inc();
-                        ep.record_failure();
-                        if tries_left == 0 {
-                            return Err(ProxyError::Upstream { addr, reason });
-                        }
-                        tries_left -= 1;
-                        service.metrics.retries.inc();
-                        last_err = Some(ProxyError::Upstream { addr, reason });
-                        continue;
+                        Attempt::failed(err, Retry::Unsent(unsent), true)
                     }
-                    service.metrics.upstream_errors.inc();
-                    ep.record_failure();
-                    tried.push(addr);
-                    match &replay {
-                        Some(r) if tries_left > 0 => {
-                            tries_left -= 1;
-                            service.metrics.retries.inc();
-                            tracing::debug!(upstream = %addr, error = %reason, "idempotent request retried after the connection dropped");
-                            req = r.rebuild();
-                            last_err = Some(ProxyError::Upstream { addr, reason });
-                            continue;
-                        }
-                        _ => return Err(ProxyError::Upstream { addr, reason }),
+                    None => {
+                        service.metrics.upstream_errors.inc();
+                        Attempt::failed(err, Retry::IfReplayable, true)
                     }
                 }
             }
         }
     }
+
+    /// Counts a failure of `ep` towards passive ejection, and counts and
+    /// logs the ejection it may cause.
+    /// Ejection never takes more than `ejection.max_ejected_percent` of the
+    /// pool out at once.
+    fn instance_failed(&self, service: &ServiceRoutes, pool: &Pool, ep: &Endpoint) {
+        let n = pool.endpoints.len();
+        let cap = n * self.settings.max_ejected_percent as usize / 100;
+        let ejected = pool.endpoints.iter().filter(|e| e.is_ejected()).count();
+        if ep.record_failure(ejected < cap) {
+            service.metrics.ejections.inc();
+            tracing::warn!(upstream = %ep.addr(), service = %service.name, "instance ejected after consecutive failures");
+        }
+    }
+}
+
+/// What a try may hand back instead of an answer or a failure.
+#[derive(Clone, Copy)]
+struct Leeway {
+    /// A 502/503/504 may be dropped for a try elsewhere.
+    retry_status: bool,
+    /// A stale pooled connection may be redone once, for free.
+    stale_redo: bool,
+}
+
+/// A request that failed on the proxy's side, with the service and colour
+/// it was routed to, when it got that far.
+struct Failure {
+    err: ProxyError,
+    at: Option<(Arc<ServiceRoutes>, Arc<Pool>)>,
+}
+
+impl From<ProxyError> for Failure {
+    fn from(err: ProxyError) -> Self {
+        Self { err, at: None }
+    }
+}
+
+impl Failure {
+    /// A failure after routing: counted with the pool's requests, so the
+    /// per-colour error ratio sees the proxy's own 502/503/504 too.
+    fn of_pool(
+        err: ProxyError,
+        service: Arc<ServiceRoutes>,
+        pool: Arc<Pool>,
+        start: Instant,
+    ) -> Self {
+        pool.metrics
+            .observe(err.status().as_u16(), start.elapsed().as_secs_f64());
+        Self {
+            err,
+            at: Some((service, pool)),
+        }
+    }
+}
+
+/// How one try on one instance ended.
+enum Attempt {
+    /// A response head to pass on (possibly an error status that is not
+    /// worth a retry).
+    Answered(Response<Incoming>, ResponseGuard),
+    /// No usable answer.
+    Failed(Failed),
+}
+
+/// A failed try: the error the client gets if nothing else works, and what
+/// may happen next.
+struct Failed {
+    err: ProxyError,
+    retry: Retry,
+    /// Whether this counts towards the instance's passive ejection.
+    instance_failed: bool,
+}
+
+impl Attempt {
+    fn failed(err: ProxyError, retry: Retry, instance_failed: bool) -> Self {
+        Attempt::Failed(Failed {
+            err,
+            retry,
+            instance_failed,
+        })
+    }
+}
+
+/// What a failed try allows (in the manner of a retry type on an error).
+enum Retry {
+    /// A pooled connection had closed before the request was written: one
+    /// free redo (on a fresh connection), neither a failure nor a retry.
+    Redo(Request<UpstreamBody>),
+    /// The request never left: it may go to another instance whatever its
+    /// method and body.
+    Unsent(Request<UpstreamBody>),
+    /// Part of the request may have been sent: only a replayable request
+    /// (bodiless, idempotent) may go again.
+    IfReplayable,
+    /// Not again (the client's side failed).
+    Never,
+}
+
+/// Which wait ran out before the response head.
+enum Stall {
+    /// The instance read none of the request body for `timeouts.send_idle`.
+    Send,
+    /// No response head within `timeouts.response_head` of the body's end.
+    Head,
+}
+
+/// Awaits the response head of a request with a body. The head timer
+/// starts once the body has been sent (an upload may take longer than the
+/// head timeout); until then the instance must keep reading it.
+async fn head_after_body<F, T>(
+    send: F,
+    progress: &Progress,
+    timeouts: &Timeouts,
+) -> Result<T, Stall>
+where
+    F: std::future::Future<Output = T>,
+{
+    tokio::pin!(send);
+    while !progress.is_done() {
+        // While the client is the one pausing, its own read timeout runs;
+        // look again one send timeout later.
+        let due = progress.idle_since() + timeouts.send_idle;
+        let check =
+            tokio::time::Instant::from_std(due.max(Instant::now() + timeouts.send_idle / 4));
+        tokio::select! {
+            // An early answer (413, 401…) or a failure ends the wait.
+            r = &mut send => return Ok(r),
+            () = progress.ended() => {}
+            () = tokio::time::sleep_until(check) => {
+                if progress.upstream_stalled(timeouts.send_idle) {
+                    return Err(Stall::Send);
+                }
+            }
+        }
+    }
+    tokio::time::timeout(timeouts.response_head, send)
+        .await
+        .map_err(|_| Stall::Head)
 }
 
 /// Decrements a pool's in-flight gauge unless forgotten (then the response

@@ -3,8 +3,9 @@
 //! Hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection and are
 //! removed in both directions, together with every header the `Connection`
 //! header names. Upgrades keep `Connection: upgrade` and `Upgrade`. Towards
-//! the upstream the proxy adds `X-Forwarded-For`, `-Proto`, `-Host` and
-//! `Via`, and keeps `Host` as the client sent it.
+//! the upstream the proxy adds `X-Forwarded-For`, `-Proto`, `-Host`, `Via`
+//! and optionally RFC 7239 `Forwarded`, replacing what an untrusted client
+//! sent in their place, and keeps `Host` as the client sent it.
 
 use std::net::IpAddr;
 
@@ -61,6 +62,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .filter(|n| !(upgrade && n == header::UPGRADE))
+        // `Connection: host` must not take the request's Host away.
+        .filter(|n| n != header::HOST)
         .collect();
     for n in named {
         headers.remove(n);
@@ -75,6 +78,35 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Whether every `Transfer-Encoding` coding is `chunked` (the only one the
+/// proxy re-frames; any other would be lost when the header is stripped).
+pub fn only_chunked(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TRANSFER_ENCODING).iter().all(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .all(|c| c.is_empty() || c.eq_ignore_ascii_case("chunked"))
+        })
+    })
+}
+
+/// Joins several `cookie` fields into one, with `; ` (RFC 9113 §8.2.3).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut all = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (all.next(), all.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Valid field values joined by "; " stay valid.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 /// What the proxy knows about the client connection.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientInfo {
@@ -82,42 +114,126 @@ pub struct ClientInfo {
     pub ip: IpAddr,
     /// Whether the client connection is TLS.
     pub tls: bool,
+    /// Whether the peer is trusted (`forwarding.trusted_peers`): its
+    /// forwarding headers are extended instead of replaced.
+    pub trusted: bool,
 }
 
-/// Adds the forwarding headers.
+/// `X-Forwarded-Port`, replaced like the others (it is dropped).
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+/// `X-Forwarded-Prefix`, replaced like the others (it is dropped).
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+/// Every line of a header joined with `, ` (RFC 9110 §5.3), if any is text.
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut out: Option<String> = None;
+    for v in headers.get_all(name) {
+        let Ok(t) = v.to_str() else { continue };
+        let t = t.trim();
+        if t.is_empty() {
+            continue;
+        }
+        match &mut out {
+            Some(o) => {
+                o.push_str(", ");
+                o.push_str(t);
+            }
+            None => out = Some(t.to_owned()),
+        }
+    }
+    out
+}
+
+/// Sets `name` to `prev, ours` (every previous line joined), or `ours`.
+fn extend(headers: &mut HeaderMap, name: HeaderName, ours: &str) {
+    let value = match joined(headers, &name) {
+        Some(prev) => format!("{prev}, {ours}"),
+        None => ours.to_owned(),
+    };
+    // Text that was valid, joined with text that is valid, stays valid.
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(name, v);
+    }
+}
+
+/// This hop's RFC 7239 `Forwarded` element.
+fn forwarded_element(client: ClientInfo, proto: &str, host: Option<&HeaderValue>) -> String {
+    let mut el = match client.ip {
+        IpAddr::V4(ip) => format!("for={ip}"),
+        IpAddr::V6(ip) => format!("for=\"[{ip}]\""),
+    };
+    el.push_str(";proto=");
+    el.push_str(proto);
+    if let Some(h) = host.and_then(|h| h.to_str().ok())
+        && !h.contains(['"', '\\'])
+    {
+        el.push_str(";host=\"");
+        el.push_str(h);
+        el.push('"');
+    }
+    el
+}
+
+/// Adds the forwarding headers. From a trusted peer the client's
+/// `X-Forwarded-For`, `Forwarded` and `Via` are extended and its
+/// `X-Forwarded-Proto`/`-Host` kept; from any other peer every client-sent
+/// `X-Forwarded-*` and `Forwarded` is replaced by what this proxy saw.
+/// Repeated lines are joined, never cut. With `emit`, an RFC 7239
+/// `Forwarded` element is added too.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
     client: ClientInfo,
     host: Option<&HeaderValue>,
     via: &'static str,
+    emit: bool,
 ) {
-    let ip = client.ip.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
-    };
-    // An IP string and a header that was valid text stay valid.
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    headers.insert(
-        X_FORWARDED_PROTO,
-        HeaderValue::from_static(if client.tls { "https" } else { "http" }),
-    );
-    if let Some(h) = host
-        && !headers.contains_key(&X_FORWARDED_HOST)
-    {
-        headers.insert(X_FORWARDED_HOST, h.clone());
-    }
-    match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(prev) => {
-            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {via}")) {
-                headers.insert(header::VIA, v);
+    let proto = if client.tls { "https" } else { "http" };
+    let proto_value = HeaderValue::from_static(proto);
+    if client.trusted {
+        extend(headers, X_FORWARDED_FOR, &client.ip.to_string());
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO, proto_value);
+        }
+        if let Some(h) = host
+            && !headers.contains_key(&X_FORWARDED_HOST)
+        {
+            headers.insert(X_FORWARDED_HOST, h.clone());
+        }
+        if emit {
+            extend(
+                headers,
+                header::FORWARDED,
+                &forwarded_element(client, proto, host),
+            );
+        }
+    } else {
+        // insert replaces every line a client sent.
+        if let Ok(v) = HeaderValue::from_str(&client.ip.to_string()) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+        headers.insert(X_FORWARDED_PROTO, proto_value);
+        match host {
+            Some(h) => {
+                headers.insert(X_FORWARDED_HOST, h.clone());
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
             }
         }
-        None => {
-            headers.insert(header::VIA, HeaderValue::from_static(via));
+        headers.remove(&X_FORWARDED_PORT);
+        headers.remove(&X_FORWARDED_PREFIX);
+        if emit {
+            if let Ok(v) = HeaderValue::from_str(&forwarded_element(client, proto, host)) {
+                headers.insert(header::FORWARDED, v);
+            }
+        } else {
+            headers.remove(header::FORWARDED);
         }
+    }
+    if headers.contains_key(header::VIA) {
+        extend(headers, header::VIA, via);
+    } else {
+        headers.insert(header::VIA, HeaderValue::from_static(via));
     }
 }
 
@@ -158,15 +274,45 @@ mod tests {
         h.insert(X_FORWARDED_FOR, "10.0.0.1".parse().unwrap());
         h.insert(header::VIA, "1.1 edge".parse().unwrap());
         let host = HeaderValue::from_static("example.com");
+        h.append(X_FORWARDED_FOR, "10.0.0.2".parse().unwrap());
+        h.insert(X_FORWARDED_PROTO, "http".parse().unwrap());
+        let client = ClientInfo {
+            ip: "127.0.0.1".parse().unwrap(),
+            tls: true,
+            trusted: true,
+        };
+        let mut untrusted = h.clone();
+        add_forwarded(&mut h, client, Some(&host), "1.1 switchyard", true);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        assert_eq!(
+            h[&X_FORWARDED_PROTO], "http",
+            "a trusted peer's proto is kept"
+        );
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=127.0.0.1;proto=https;host=\"example.com\""
+        );
         add_forwarded(
-            &mut h,
+            &mut untrusted,
             ClientInfo {
-                ip: "127.0.0.1".parse().unwrap(),
-                tls: true,
+                trusted: false,
+                ..client
             },
             Some(&host),
             "1.1 switchyard",
+            false,
         );
+        assert_eq!(untrusted[&X_FORWARDED_FOR], "127.0.0.1");
+        assert_eq!(untrusted.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(untrusted[&X_FORWARDED_PROTO], "https");
+        assert!(!untrusted.contains_key(header::FORWARDED));
+        let h = {
+            let mut h = HeaderMap::new();
+            h.insert(X_FORWARDED_FOR, "10.0.0.1".parse().unwrap());
+            h.insert(header::VIA, "1.1 edge".parse().unwrap());
+            add_forwarded(&mut h, client, Some(&host), "1.1 switchyard", false);
+            h
+        };
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_HOST], "example.com");

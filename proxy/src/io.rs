@@ -10,21 +10,81 @@
 //! only then was a request really under way. Otherwise the connection was
 //! merely idle between requests and is closed silently, as keep-alive
 //! clients expect.
+//!
+//! The stream also bounds how long a write may wait for the client to read
+//! (`timeouts.send_idle`): a client that stops reading a response fails
+//! the connection instead of holding it, and the upstream one, forever.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
-/// The stream hyper serves: tokio's `TcpStream` plus a "request pending" flag.
+/// The stream hyper serves: tokio's `TcpStream` plus a "request pending"
+/// flag and a write idle timeout.
 #[derive(Debug)]
 pub(crate) struct TrackedStream {
     inner: TcpStream,
     pending: Arc<AtomicBool>,
+    send_idle: Duration,
+    /// Armed while a write waits for the client to read.
+    timer: Option<Pin<Box<Sleep>>>,
+    stalled: IntCounter,
+}
+
+impl TrackedStream {
+    /// Wraps a client stream; a write blocked longer than `send_idle` fails
+    /// and counts in `stalled`.
+    pub(crate) fn new(inner: TcpStream, send_idle: Duration, stalled: IntCounter) -> Self {
+        Self {
+            inner,
+            pending: Arc::new(AtomicBool::new(false)),
+            send_idle,
+            timer: None,
+            stalled,
+        }
+    }
+
+    /// Notes a write's result: progress disarms the timer, a blocked write
+    /// arms it, and past the timeout the write fails.
+    fn write_progress<T>(
+        &mut self,
+        res: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        match res {
+            Poll::Pending => {
+                let idle = self.send_idle;
+                let t = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if t.as_mut().poll(cx).is_ready() {
+                    self.stalled.inc();
+                    tracing::debug!(
+                        idle_ms = idle.as_millis() as u64,
+                        "client stopped reading; connection abandoned"
+                    );
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client read nothing within the send idle timeout",
+                    )));
+                }
+                Poll::Pending
+            }
+            ready => {
+                self.timer = None;
+                ready
+            }
+        }
+    }
 }
 
 /// A second handle on the socket, to answer 408 after hyper dropped its own.
@@ -37,16 +97,10 @@ pub(crate) struct Answerer {
 /// Splits an accepted stream into the served stream and its answerer. If
 /// the socket cannot be duplicated (fd exhaustion), the connection is still
 /// served; it just closes without a 408 on a header timeout.
-pub(crate) fn track(stream: TcpStream) -> (TrackedStream, Answerer) {
-    let pending = Arc::new(AtomicBool::new(false));
-    let socket = socket2::SockRef::from(&stream).try_clone().ok();
-    (
-        TrackedStream {
-            inner: stream,
-            pending: Arc::clone(&pending),
-        },
-        Answerer { socket, pending },
-    )
+pub(crate) fn track(stream: TrackedStream) -> (TrackedStream, Answerer) {
+    let pending = Arc::clone(&stream.pending);
+    let socket = socket2::SockRef::from(&stream.inner).try_clone().ok();
+    (stream, Answerer { socket, pending })
 }
 
 impl Answerer {
@@ -97,7 +151,7 @@ impl AsyncWrite for TrackedStream {
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
             this.pending.store(false, Ordering::Relaxed);
         }
-        res
+        this.write_progress(res, cx)
     }
 
     fn poll_write_vectored(
@@ -110,7 +164,7 @@ impl AsyncWrite for TrackedStream {
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
             this.pending.store(false, Ordering::Relaxed);
         }
-        res
+        this.write_progress(res, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -118,7 +172,9 @@ impl AsyncWrite for TrackedStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_flush(cx);
+        this.write_progress(res, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -227,6 +227,8 @@ impl Proxy {
                 timeouts: config.timeouts,
                 retry_attempts: config.retry_attempts,
                 preview: config.preview.clone(),
+                forwarding: config.forwarding.clone(),
+                max_ejected_percent: config.ejection.max_ejected_percent,
                 access_log: config.log.access_log,
             },
         ));
@@ -312,7 +314,7 @@ impl Proxy {
             Arc::clone(&builder),
             &graceful,
             config.limits,
-            config.timeouts.client_header,
+            config.timeouts,
         );
         let secure = async {
             match (listeners.tls, tls) {
@@ -327,7 +329,7 @@ impl Proxy {
                         Arc::clone(&builder),
                         &graceful,
                         config.limits,
-                        config.timeouts.client_header,
+                        config.timeouts,
                     )
                     .await;
                 }

@@ -39,7 +39,7 @@ pub const DRAINING: &str = "switchyard_draining_connections";
 pub const CLIENT_CONNECTIONS: &str = "switchyard_client_connections";
 /// `switchyard_ejections_total{service}`
 pub const EJECTIONS: &str = "switchyard_ejections_total";
-/// `switchyard_local_responses_total{status}`
+/// `switchyard_local_responses_total{status,service,colour}`
 pub const LOCAL_RESPONSES: &str = "switchyard_local_responses_total";
 /// `switchyard_table_updates_total`
 pub const TABLE_UPDATES: &str = "switchyard_table_updates_total";
@@ -52,6 +52,40 @@ pub const BUILD_INFO: &str = "switchyard_build_info";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The commit this proxy was built from (`unknown` outside a git checkout).
 pub const COMMIT: &str = env!("SWITCHYARD_COMMIT");
+/// `switchyard_abandoned_exchanges_total{reason}`
+pub const ABANDONED: &str = "switchyard_abandoned_exchanges_total";
+
+/// Why an exchange was abandoned by an idle timeout (the `reason` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Abandon {
+    /// The client paused its request body longer than `timeouts.read_idle`.
+    ClientBody = 0,
+    /// The upstream stopped reading the request body for `timeouts.send_idle`.
+    UpstreamSend = 1,
+    /// The upstream paused its response body longer than `timeouts.read_idle`.
+    UpstreamBody = 2,
+    /// The client stopped reading the response for `timeouts.send_idle`.
+    ClientSend = 3,
+}
+
+impl Abandon {
+    const ALL: [Abandon; 4] = [
+        Abandon::ClientBody,
+        Abandon::UpstreamSend,
+        Abandon::UpstreamBody,
+        Abandon::ClientSend,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Abandon::ClientBody => "client_body",
+            Abandon::UpstreamSend => "upstream_send",
+            Abandon::UpstreamBody => "upstream_body",
+            Abandon::ClientSend => "client_send",
+        }
+    }
+}
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -78,6 +112,7 @@ pub struct Metrics {
     local_responses: IntCounterVec,
     table_updates: IntCounter,
     passing: IntGaugeVec,
+    abandoned: [IntCounter; 4],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -229,8 +264,8 @@ impl Metrics {
             local_responses: counter_vec(
                 &r,
                 LOCAL_RESPONSES,
-                "Responses the proxy generated itself (errors), by status code.",
-                &["status"],
+                "Responses the proxy generated itself (errors), by status code, service and colour (empty before a route matched).",
+                &["status", "service", "colour"],
             ),
             table_updates,
             passing: gauge_vec(
@@ -239,6 +274,15 @@ impl Metrics {
                 "Passing instances in the pool this proxy serves, by service and role (active, standby).",
                 &["service", "role"],
             ),
+            abandoned: {
+                let v = counter_vec(
+                    &r,
+                    ABANDONED,
+                    "Exchanges abandoned because a body stalled, by reason (client_body, upstream_send, upstream_body, client_send); both connections are closed.",
+                    &["reason"],
+                );
+                Abandon::ALL.map(|a| v.with_label_values(&[a.as_str()]))
+            },
             registry: r,
         }
     }
@@ -320,6 +364,7 @@ impl Metrics {
             duration: self.duration.with_label_values(&[service, colour]),
             in_flight: self.in_flight.with_label_values(&[service, colour]),
             draining: self.draining.with_label_values(&[service, colour]),
+            body_stalled: self.abandoned(Abandon::UpstreamBody).clone(),
         }
     }
 
@@ -344,10 +389,11 @@ impl Metrics {
         }
     }
 
-    /// Records a locally generated response.
-    pub fn local_response(&self, status: u16) {
+    /// Records a locally generated response; `service` and `colour` are
+    /// empty when no route had matched yet.
+    pub fn local_response(&self, status: u16, service: &str, colour: &str) {
         self.local_responses
-            .with_label_values(&[itoa_status(status)])
+            .with_label_values(&[itoa_status(status), service, colour])
             .inc();
     }
 
@@ -393,6 +439,11 @@ impl Metrics {
         &self.client_connections
     }
 
+    /// The counter of exchanges abandoned for `why`.
+    pub fn abandoned(&self, why: Abandon) -> &IntCounter {
+        &self.abandoned[why as usize]
+    }
+
     /// Counts a routing table swap.
     pub fn table_updated(&self) {
         self.table_updates.inc();
@@ -433,6 +484,8 @@ pub struct PoolMetrics {
     pub in_flight: IntGauge,
     /// Upgraded connections draining from this pool.
     pub draining: IntGauge,
+    /// Response bodies abandoned because the upstream stalled.
+    pub body_stalled: IntCounter,
 }
 
 impl PoolMetrics {

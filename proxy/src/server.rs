@@ -24,8 +24,8 @@ use tracing::Instrument;
 use crate::config::{Limits, Timeouts};
 use crate::forward::Forwarder;
 use crate::headers::ClientInfo;
-use crate::io::{self as tracked, Answerer};
-use crate::metrics::Metrics;
+use crate::io::{self as tracked, Answerer, TrackedStream};
+use crate::metrics::{Abandon, Metrics};
 
 const REQUEST_TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 52\r\nconnection: close\r\n\r\n408 request timeout: the request head came too slow\n";
 
@@ -55,8 +55,14 @@ pub(crate) async fn accept_loop(
     builder: Arc<auto::Builder<TokioExecutor>>,
     graceful: &GracefulShutdown,
     limits: Limits,
-    handshake_timeout: Duration,
+    timeouts: Timeouts,
 ) {
+    let (handshake_timeout, send_idle) = (timeouts.client_header, timeouts.send_idle);
+    let client_stalled = forwarder
+        .router()
+        .metrics()
+        .abandoned(Abandon::ClientSend)
+        .clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -77,9 +83,12 @@ pub(crate) async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        let stream = TrackedStream::new(stream, send_idle, client_stalled.clone());
         let client = ClientInfo {
             ip: peer.ip(),
             tls: tls.is_some(),
+            // Decided once per connection, not per request.
+            trusted: forwarder.settings().forwarding.trusts(peer.ip()),
         };
         let fwd = Arc::clone(&forwarder);
         let service = service_fn(move |req| {
@@ -150,7 +159,7 @@ fn on_conn_error(
             && io.request_pending()
         {
             io.write_final(REQUEST_TIMEOUT_RESPONSE);
-            metrics.local_response(408);
+            metrics.local_response(408, "", "");
             tracing::debug!("request head too slow: answered 408");
         }
         return;

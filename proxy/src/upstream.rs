@@ -20,14 +20,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::body::RequestBody;
+
 /// The body type sent upstream: the client's body as it streams in, or
 /// nothing (which lets a bodiless request be rebuilt and retried).
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+pub type UpstreamBody = Either<RequestBody, Empty<Bytes>>;
 
 /// A pooled HTTP/1.1 connection's request handle.
 pub type Sender = http1::SendRequest<UpstreamBody>;
@@ -51,7 +52,7 @@ impl Default for PoolSettings {
     fn default() -> Self {
         Self {
             max_idle: 256,
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: crate::config::DEFAULT_UPSTREAM_IDLE_TIMEOUT,
             connect_timeout: Duration::from_secs(1),
             eject_after: 5,
             cool_down: Duration::from_secs(10),
@@ -99,12 +100,14 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
-fn epoch() -> Instant {
+/// The process-wide origin of [`now_ms`].
+pub(crate) fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since [`epoch`].
+pub(crate) fn now_ms() -> u64 {
     u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -156,11 +159,15 @@ impl Endpoint {
         }
     }
 
-    /// Records a failure; returns true when this failure ejected the endpoint.
-    pub fn record_failure(&self) -> bool {
+    /// Records a failure; returns true when this failure ejected the endpoint
+    /// (the caller counts and logs that). With `may_eject` false (its pool
+    /// has as many instances ejected as it may), the streak is kept but
+    /// the endpoint stays in.
+    #[must_use]
+    pub fn record_failure(&self, may_eject: bool) -> bool {
         let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         let limit = self.settings.eject_after;
-        if limit == 0 || n < limit {
+        if limit == 0 || n < limit || !may_eject {
             return false;
         }
         self.consecutive_failures.store(0, Ordering::Relaxed);
@@ -251,6 +258,11 @@ impl Endpoint {
                 .await
                 .map_err(|_| ConnectError::Timeout)??;
         stream.set_nodelay(true)?;
+        // Dead peers and silent middleboxes show up on long-idle or
+        // long-running connections instead of hanging them.
+        let keepalive =
+            socket2::TcpKeepalive::new().with_time(crate::config::DEFAULT_UPSTREAM_TCP_KEEPALIVE);
+        socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;
@@ -310,11 +322,11 @@ mod tests {
                 ..PoolSettings::default()
             },
         );
-        assert!(!ep.record_failure());
+        assert!(!ep.record_failure(true));
         ep.record_success();
-        assert!(!ep.record_failure());
-        assert!(!ep.record_failure());
-        assert!(ep.record_failure());
+        assert!(!ep.record_failure(true));
+        assert!(!ep.record_failure(true));
+        assert!(ep.record_failure(true));
         assert!(ep.is_ejected());
         std::thread::sleep(Duration::from_millis(60));
         assert!(!ep.is_ejected());
