@@ -274,12 +274,18 @@ pub(crate) fn kv_entry(e: &KvEntry) -> Value {
     } else {
         Value::String(STANDARD.encode(&e.value))
     };
-    json!({
+    let mut v = json!({
         "CreateIndex": e.create_index,
         "ModifyIndex": e.modify_index,
         "LockIndex": e.lock_index,
         "Key": e.key,
         "Flags": e.flags,
         "Value": value,
-    })
+    });
+    if !e.session.is_empty()
+        && let Some(obj) = v.as_object_mut()
+    {
+        obj.insert("Session".into(), Value::String(e.session.clone()));
+    }
+    v
 }
