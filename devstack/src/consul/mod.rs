@@ -14,7 +14,9 @@
 //!   `agent_self`: `/v1/agent/self`.
 //! - `session`: `/v1/session/...` and KV `acquire`/`release` (locks, TTLs,
 //!   lock-delay, `release`/`delete` behavior).
-//! - `catalog`: `/v1/catalog/...`, `/v1/health/...`, `/v1/status/...`.
+//! - `catalog`: `/v1/catalog/...`, `/v1/health/...`, `/v1/status/...`;
+//!   `catalog_ext`: `/v1/catalog/register` and `/deregister` for external
+//!   nodes (merged into every catalog and health read).
 //! - `filter`: the `?filter=` expression subset.
 //! - `render`: response JSON shapes.
 //! - `runner`: HTTP/TCP/TTL check execution and the critical-service reaper.
@@ -28,6 +30,7 @@
 mod agent;
 mod agent_self;
 mod catalog;
+mod catalog_ext;
 mod duration;
 mod filter;
 mod http;
@@ -182,6 +185,8 @@ impl DevConsul {
                 "/v1/agent/health/service/name/{name}",
                 get(agent::health_by_name),
             )
+            .route("/v1/catalog/register", put(catalog_ext::register))
+            .route("/v1/catalog/deregister", put(catalog_ext::deregister))
             .route("/v1/catalog/services", get(catalog::catalog_services))
             .route("/v1/catalog/service/{name}", get(catalog::catalog_service))
             .route("/v1/catalog/nodes", get(catalog::catalog_nodes))

@@ -83,6 +83,10 @@ impl Session {
         parse_go(&self.ttl).filter(|d| !d.is_zero())
     }
 
+    pub(crate) fn check_ids_contain(&self, id: &str) -> bool {
+        self.check_ids().any(|c| c == id)
+    }
+
     fn check_ids(&self) -> impl Iterator<Item = &str> {
         self.node_checks
             .iter()
@@ -126,7 +130,7 @@ impl Inner {
 
     fn check_status(&self, node: &str, id: &str, local_node: &str) -> Option<&str> {
         if node != local_node {
-            return None;
+            return self.ext_check_status(node, id).flatten();
         }
         if id == SERF_CHECK_ID {
             return Some(super::state::PASSING);
@@ -142,7 +146,7 @@ impl Inner {
         local_node: &str,
         now: Instant,
     ) -> Result<String, String> {
-        if session.node != local_node {
+        if session.node != local_node && !self.ext_nodes.contains_key(&session.node) {
             return Err("Missing node registration".to_owned());
         }
         for id in session.check_ids() {
@@ -172,7 +176,7 @@ impl Inner {
     pub(crate) fn session_destroy(&mut self, id: &str, now: Instant) {
         if self.sessions.contains_key(id) {
             let idx = self.index + 1;
-            self.invalidate_session(id, idx, now);
+            self.invalidate_session_at(id, idx, now);
             self.index = idx;
         }
     }
@@ -190,7 +194,7 @@ impl Inner {
 
     /// Removes a session at `idx` and applies its behavior to held keys.
     /// The caller owns `idx` (and sets `self.index`).
-    fn invalidate_session(&mut self, id: &str, idx: u64, now: Instant) {
+    pub(crate) fn invalidate_session_at(&mut self, id: &str, idx: u64, now: Instant) {
         let Some(session) = self.sessions.remove(id) else {
             return;
         };
@@ -218,17 +222,17 @@ impl Inner {
         }
     }
 
-    /// Invalidates every session tied to `check_id` (the check turned
-    /// critical or went away) at the caller's index `idx`.
+    /// Invalidates every session of the agent's node tied to `check_id` (the
+    /// check turned critical or went away) at the caller's index `idx`.
     pub(crate) fn invalidate_sessions_for_check(&mut self, check_id: &str, idx: u64, now: Instant) {
         let doomed: Vec<String> = self
             .sessions
             .values()
-            .filter(|s| s.check_ids().any(|c| c == check_id))
+            .filter(|s| !self.ext_nodes.contains_key(&s.node) && s.check_ids_contain(check_id))
             .map(|s| s.id.clone())
             .collect();
         for id in doomed {
-            self.invalidate_session(&id, idx, now);
+            self.invalidate_session_at(&id, idx, now);
         }
     }
 
@@ -244,7 +248,7 @@ impl Inner {
         if !expired.is_empty() {
             let idx = self.index + 1;
             for id in &expired {
-                self.invalidate_session(id, idx, now);
+                self.invalidate_session_at(id, idx, now);
                 self.session_rt.deadlines.remove(id);
             }
             self.index = idx;
@@ -386,13 +390,13 @@ pub(crate) fn render(s: &Session) -> Value {
     })
 }
 
-fn field<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+pub(crate) fn field<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     map.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v)
 }
 
-fn string_field(map: &Map<String, Value>, name: &str) -> Result<Option<String>, String> {
+pub(crate) fn string_field(map: &Map<String, Value>, name: &str) -> Result<Option<String>, String> {
     match field(map, name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),

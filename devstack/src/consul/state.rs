@@ -215,6 +215,11 @@ pub(crate) struct Inner {
     pub(crate) sessions_index: u64,
     #[serde(skip)]
     pub(crate) session_rt: super::session::SessionRuntime,
+    /// Nodes written through `/v1/catalog/register` (no agent runs there).
+    #[serde(default)]
+    pub(crate) ext_nodes: BTreeMap<String, super::catalog_ext::ExtNode>,
+    #[serde(default)]
+    pub(crate) ext_nodes_index: u64,
 }
 
 /// A probe the runner must execute outside the lock.
@@ -249,6 +254,8 @@ impl Inner {
             sessions: BTreeMap::new(),
             sessions_index: 1,
             session_rt: super::session::SessionRuntime::default(),
+            ext_nodes: BTreeMap::new(),
+            ext_nodes_index: 0,
         }
     }
 
