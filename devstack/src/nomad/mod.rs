@@ -104,6 +104,9 @@ pub enum NomadError {
 pub(crate) struct ApiError {
     pub(crate) status: ::http::StatusCode,
     pub(crate) msg: String,
+    /// The table index a failed read saw (a 404 of a blocking read carries
+    /// `X-Nomad-Index`, and blocks on it, like any other answer).
+    pub(crate) index: Option<u64>,
 }
 
 impl ApiError {
@@ -111,6 +114,7 @@ impl ApiError {
         Self {
             status,
             msg: msg.into(),
+            index: None,
         }
     }
     pub(crate) fn bad_request(msg: impl Into<String>) -> Self {
