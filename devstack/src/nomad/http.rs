@@ -72,6 +72,7 @@ pub(crate) fn router(inner: Shared) -> Router {
         )
         .route("/v1/job/{id}/versions", get(job_versions))
         .route("/v1/job/{id}/revert", post(job_revert).put(job_revert))
+        .route("/v1/job/{id}/plan", post(job_plan).put(job_plan))
         .route("/v1/job/{id}/allocations", get(job_allocations))
         .route("/v1/job/{id}/deployment", get(job_deployment))
         .route("/v1/job/{id}/deployments", get(job_deployments))
@@ -300,6 +301,38 @@ async fn job_versions(State(inner): State<Shared>, Path(id): Path<String>, q: Pa
         ))
     })
     .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PlanBody {
+    #[serde(default)]
+    job: Option<Value>,
+    #[serde(default)]
+    diff: bool,
+}
+
+/// `POST /v1/job/:id/plan`.
+async fn job_plan(
+    State(inner): State<Shared>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: PlanBody = decode(&body)?;
+    let job = match req.job {
+        Some(j @ Value::Object(_)) => j,
+        _ => return Err(ApiError::bad_request("Job must be specified")),
+    };
+    match job.get("ID").and_then(Value::as_str) {
+        None | Some("") => return Err(ApiError::bad_request("Job must have a valid ID")),
+        Some(job_id) if job_id != id => {
+            return Err(ApiError::bad_request("Job ID does not match"));
+        }
+        Some(_) => {}
+    }
+    let reply = super::plan::plan(&inner, job, req.diff)?;
+    let idx = reply.get("Index").and_then(Value::as_u64).unwrap_or(0);
+    Ok(json_response(StatusCode::OK, idx, &reply))
 }
 
 #[derive(Deserialize)]

@@ -12,6 +12,8 @@
 //!   Consul registration order (register, run; deregister, delay, kill).
 //! - `consul`: the few Consul agent endpoints used, over HTTP only, so the
 //!   same code runs against the dev Consul or a real agent.
+//! - `plan`: `/v1/job/:id/plan`, a dry run of the scheduler on a copy of
+//!   the store, with Nomad's diff and annotations.
 //! - `http`: the axum routes, blocking queries and Nomad's error shapes.
 //!
 //! Why a dev Nomad at all: the controller and the proxy use the same clients
@@ -24,6 +26,7 @@ pub mod hcl;
 
 mod consul;
 mod http;
+mod plan;
 mod runner;
 mod sched;
 mod spec;
