@@ -72,6 +72,10 @@ pub struct ConsulConfig {
     /// Consul's `session_ttl_min`: the shortest session TTL accepted
     /// (10 s by default, like Consul; tests that need fast expiry lower it).
     pub session_ttl_min: Duration,
+    /// Shortest check interval honoured. Consul's agent raises intervals
+    /// below 1 s to 1 s, and so does the dev agent by default; this is a
+    /// dev-only knob for tests that need sub-second probes and say so.
+    pub min_check_interval: Duration,
 }
 
 impl Default for ConsulConfig {
@@ -83,6 +87,7 @@ impl Default for ConsulConfig {
             advertise_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
             reap_interval: Duration::from_secs(30),
             session_ttl_min: Duration::from_secs(10),
+            min_check_interval: Duration::from_secs(1),
         }
     }
 }
@@ -130,6 +135,7 @@ impl DevConsul {
             None => (None, None),
         };
         let mut inner = loaded.unwrap_or_else(|| Inner::fresh(uuid::Uuid::new_v4().to_string()));
+        inner.min_check_interval = cfg.min_check_interval;
         inner.init_runtime(tokio::time::Instant::now());
         let node = NodeInfo {
             name: cfg.node_name.clone(),
