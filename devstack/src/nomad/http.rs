@@ -364,9 +364,10 @@ async fn job_stop(
     Path(id): Path<String>,
     q: Params,
 ) -> Result<Response, ApiError> {
+    // Go's strconv.ParseBool forms (clients send `True`, `1`, ...).
     let purge = match q.get("purge").map(String::as_str) {
-        None | Some("false") => false,
-        Some("" | "true") => true,
+        None | Some("false" | "0" | "f" | "F" | "FALSE" | "False") => false,
+        Some("" | "true" | "1" | "t" | "T" | "TRUE" | "True") => true,
         Some(other) => {
             return Err(ApiError::bad_request(format!(
                 "Failed to parse value of \"purge\" ({other}) as a bool"
