@@ -2,10 +2,12 @@
 //! machine, with no cluster.
 //!
 //! - [`consul`]: a Consul-compatible HTTP API (agent services and checks,
-//!   catalog, health, KV, blocking queries) with a check runner.
-//! - [`nomad`]: a Nomad-compatible HTTP API (jobs, versions, revert,
-//!   allocations, deployments, `jobs/parse`) with a local process driver that
-//!   registers allocations' services in Consul over its HTTP API.
+//!   catalog incl. external nodes, health, KV with sessions and locks,
+//!   blocking queries) with a check runner.
+//! - [`nomad`]: a Nomad-compatible HTTP API (jobs, versions, revert, plan,
+//!   allocations, evaluations, deployments, `jobs/parse`) with a local
+//!   process driver that registers allocations' services in Consul over its
+//!   HTTP API.
 //!
 //! The proxy and the controller never know they are talking to this crate:
 //! they use the same HTTP clients they use against real clusters.

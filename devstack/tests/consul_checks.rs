@@ -210,3 +210,40 @@ async fn rerunning_check_with_same_status_does_not_wake_watchers() {
     assert_eq!(checks["h"]["Status"], "passing", "the check kept running");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn default_agent_raises_short_intervals_to_one_second() {
+    // The default configuration, as `switchyard dev` runs it.
+    let s = consul_support::start_with(switchyard_devstack::consul::ConsulConfig {
+        node_name: "test-node".into(),
+        ..switchyard_devstack::consul::ConsulConfig::default()
+    })
+    .await;
+    let (url, _, hits) = health_target().await;
+    s.register(json!({"ID": "fast", "Name": "fast", "Port": 1,
+        "Check": {"CheckID": "fast-http", "HTTP": url, "Interval": "100ms"}}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let n = hits.load(Ordering::SeqCst);
+    // Staggered first run within 1 s, then every 1 s: at most 2 probes in
+    // 1.6 s (a 100 ms interval would have made about 15).
+    assert!((1..=2).contains(&n), "{n} probes in 1.6 s");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn thresholds_are_accepted_and_delay_passing() {
+    let s = start().await;
+    let (url, _, hits) = health_target().await;
+    s.register(json!({"ID": "slow", "Name": "slow", "Port": 1,
+        "Check": {"CheckID": "slow-http", "HTTP": url, "Interval": "30ms",
+                  "success_before_passing": 4, "FailuresBeforeCritical": 2}}))
+        .await;
+    s.wait_check("slow-http", "passing", Duration::from_secs(5))
+        .await;
+    assert!(
+        hits.load(Ordering::SeqCst) >= 4,
+        "passing only after 4 successful probes"
+    );
+    s.stop().await;
+}

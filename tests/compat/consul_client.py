@@ -6,7 +6,8 @@ Usage: consul_client.py HOST PORT
 The dev Consul claims to speak Consul's HTTP API; a client written by other
 people against real Consul is the fairest judge of that. This script
 registers a service with a TTL check, blocks on its health until the check
-passes, and runs a KV check-and-set sequence (including a blocking read).
+passes, runs a KV check-and-set sequence (including a blocking read), takes
+and releases a lock with sessions, and fails an external node's serfHealth.
 It exits non-zero with a message on the first mismatch and prints
 "py-consul compat: ok" on success. The Rust test that runs it then reads the
 results back with switchyard's own client.
@@ -108,6 +109,49 @@ def main():
     # A missing key is None (404), not an error.
     _, missing = c.kv.get(KEY + "/missing")
     expect(missing is None, "missing key: %r" % (missing,))
+
+    # Sessions and locks: acquire, a second session is refused, release,
+    # destroy (the default `release` behavior frees held keys).
+    lock = KEY + "/lock"
+    first = c.session.create(name="py-compat-a", lock_delay=0, ttl=10)
+    second = c.session.create(name="py-compat-b", lock_delay=0)
+    _, info = c.session.info(first)
+    expect(info is not None and info["Name"] == "py-compat-a", "session info: %r" % (info,))
+    expect(info["TTL"] == "10s" and info["Behavior"] == "release", "session shape: %r" % (info,))
+    expect(c.kv.put(lock, "leader-a", acquire=first) is True, "acquire a free lock")
+    expect(c.kv.put(lock, "leader-b", acquire=second) is False, "a held lock refuses another session")
+    _, held = c.kv.get(lock)
+    expect(held["Session"] == first and held["LockIndex"] == 1, "held lock: %r" % (held,))
+    renewed = c.session.renew(first)
+    expect(renewed is not None and renewed["ID"] == first, "renew: %r" % (renewed,))
+    expect(c.kv.put(lock, "done", release=first) is True, "the holder releases")
+    expect(c.kv.put(lock, "leader-b", acquire=second) is True, "a released lock is free")
+    expect(c.session.destroy(second) is True, "destroy")
+    _, freed = c.kv.get(lock)
+    expect("Session" not in freed, "destroy released the key: %r" % (freed,))
+    _, sessions = c.session.list()
+    expect([s["ID"] for s in sessions] == [first], "session list: %r" % (sessions,))
+    c.session.destroy(first)
+
+    # An external node in the catalog: its failed serfHealth takes its
+    # instance out of ?passing; node checks come first.
+    def external(status):
+        return c.catalog.register(
+            "py-ext", "10.9.8.7",
+            service={"Service": SERVICE, "ID": "py-ext-1", "Port": 7000},
+            check={"CheckID": "serfHealth", "Name": "Serf Health Status", "Status": status},
+        )
+    expect(external("passing") is True, "catalog register")
+    _, nodes = c.health.service(SERVICE, passing=True)
+    by_node = {n["Node"]["Node"]: n for n in nodes}
+    expect("py-ext" in by_node, "external instance passing: %r" % (list(by_node),))
+    expect(by_node["py-ext"]["Checks"][0]["CheckID"] == "serfHealth", "node checks first")
+    expect(external("critical") is True, "catalog re-register")
+    _, nodes = c.health.service(SERVICE, passing=True)
+    expect("py-ext" not in [n["Node"]["Node"] for n in nodes], "failed node left ?passing")
+    expect(c.catalog.deregister("py-ext") is True, "catalog deregister")
+    me = c.agent.self()
+    expect(me["Config"]["Datacenter"] == "dc1" and me["Member"]["Name"], "agent self: %r" % (me["Config"],))
 
     print("py-consul compat: ok")
 

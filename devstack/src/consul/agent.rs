@@ -236,6 +236,12 @@ struct RawCheck {
     tls_skip_verify: Option<bool>,
     #[serde(rename = "DisableRedirects")]
     disable_redirects: Option<bool>,
+    #[serde(rename = "SuccessBeforePassing")]
+    success_before_passing: Option<u32>,
+    #[serde(rename = "FailuresBeforeWarning")]
+    failures_before_warning: Option<u32>,
+    #[serde(rename = "FailuresBeforeCritical")]
+    failures_before_critical: Option<u32>,
 }
 
 impl RawCheck {
@@ -339,6 +345,9 @@ fn build_check_def(raw: &RawCheck) -> Result<(CheckDef, Option<String>), ApiErro
         tls_server_name: raw.tls_server_name.clone().unwrap_or_default(),
         tls_skip_verify: raw.tls_skip_verify.unwrap_or(false),
         disable_redirects: raw.disable_redirects.unwrap_or(false),
+        success_before_passing: raw.success_before_passing.unwrap_or(0),
+        failures_before_warning: raw.failures_before_warning.unwrap_or(0),
+        failures_before_critical: raw.failures_before_critical.unwrap_or(0),
     };
     Ok((def, status))
 }

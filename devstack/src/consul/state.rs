@@ -38,7 +38,8 @@ pub(crate) const PASSING: &str = "passing";
 pub(crate) const WARNING: &str = "warning";
 pub(crate) const CRITICAL: &str = "critical";
 
-/// Shortest probe interval honoured (tests use tens of milliseconds).
+/// Absolute floor under the configured minimum check interval, so a
+/// `1ns` setting cannot turn the runner into a busy loop.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Largest check output kept, like Consul's default `check_output_max_size`.
@@ -54,6 +55,9 @@ pub(crate) struct KvEntry {
     pub(crate) create_index: u64,
     pub(crate) modify_index: u64,
     pub(crate) lock_index: u64,
+    /// The session holding the lock; empty when unlocked.
+    #[serde(default)]
+    pub(crate) session: String,
 }
 
 /// A tagged address of a service (`lan`, `wan`, ...).
@@ -147,6 +151,34 @@ pub(crate) struct CheckDef {
     pub(crate) tls_server_name: String,
     pub(crate) tls_skip_verify: bool,
     pub(crate) disable_redirects: bool,
+    /// Consecutive successes before a probed check turns passing.
+    #[serde(default)]
+    pub(crate) success_before_passing: u32,
+    /// Consecutive failures before it turns warning (0: same as critical).
+    #[serde(default)]
+    pub(crate) failures_before_warning: u32,
+    /// Consecutive failures before it turns critical.
+    #[serde(default)]
+    pub(crate) failures_before_critical: u32,
+}
+
+impl CheckDef {
+    /// When a new or changed probed check first runs: at a random point
+    /// within its (effective) interval, as Consul's agent staggers checks.
+    fn first_run(&self, now: Instant, floor: Duration) -> Instant {
+        let interval = self.effective_interval(floor);
+        let nanos = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        now + Duration::from_nanos(fastrand::u64(0..nanos.max(1)))
+    }
+
+    /// The probe interval, raised to `floor` like Consul's agent raises
+    /// intervals below its 1 s minimum.
+    pub(crate) fn effective_interval(&self, floor: Duration) -> Duration {
+        self.interval
+            .unwrap_or(Duration::from_secs(10))
+            .max(floor)
+            .max(MIN_INTERVAL)
+    }
 }
 
 /// Scheduling state of a check; not persisted (instants are process-local).
@@ -156,6 +188,9 @@ pub(crate) struct CheckRuntime {
     pub(crate) in_flight: bool,
     pub(crate) ttl_deadline: Option<Instant>,
     pub(crate) critical_since: Option<Instant>,
+    /// Consecutive probe successes / failures, for the thresholds.
+    pub(crate) successes: u32,
+    pub(crate) failures: u32,
     /// Bumped whenever the definition changes, so a probe started for an old
     /// definition cannot overwrite the status of the new one.
     pub(crate) generation: u64,
@@ -206,6 +241,20 @@ pub(crate) struct Inner {
     pub(crate) service_indexes: BTreeMap<String, u64>,
     pub(crate) services_index: u64,
     pub(crate) checks_index: u64,
+    #[serde(default)]
+    pub(crate) sessions: BTreeMap<String, super::session::Session>,
+    #[serde(default)]
+    pub(crate) sessions_index: u64,
+    #[serde(skip)]
+    pub(crate) session_rt: super::session::SessionRuntime,
+    /// Shortest probe interval (Consul: 1 s; see `ConsulConfig`).
+    #[serde(skip)]
+    pub(crate) min_check_interval: Duration,
+    /// Nodes written through `/v1/catalog/register` (no agent runs there).
+    #[serde(default)]
+    pub(crate) ext_nodes: BTreeMap<String, super::catalog_ext::ExtNode>,
+    #[serde(default)]
+    pub(crate) ext_nodes_index: u64,
 }
 
 /// A probe the runner must execute outside the lock.
@@ -237,6 +286,12 @@ impl Inner {
             service_indexes: BTreeMap::new(),
             services_index: 1,
             checks_index: 1,
+            sessions: BTreeMap::new(),
+            sessions_index: 1,
+            session_rt: super::session::SessionRuntime::default(),
+            min_check_interval: Duration::ZERO,
+            ext_nodes: BTreeMap::new(),
+            ext_nodes_index: 0,
         }
     }
 
@@ -246,12 +301,13 @@ impl Inner {
     pub(crate) fn init_runtime(&mut self, now: Instant) {
         for check in self.checks.values_mut() {
             check.rt = CheckRuntime::default();
-            check.rt.next_run = Some(now);
+            check.rt.next_run = Some(check.def.first_run(now, self.min_check_interval));
             check.rt.ttl_deadline = check.def.ttl.map(|ttl| now + ttl);
             if check.status == CRITICAL {
                 check.rt.critical_since = Some(now);
             }
         }
+        self.init_session_runtime(now);
     }
 
     // ----- index lookups -------------------------------------------------
@@ -308,9 +364,10 @@ impl Inner {
             }
         }
         let idx = self.index + 1;
-        let (create_index, lock_index) = existing
-            .map(|e| (e.create_index, e.lock_index))
-            .unwrap_or((idx, 0));
+        // A plain write keeps the lock (and its holder) of an existing key.
+        let (create_index, lock_index, session) = existing
+            .map(|e| (e.create_index, e.lock_index, e.session.clone()))
+            .unwrap_or((idx, 0, String::new()));
         self.kv.insert(
             key.to_owned(),
             KvEntry {
@@ -320,6 +377,7 @@ impl Inner {
                 create_index,
                 modify_index: idx,
                 lock_index,
+                session,
             },
         );
         self.kv_tombstones.remove(key);
@@ -391,6 +449,8 @@ impl Inner {
     /// visible changed.
     fn upsert_check(&mut self, new: NewCheck, idx: u64, now: Instant) -> bool {
         let scope = new.service_id.clone();
+        let new_id = new.id.clone();
+        let floor = self.min_check_interval;
         let changed = match self.checks.get_mut(&new.id) {
             Some(existing) => {
                 let def_changed = existing.def != new.def
@@ -405,7 +465,9 @@ impl Inner {
                     existing.service_id = new.service_id;
                     existing.rt.generation += 1;
                     existing.rt.in_flight = false;
-                    existing.rt.next_run = Some(now);
+                    existing.rt.successes = 0;
+                    existing.rt.failures = 0;
+                    existing.rt.next_run = Some(existing.def.first_run(now, floor));
                     existing.rt.ttl_deadline = existing.def.ttl.map(|ttl| now + ttl);
                 }
                 if let Some(status) = new.status.filter(|_| status_changed) {
@@ -426,7 +488,7 @@ impl Inner {
                     status: String::new(),
                     output: String::new(),
                     rt: CheckRuntime {
-                        next_run: Some(now),
+                        next_run: Some(new.def.first_run(now, floor)),
                         ttl_deadline: new.def.ttl.map(|ttl| now + ttl),
                         ..CheckRuntime::default()
                     },
@@ -441,6 +503,13 @@ impl Inner {
         };
         if changed {
             self.touch_check_scope(&scope, idx);
+            if self
+                .checks
+                .get(&new_id)
+                .is_some_and(|c| c.status == CRITICAL)
+            {
+                self.invalidate_sessions_for_check(&new_id, idx, now);
+            }
         }
         changed
     }
@@ -501,10 +570,18 @@ impl Inner {
             return false;
         };
         let idx = self.index + 1;
-        let before = self.checks.len();
+        let removed: Vec<String> = self
+            .checks
+            .values()
+            .filter(|c| c.service_id == id)
+            .map(|c| c.id.clone())
+            .collect();
         self.checks.retain(|_, c| c.service_id != id);
-        if self.checks.len() != before {
+        if !removed.is_empty() {
             self.checks_index = idx;
+        }
+        for check_id in removed {
+            self.invalidate_sessions_for_check(&check_id, idx, Instant::now());
         }
         self.touch_service_name(&svc.name, idx);
         self.services_index = idx;
@@ -528,6 +605,7 @@ impl Inner {
         };
         let idx = self.index + 1;
         self.touch_check_scope(&check.service_id, idx);
+        self.invalidate_sessions_for_check(id, idx, Instant::now());
         self.index = idx;
         true
     }
@@ -546,6 +624,9 @@ impl Inner {
         check.modify_index = idx;
         let scope = check.service_id.clone();
         self.touch_check_scope(&scope, idx);
+        if status == CRITICAL {
+            self.invalidate_sessions_for_check(id, idx, now);
+        }
         self.index = idx;
         true
     }
@@ -629,15 +710,34 @@ impl Inner {
             return;
         }
         check.rt.in_flight = false;
-        // Consul clamps tiny intervals too; the floor keeps a `1ns` interval
-        // from turning the runner into a busy loop.
-        let interval = check
-            .def
-            .interval
-            .unwrap_or(Duration::from_secs(10))
-            .max(MIN_INTERVAL);
-        check.rt.next_run = Some(now + interval);
-        self.set_status(id, status, output, now);
+        check.rt.next_run = Some(now + check.def.effective_interval(self.min_check_interval));
+        // Consul's thresholds: a result only lands after enough consecutive
+        // successes (passing or warning) or failures; failures short of the
+        // critical threshold may land as warning.
+        let def = &check.def;
+        let landed = if status == CRITICAL {
+            check.rt.failures += 1;
+            check.rt.successes = 0;
+            let warn_at = if def.failures_before_warning == 0 {
+                def.failures_before_critical
+            } else {
+                def.failures_before_warning
+            };
+            if check.rt.failures >= def.failures_before_critical {
+                Some(CRITICAL)
+            } else if check.rt.failures >= warn_at {
+                Some(WARNING)
+            } else {
+                None
+            }
+        } else {
+            check.rt.successes += 1;
+            check.rt.failures = 0;
+            (check.rt.successes >= def.success_before_passing).then_some(status)
+        };
+        if let Some(status) = landed {
+            self.set_status(id, status, output, now);
+        }
     }
 
     /// Removes services with a check that has been critical for longer than
@@ -727,6 +827,11 @@ impl Store {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A receiver that sees every write that took an index.
+    pub(crate) fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Runs a read-only closure on the state.
@@ -843,5 +948,83 @@ mod tests {
             "deleting under a prefix moves its index"
         );
         assert!(!s.kv_delete("a/b", Some(0)));
+    }
+
+    fn http_check(success_before_passing: u32, warn: u32, critical: u32) -> NewCheck {
+        NewCheck {
+            id: "c".into(),
+            name: "c".into(),
+            notes: String::new(),
+            service_id: String::new(),
+            status: None,
+            def: CheckDef {
+                kind: CheckKind::Http,
+                http: "http://127.0.0.1:1/".into(),
+                method: String::new(),
+                header: BTreeMap::new(),
+                body: String::new(),
+                tcp: String::new(),
+                grpc: String::new(),
+                script_args: Vec::new(),
+                ttl: None,
+                interval: Some(Duration::from_millis(100)),
+                timeout: None,
+                deregister_after: None,
+                tls_server_name: String::new(),
+                tls_skip_verify: false,
+                disable_redirects: false,
+                success_before_passing,
+                failures_before_warning: warn,
+                failures_before_critical: critical,
+            },
+        }
+    }
+
+    fn probe(s: &mut Inner, status: &str, now: Instant) -> String {
+        let generation = s.checks.get("c").unwrap().rt.generation;
+        s.finish_probe("c", generation, status, String::new(), now);
+        s.checks.get("c").unwrap().status.clone()
+    }
+
+    #[test]
+    fn check_thresholds_follow_consul() {
+        let now = Instant::now();
+        let mut s = Inner::fresh("n".into());
+        s.register_check(http_check(3, 1, 2), now);
+        assert_eq!(probe(&mut s, PASSING, now), CRITICAL);
+        assert_eq!(probe(&mut s, PASSING, now), CRITICAL);
+        assert_eq!(probe(&mut s, PASSING, now), PASSING, "third success");
+        assert_eq!(probe(&mut s, CRITICAL, now), WARNING, "first failure warns");
+        assert_eq!(probe(&mut s, PASSING, now), WARNING, "one success resets");
+        assert_eq!(probe(&mut s, CRITICAL, now), WARNING);
+        assert_eq!(probe(&mut s, CRITICAL, now), CRITICAL, "second failure");
+        // Without thresholds every result lands at once.
+        let mut s = Inner::fresh("n".into());
+        s.register_check(http_check(0, 0, 0), now);
+        assert_eq!(probe(&mut s, PASSING, now), PASSING);
+        assert_eq!(probe(&mut s, CRITICAL, now), CRITICAL);
+        // Failures short of critical with no warning threshold change nothing.
+        let mut s = Inner::fresh("n".into());
+        s.register_check(http_check(0, 0, 3), now);
+        assert_eq!(probe(&mut s, PASSING, now), PASSING);
+        assert_eq!(probe(&mut s, CRITICAL, now), PASSING);
+        assert_eq!(probe(&mut s, CRITICAL, now), PASSING);
+        assert_eq!(probe(&mut s, CRITICAL, now), CRITICAL);
+    }
+
+    #[test]
+    fn intervals_are_raised_and_first_runs_staggered() {
+        let now = Instant::now();
+        let mut s = Inner::fresh("n".into());
+        s.min_check_interval = Duration::from_secs(1);
+        s.register_check(http_check(0, 0, 0), now);
+        let first = s.checks.get("c").unwrap().rt.next_run.unwrap();
+        assert!(
+            first >= now && first < now + Duration::from_secs(1),
+            "staggered within the interval"
+        );
+        probe(&mut s, PASSING, now);
+        let next = s.checks.get("c").unwrap().rt.next_run.unwrap();
+        assert_eq!(next, now + Duration::from_secs(1), "100ms raised to 1s");
     }
 }

@@ -29,6 +29,10 @@ pub fn config() -> ConsulConfig {
         datacenter: "dc1".to_owned(),
         advertise_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
         reap_interval: Duration::from_millis(50),
+        // These tests probe every few tens of milliseconds; Consul (and the
+        // dev agent's default) would raise that to 1 s.
+        min_check_interval: Duration::from_millis(10),
+        ..ConsulConfig::default()
     }
 }
 
