@@ -39,6 +39,8 @@ pub const CLIENT_CONNECTIONS: &str = "switchyard_client_connections";
 pub const EJECTIONS: &str = "switchyard_ejections_total";
 /// `switchyard_local_responses_total{status}`
 pub const LOCAL_RESPONSES: &str = "switchyard_local_responses_total";
+/// `switchyard_connections_refused_total`
+pub const CONNECTIONS_REFUSED: &str = "switchyard_connections_refused_total";
 /// `switchyard_table_updates_total`
 pub const TABLE_UPDATES: &str = "switchyard_table_updates_total";
 
@@ -63,6 +65,7 @@ pub struct Metrics {
     fail_static: IntGaugeVec,
     draining: IntGaugeVec,
     client_connections: IntGauge,
+    connections_refused: IntCounter,
     ejections: IntCounterVec,
     local_responses: IntCounterVec,
     table_updates: IntCounter,
@@ -126,6 +129,16 @@ impl Metrics {
         let client_connections = IntGauge::new(CLIENT_CONNECTIONS, "Open client connections.")
             .unwrap_or_else(|e| unreachable!("static metric: {e}"));
         register(&r, Box::new(client_connections.clone()), CLIENT_CONNECTIONS);
+        let connections_refused = IntCounter::new(
+            CONNECTIONS_REFUSED,
+            "Client connections accepted and closed at once because limits.max_connections were open.",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+        register(
+            &r,
+            Box::new(connections_refused.clone()),
+            CONNECTIONS_REFUSED,
+        );
         let table_updates = IntCounter::new(TABLE_UPDATES, "Routing tables swapped in.")
             .unwrap_or_else(|e| unreachable!("static metric: {e}"));
         register(&r, Box::new(table_updates.clone()), TABLE_UPDATES);
@@ -193,6 +206,7 @@ impl Metrics {
                 &["service", "colour"],
             ),
             client_connections,
+            connections_refused,
             ejections: counter_vec(
                 &r,
                 EJECTIONS,
@@ -290,6 +304,11 @@ impl Metrics {
     /// The client connection gauge.
     pub fn client_connections(&self) -> &IntGauge {
         &self.client_connections
+    }
+
+    /// Counts a client connection closed at the connection cap.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// Counts a routing table swap.
