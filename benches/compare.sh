@@ -1,38 +1,52 @@
 #!/usr/bin/env bash
-# switchyard vs nginx, side by side, on the same two upstreams.
+# switchyard vs nginx vs haproxy, side by side, on the same two upstreams.
 #
-#   benches/compare.sh            # 3 rounds of A B A B, 10 s each
-#   ROUNDS=5 DURATION=15 CONNS=50 benches/compare.sh
+#   benches/compare.sh            # 5 rounds of A B C, 6 s each (about 2 min)
+#   ROUNDS=7 DURATION=10 CONNS=50 benches/compare.sh
 #   SWITCHYARD_BIN=path/to/switchyard benches/compare.sh   # skip the build
 #
-# Setup (2-core machine): two upstreams (nginx `return 200`, one worker) and
-# wrk share CPU 0; the proxy under test runs alone on CPU 1 with one worker
-# thread (switchyard: runtime.worker_threads = 1; nginx: worker_processes 1,
-# upstream keepalive). Each run: 2 s warm-up, then DURATION s measured.
-# The figure that separates proxies is the proxy's own CPU time per request:
-# (utime + stime of the proxy process over the measured run) / requests.
+# switchyard runs config/bench.toml exactly as shipped (traffic
+# 127.0.0.1:8080, admin 127.0.0.1:8081, upstreams 127.0.0.1:9001 and :9002,
+# default runtime and limits); SWITCHYARD_CONFIG points at another file.
+# Setup (2-core machine): the two upstreams (nginx `return 200`, one worker)
+# and wrk share CPU 0; the proxy under test runs alone on CPU 1 (switchyard
+# sizes its runtime to that one CPU; nginx: worker_processes 1, upstream
+# keepalive; haproxy: nbthread 1, http-reuse always). Each run: 2 s warm-up,
+# then DURATION s measured. The figure that separates proxies is the proxy's
+# own CPU time per request: (utime + stime of the proxy process over the
+# measured run) / requests. The machine is noisy, so only ratios within one
+# round mean something: each round prints switchyard's CPU per request and
+# p99 divided by the others', and the summary gives the medians of those.
 # Everything listens on 127.0.0.1 only.
 set -euo pipefail
 
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-6}
 CONNS=${CONNS:-50}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CONFIG=${SWITCHYARD_CONFIG:-$ROOT/config/bench.toml}
 WORK=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
-PROXY_PORT=18080
+PROXY_PORT=$(awk -F'"' '/^address/ {n = split($2, a, ":"); print a[n]; exit}' "$CONFIG")
 NGINX_PORT=18090
-UP1=19001
-UP2=19002
+HAPROXY_PORT=18091
+UP1=9001
+UP2=9002
 PIDS=()
 
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$WORK/up.pid" ] && kill "$(cat "$WORK/up.pid")" 2>/dev/null || true
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  for f in up nginx haproxy; do
+    [ -f "$WORK/$f.pid" ] && kill "$(cat "$WORK/$f.pid")" 2>/dev/null || true
+  done
   sleep 0.3
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in "$PROXY_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$UP1" "$UP2"; do
+  if busy "$port"; then echo "compare.sh: 127.0.0.1:$port is already in use" >&2; exit 1; fi
+done
 
 need() {
   if ! command -v "$1" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$1" ]; then
@@ -42,7 +56,9 @@ need() {
 }
 need nginx nginx-light
 need wrk wrk
+need haproxy haproxy
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 if [ -n "${SWITCHYARD_BIN:-}" ]; then
   SWITCHYARD=$SWITCHYARD_BIN
@@ -53,7 +69,7 @@ fi
 
 # --- upstreams: nginx, return 200 with a 46-byte body, on CPU 0 -------------
 mkdir -p "$WORK/up" "$WORK/px"
-cat > "$WORK/up.conf" <<EOF
+cat > "$WORK/up.conf" <<CONF
 worker_processes 1;
 daemon on;
 pid $WORK/up.pid;
@@ -67,11 +83,11 @@ http {
   server { listen 127.0.0.1:$UP1; location / { return 200 "hello from upstream one, 46 bytes of text!!\n"; } }
   server { listen 127.0.0.1:$UP2; location / { return 200 "hello from upstream two, 46 bytes of text!!\n"; } }
 }
-EOF
+CONF
 taskset -c 0 "$NGINX" -c "$WORK/up.conf" -p "$WORK/up"
 
 # --- nginx as the proxy under test, on CPU 1 --------------------------------
-cat > "$WORK/nginx.conf" <<EOF
+cat > "$WORK/nginx.conf" <<CONF
 worker_processes 1;
 daemon on;
 pid $WORK/nginx.pid;
@@ -94,32 +110,44 @@ http {
     }
   }
 }
-EOF
+CONF
 taskset -c 1 "$NGINX" -c "$WORK/nginx.conf" -p "$WORK/px"
 
-# --- switchyard, on CPU 1, one worker thread ---------------------------------
-cat > "$WORK/switchyard.toml" <<EOF
-[listener]
-address = "127.0.0.1:$PROXY_PORT"
-[admin]
-enabled = false
-[log]
-level = "warn"
-access_log = false
-[runtime]
-worker_threads = 1
-[[services]]
-name = "bench"
-balance = "round_robin"
-static = { active = ["127.0.0.1:$UP1", "127.0.0.1:$UP2"] }
-EOF
-taskset -c 1 "$SWITCHYARD" proxy --config "$WORK/switchyard.toml" 2>"$WORK/switchyard.log" &
+# --- haproxy as the proxy under test, on CPU 1 -------------------------------
+cat > "$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  daemon
+  pidfile $WORK/haproxy.pid
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend px
+  bind 127.0.0.1:$HAPROXY_PORT
+  option forwardfor
+  default_backend pool
+backend pool
+  balance roundrobin
+  server up1 127.0.0.1:$UP1
+  server up2 127.0.0.1:$UP2
+CONF
+taskset -c 1 "$HAPROXY" -q -f "$WORK/haproxy.cfg"
+
+# --- switchyard, on CPU 1, the configuration as shipped ----------------------
+taskset -c 1 "$SWITCHYARD" proxy --config "$CONFIG" 2>"$WORK/switchyard.log" &
 PIDS+=($!)
 SY_PID=$!
 sleep 0.5
 curl -fsS "http://127.0.0.1:$PROXY_PORT/" >/dev/null
 curl -fsS "http://127.0.0.1:$NGINX_PORT/" >/dev/null
+curl -fsS "http://127.0.0.1:$HAPROXY_PORT/" >/dev/null
 NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
+HAPROXY_PID=$(cat "$WORK/haproxy.pid")
 
 TICKS=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
@@ -152,32 +180,37 @@ to_ms() {
   esac
 }
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); wrk -t1 -c$CONNS -d${DURATION}s; $ROUNDS rounds A B"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); wrk -t1 -c$CONNS -d${DURATION}s; $ROUNDS rounds A B C; switchyard --config $CONFIG"
 printf "%-6s %-10s %10s %8s %8s %7s %7s %10s %8s %8s\n" round proxy "req/s" "p50 ms" "p99 ms" non2xx errors "CPU us/req" "user us" "sys us"
 : > "$WORK/results"
+: > "$WORK/ratios"
 for r in $(seq 1 "$ROUNDS"); do
-  for who in switchyard nginx; do
-    if [ "$who" = switchyard ]; then res=$(run $PROXY_PORT $SY_PID); else res=$(run $NGINX_PORT "$NGINX_WORKER"); fi
-    echo "$who $res" >> "$WORK/results"
+  for who in switchyard nginx haproxy; do
+    case $who in
+      switchyard) res=$(run "$PROXY_PORT" "$SY_PID") ;;
+      nginx) res=$(run "$NGINX_PORT" "$NGINX_WORKER") ;;
+      haproxy) res=$(run "$HAPROXY_PORT" "$HAPROXY_PID") ;;
+    esac
+    echo "$r $who $res" >> "$WORK/results"
     # shellcheck disable=SC2086
     printf "%-6s %-10s %10s %8s %8s %7s %7s %10s %8s %8s\n" "$r" "$who" $res
   done
+  # Same-round ratios, switchyard over nginx and over haproxy: CPU per request, p99.
+  awk -v r="$r" '$1==r { cpu[$2]=$8; p99[$2]=$5 }
+    END { printf "%s %.3f %.3f %.3f %.3f\n", r, cpu["switchyard"]/cpu["nginx"], p99["switchyard"]/p99["nginx"],
+          cpu["switchyard"]/cpu["haproxy"], p99["switchyard"]/p99["haproxy"] }' "$WORK/results" >> "$WORK/ratios"
+  tail -1 "$WORK/ratios" | awk '{ printf "       round %s: switchyard / nginx: CPU %.2f x, p99 %.2f x; switchyard / haproxy: CPU %.2f x, p99 %.2f x\n", $1, $2, $3, $4, $5 }'
 done
 
-# Medians and the ratio.
 median() { sort -n | awk '{a[NR]=$1} END { if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
-for who in switchyard nginx; do
-  for col in 2 3 4 7 8 9; do
-    awk -v w="$who" -v c="$col" '$1==w {print $c}' "$WORK/results" | median > "$WORK/med.$who.$col"
-  done
-done
-sy_cpu=$(cat "$WORK/med.switchyard.7"); ng_cpu=$(cat "$WORK/med.nginx.7")
+col() { awk -v w="$1" -v c="$2" '$2==w {print $c}' "$WORK/results" | median; }
 echo
-for who in switchyard nginx; do
+for who in switchyard nginx haproxy; do
   printf "median %-10s %s req/s, p50 %s ms, p99 %s ms, CPU %s us/req (user %s, sys %s)\n" "$who" \
-    "$(cat "$WORK/med.$who.2")" "$(cat "$WORK/med.$who.3")" "$(cat "$WORK/med.$who.4")" \
-    "$(cat "$WORK/med.$who.7")" "$(cat "$WORK/med.$who.8")" "$(cat "$WORK/med.$who.9")"
+    "$(col "$who" 3)" "$(col "$who" 4)" "$(col "$who" 5)" "$(col "$who" 8)" "$(col "$who" 9)" "$(col "$who" 10)"
 done
-awk -v a="$sy_cpu" -v b="$ng_cpu" 'BEGIN { printf "CPU per request, switchyard / nginx = %.2f (target <= 0.75)\n", a/b }'
-non2xx=$(awk '$1=="switchyard" {s+=$5+$6} END {print s+0}' "$WORK/results")
-echo "switchyard non-2xx + socket errors over all runs: $non2xx"
+ratio() { awk -v c="$1" '{print $c}' "$WORK/ratios" | median; }
+per_round=$(awk '{printf "%s%.2f", (NR > 1 ? " " : ""), $2}' "$WORK/ratios")
+bad=$(awk '$2=="switchyard" {s+=$6+$7} END {print s+0}' "$WORK/results")
+printf "summary: switchyard/nginx CPU per request %.2f x (median of %s rounds: %s), p99 %.2f x; switchyard/haproxy CPU %.2f x, p99 %.2f x; switchyard non-2xx + socket errors %s (goal: <= 1.00 x, <= 1.00 x, 0)\n" \
+  "$(ratio 2)" "$ROUNDS" "$per_round" "$(ratio 3)" "$(ratio 4)" "$(ratio 5)" "$bad"

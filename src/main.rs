@@ -25,7 +25,10 @@ use tracing_subscriber::EnvFilter;
 
 /// mimalloc: the proxy allocates small, short-lived buffers per request;
 /// mimalloc's thread-local free lists make that cheaper than glibc's malloc
-/// (measured with benches/compare.sh).
+/// (measured with benches/compare.sh). Built without transparent huge pages
+/// (`no_thp`): with them every touched 2 MiB region is resident at once and
+/// cannot be returned in part, which multiplied the memory of idle
+/// connections and kept it after they closed (benches/idle.py).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -415,17 +418,22 @@ fn controller_runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, Failure> {
+    // Unset: one worker per CPU this process may run on. The standard
+    // library counts those from the affinity mask and the cgroup CPU quota
+    // (so `taskset -c 1` or a one-CPU container gives 1), not from the CPUs
+    // the machine has.
+    let workers =
+        workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     // One worker: a current-thread runtime does the same work without the
     // work-stealing scheduler's cross-thread bookkeeping.
-    let mut b = if workers == Some(1) {
+    let mut b = if workers <= 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
     };
     b.enable_all();
-    if let Some(n) = workers.filter(|n| *n > 1) {
-        b.worker_threads(n);
-    }
     b.build()
         .context("building the async runtime")
         .map_err(Failure::from)

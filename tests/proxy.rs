@@ -395,6 +395,74 @@ async fn slow_request_head_gets_408_and_idle_connection_closes_silently() {
 }
 
 #[tokio::test]
+async fn connections_over_the_cap_get_503_at_once_and_are_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Upstream::start("a").await;
+    let p = ProxyHandle::start(&static_config(
+        &[a.addr],
+        &[],
+        "[limits]\nmax_connections = 2\n",
+    ))
+    .await;
+    // Two keep-alive connections, each served once and left open, hold the cap.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    // The third is accepted and answered at once, not left in the backlog.
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out))
+        .await
+        .expect("the excess connection was left unanswered")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(out.contains("connection: close"), "{out}");
+    let metrics = client()
+        .get(p.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchyard_connections_refused_total 1\n"),
+        "{metrics}"
+    );
+    assert_eq!(
+        a.requests(),
+        2,
+        "the refused connection reached no upstream"
+    );
+
+    // Closing one held connection frees its place.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let r = raw_exchange(
+            p.addr,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(2),
+        )
+        .await;
+        if r.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no place freed: {r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn graceful_shutdown_lets_a_slow_request_finish() {
     let a = Upstream::start("a").await;
     let mut p = ProxyHandle::start(&static_config(

@@ -1,15 +1,27 @@
 //! A client TCP stream the proxy can still answer on after hyper gave up.
 //!
 //! hyper closes an HTTP/1 connection whose request head does not arrive in
-//! time without answering. We want a `408 Request Timeout` there, so each
-//! plain-text connection keeps a duplicate handle of its socket
-//! ([`Answerer`]) next to the stream hyper owns. The stream itself is a thin
-//! wrapper ([`TrackedStream`]) that delegates every read and write to
+//! time without answering. We want a `408 Request Timeout` there. The
+//! stream hyper serves ([`TrackedStream`]) delegates every read and write to
 //! tokio's `TcpStream` (so tokio's own read-readiness shortcuts still apply)
 //! and only notes whether bytes arrived since the last response bytes left:
-//! only then was a request really under way. Otherwise the connection was
-//! merely idle between requests and is closed silently, as keep-alive
-//! clients expect.
+//! only then was a request really under way. When hyper drops the stream in
+//! that state, the socket is not closed but parked in the connection's
+//! [`Answerer`], which writes the 408 through the same socket if hyper's
+//! error was the header timeout (and simply closes it otherwise). A
+//! connection merely idle between requests is closed silently, as
+//! keep-alive clients expect. One file descriptor per client connection:
+//! nothing is duplicated.
+//!
+//! The stream also settles the protocol sniff cheaply. hyper-util's auto
+//! builder reads up to 24 bytes to tell an HTTP/2 preface from HTTP/1 and
+//! hands them back to hyper as a prefix; hyper then needs a second read
+//! for the rest of the head and grows its 8 KiB read buffer to 16 KiB to
+//! make room, which every idle keep-alive connection then keeps. Instead,
+//! the first read only peeks: when the bytes waiting are not the start of
+//! the HTTP/2 preface, it reports no bytes, which the sniff takes for
+//! HTTP/1 with nothing buffered, and hyper reads the whole head from the
+//! socket itself.
 //!
 //! The stream also bounds how long a write may wait for the client to read
 //! (`timeouts.send_idle`): a client that stops reading a response fails
@@ -18,22 +30,29 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use prometheus::IntCounter;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-/// The stream hyper serves: tokio's `TcpStream` plus a "request pending"
-/// flag and a write idle timeout.
+/// The HTTP/2 connection preface (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The stream hyper serves: tokio's `TcpStream` plus a "request pending" flag.
 #[derive(Debug)]
 pub(crate) struct TrackedStream {
-    inner: TcpStream,
-    pending: Arc<AtomicBool>,
+    /// Always `Some` until dropped (taken only in `Drop`).
+    inner: Option<TcpStream>,
+    pending: bool,
+    /// The next read is the protocol sniff's first.
+    sniffing: bool,
+    /// Where the socket goes when dropped mid-request (plain-text only).
+    parked: Option<Arc<Mutex<Option<TcpStream>>>>,
     send_idle: Duration,
     /// Armed while a write waits for the client to read.
     timer: Option<Pin<Box<Sleep>>>,
@@ -42,11 +61,14 @@ pub(crate) struct TrackedStream {
 
 impl TrackedStream {
     /// Wraps a client stream; a write blocked longer than `send_idle` fails
-    /// and counts in `stalled`.
+    /// and counts in `stalled`. No protocol sniff shortcut and no 408 until
+    /// [`track`] is called (TLS streams are served without either).
     pub(crate) fn new(inner: TcpStream, send_idle: Duration, stalled: IntCounter) -> Self {
         Self {
-            inner,
-            pending: Arc::new(AtomicBool::new(false)),
+            inner: Some(inner),
+            pending: false,
+            sniffing: false,
+            parked: None,
             send_idle,
             timer: None,
             stalled,
@@ -87,41 +109,56 @@ impl TrackedStream {
     }
 }
 
-/// A second handle on the socket, to answer 408 after hyper dropped its own.
+/// Where a stream dropped mid-request waits for the 408.
 #[derive(Debug)]
 pub(crate) struct Answerer {
-    socket: Option<socket2::Socket>,
-    pending: Arc<AtomicBool>,
+    parked: Arc<Mutex<Option<TcpStream>>>,
 }
 
-/// Splits an accepted stream into the served stream and its answerer. If
-/// the socket cannot be duplicated (fd exhaustion), the connection is still
-/// served; it just closes without a 408 on a header timeout.
-pub(crate) fn track(stream: TrackedStream) -> (TrackedStream, Answerer) {
-    let pending = Arc::clone(&stream.pending);
-    let socket = socket2::SockRef::from(&stream.inner).try_clone().ok();
-    (stream, Answerer { socket, pending })
+/// Prepares a plain-text stream for HTTP/1 and h2c: the first read only
+/// peeks for the protocol sniff, and the answerer gets the socket back if
+/// hyper drops the stream while a request head is under way.
+pub(crate) fn track(mut stream: TrackedStream) -> (TrackedStream, Answerer) {
+    let parked = Arc::new(Mutex::new(None));
+    stream.sniffing = true;
+    stream.parked = Some(Arc::clone(&parked));
+    (stream, Answerer { parked })
 }
 
 impl Answerer {
-    /// Whether request bytes arrived after the last response bytes left.
-    pub(crate) fn request_pending(&self) -> bool {
-        self.pending.load(Ordering::Relaxed)
-    }
-
-    /// Writes a small, complete response without blocking (best effort: it
-    /// fits the socket buffer) and closes the write side.
-    pub(crate) fn write_final(&self, bytes: &[u8]) {
-        let Some(s) = &self.socket else { return };
+    /// If the stream was dropped with request bytes unanswered, writes a
+    /// small, complete response without blocking (best effort: it fits the
+    /// socket buffer), closes the write side and returns true.
+    pub(crate) fn answer_pending(&self, bytes: &[u8]) -> bool {
+        let Some(s) = self.parked.lock().ok().and_then(|mut p| p.take()) else {
+            return false;
+        };
         let mut rest = bytes;
         while !rest.is_empty() {
-            match io::Write::write(&mut &*s, rest) {
+            match s.try_write(rest) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => rest = &rest[n..],
             }
         }
-        let _ = s.shutdown(std::net::Shutdown::Write);
+        let _ = socket2::SockRef::from(&s).shutdown(std::net::Shutdown::Write);
+        true
     }
+}
+
+impl Drop for TrackedStream {
+    fn drop(&mut self) {
+        if self.pending
+            && let Some(parked) = &self.parked
+            && let Some(s) = self.inner.take()
+            && let Ok(mut p) = parked.lock()
+        {
+            *p = Some(s);
+        }
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::from(io::ErrorKind::NotConnected)
 }
 
 impl AsyncRead for TrackedStream {
@@ -131,10 +168,29 @@ impl AsyncRead for TrackedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let Some(inner) = &mut this.inner else {
+            return Poll::Ready(Err(gone()));
+        };
+        if this.sniffing {
+            let mut head = [0u8; H2_PREFACE.len()];
+            let mut peeked = ReadBuf::new(&mut head);
+            match inner.poll_peek(cx, &mut peeked) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(_)) => {}
+            }
+            this.sniffing = false;
+            let seen = peeked.filled();
+            if !seen.is_empty() && !H2_PREFACE.starts_with(seen) {
+                // HTTP/1: no bytes for the sniff; hyper reads them itself.
+                return Poll::Ready(Ok(()));
+            }
+            // The preface (or its start), or end of stream: read as usual.
+        }
         let before = buf.filled().len();
-        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let res = Pin::new(inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            this.pending.store(true, Ordering::Relaxed);
+            this.pending = true;
         }
         res
     }
@@ -147,9 +203,12 @@ impl AsyncWrite for TrackedStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        let Some(inner) = &mut this.inner else {
+            return Poll::Ready(Err(gone()));
+        };
+        let res = Pin::new(inner).poll_write(cx, buf);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            this.pending.store(false, Ordering::Relaxed);
+            this.pending = false;
         }
         this.write_progress(res, cx)
     }
@@ -160,24 +219,35 @@ impl AsyncWrite for TrackedStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let Some(inner) = &mut this.inner else {
+            return Poll::Ready(Err(gone()));
+        };
+        let res = Pin::new(inner).poll_write_vectored(cx, bufs);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            this.pending.store(false, Ordering::Relaxed);
+            this.pending = false;
         }
         this.write_progress(res, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner
+            .as_ref()
+            .is_some_and(TcpStream::is_write_vectored)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let res = Pin::new(&mut this.inner).poll_flush(cx);
+        let res = match &mut this.inner {
+            Some(inner) => Pin::new(inner).poll_flush(cx),
+            None => return Poll::Ready(Err(gone())),
+        };
         this.write_progress(res, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        match &mut self.get_mut().inner {
+            Some(inner) => Pin::new(inner).poll_shutdown(cx),
+            None => Poll::Ready(Err(gone())),
+        }
     }
 }

@@ -41,6 +41,8 @@ pub const CLIENT_CONNECTIONS: &str = "switchyard_client_connections";
 pub const EJECTIONS: &str = "switchyard_ejections_total";
 /// `switchyard_local_responses_total{status,service,colour}`
 pub const LOCAL_RESPONSES: &str = "switchyard_local_responses_total";
+/// `switchyard_connections_refused_total`
+pub const CONNECTIONS_REFUSED: &str = "switchyard_connections_refused_total";
 /// `switchyard_table_updates_total`
 pub const TABLE_UPDATES: &str = "switchyard_table_updates_total";
 /// `switchyard_passing_instances{service,role}`
@@ -108,6 +110,7 @@ pub struct Metrics {
     fail_static: IntGaugeVec,
     draining: IntGaugeVec,
     client_connections: IntGauge,
+    connections_refused: IntCounter,
     ejections: IntCounterVec,
     local_responses: IntCounterVec,
     table_updates: IntCounter,
@@ -173,6 +176,16 @@ impl Metrics {
         let client_connections = IntGauge::new(CLIENT_CONNECTIONS, "Open client connections.")
             .unwrap_or_else(|e| unreachable!("static metric: {e}"));
         register(&r, Box::new(client_connections.clone()), CLIENT_CONNECTIONS);
+        let connections_refused = IntCounter::new(
+            CONNECTIONS_REFUSED,
+            "Client connections accepted and closed at once because limits.max_connections were open.",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+        register(
+            &r,
+            Box::new(connections_refused.clone()),
+            CONNECTIONS_REFUSED,
+        );
         let table_updates = IntCounter::new(TABLE_UPDATES, "Routing tables swapped in.")
             .unwrap_or_else(|e| unreachable!("static metric: {e}"));
         register(&r, Box::new(table_updates.clone()), TABLE_UPDATES);
@@ -255,6 +268,7 @@ impl Metrics {
                 &["service", "colour"],
             ),
             client_connections,
+            connections_refused,
             ejections: counter_vec(
                 &r,
                 EJECTIONS,
@@ -442,6 +456,11 @@ impl Metrics {
     /// The counter of exchanges abandoned for `why`.
     pub fn abandoned(&self, why: Abandon) -> &IntCounter {
         &self.abandoned[why as usize]
+    }
+
+    /// Counts a client connection closed at the connection cap.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// Counts a routing table swap.

@@ -5,8 +5,10 @@
 //! `tracing` span with the client address. The hyper-util auto builder
 //! detects HTTP/2 prior knowledge by its preface, so `curl --http2-prior-knowledge`
 //! and ordinary HTTP/1.1 clients share the port. A semaphore caps open
-//! connections: at the cap the proxy stops accepting (the kernel backlog
-//! absorbs the burst) instead of failing requests.
+//! connections: at the cap the proxy keeps accepting and answers each excess
+//! plain-text connection with a canned `503` and `Connection: close` (TLS
+//! ones are closed at once), counted in `switchyard_connections_refused_total`,
+//! rather than leaving clients unanswered in the kernel backlog.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,6 +28,8 @@ use crate::forward::Forwarder;
 use crate::headers::ClientInfo;
 use crate::io::{self as tracked, Answerer, TrackedStream};
 use crate::metrics::{Abandon, Metrics};
+
+const OVER_CAPACITY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 58\r\nconnection: close\r\n\r\n503 service unavailable: too many open client connections\n";
 
 const REQUEST_TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 52\r\nconnection: close\r\n\r\n408 request timeout: the request head came too slow\n";
 
@@ -65,10 +69,8 @@ pub(crate) async fn accept_loop(
         .clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = Duration::from_millis(5);
+    let metrics = Arc::clone(forwarder.router().metrics());
     loop {
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-            return;
-        };
         let (stream, peer) = match listener.accept().await {
             Ok(s) => {
                 backoff = Duration::from_millis(5);
@@ -81,6 +83,10 @@ pub(crate) async fn accept_loop(
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            refuse(stream, tls.is_none(), &metrics);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let stream = TrackedStream::new(stream, send_idle, client_stalled.clone());
@@ -101,7 +107,7 @@ pub(crate) async fn accept_loop(
         match &tls {
             None => {
                 let (io, handle) = tracked::track(stream);
-                let metrics = Arc::clone(forwarder.router().metrics());
+                let metrics = Arc::clone(&metrics);
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(io), service)
                     .into_owned();
@@ -120,7 +126,7 @@ pub(crate) async fn accept_loop(
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 let builder = Arc::clone(&builder);
-                let metrics = Arc::clone(forwarder.router().metrics());
+                let metrics = Arc::clone(&metrics);
                 let watcher = graceful.watcher();
                 tokio::spawn(
                     async move {
@@ -146,6 +152,17 @@ pub(crate) async fn accept_loop(
     }
 }
 
+/// Closes a connection over the cap at once; plain-text clients get a 503
+/// first if it fits the socket buffer without waiting.
+fn refuse(stream: tokio::net::TcpStream, plain: bool, metrics: &Metrics) {
+    if plain {
+        let _ = stream.try_write(OVER_CAPACITY_RESPONSE);
+        let _ = socket2::SockRef::from(&stream).shutdown(std::net::Shutdown::Write);
+    }
+    metrics.connection_refused();
+    tracing::debug!("connection cap reached: connection refused");
+}
+
 fn on_conn_error(
     e: &(dyn std::error::Error + Send + Sync + 'static),
     io: Option<&Answerer>,
@@ -156,9 +173,8 @@ fn on_conn_error(
         .is_some_and(hyper::Error::is_timeout);
     if timed_out {
         if let Some(io) = io
-            && io.request_pending()
+            && io.answer_pending(REQUEST_TIMEOUT_RESPONSE)
         {
-            io.write_final(REQUEST_TIMEOUT_RESPONSE);
             metrics.local_response(408, "", "");
             tracing::debug!("request head too slow: answered 408");
         }
@@ -170,9 +186,15 @@ fn on_conn_error(
 #[cfg(test)]
 mod tests {
     #[test]
-    fn canned_408_length_is_right() {
-        let text = std::str::from_utf8(super::REQUEST_TIMEOUT_RESPONSE).unwrap_or("");
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or(("", ""));
-        assert!(head.contains(&format!("content-length: {}", body.len())));
+    fn canned_response_lengths_are_right() {
+        for canned in [
+            super::REQUEST_TIMEOUT_RESPONSE,
+            super::OVER_CAPACITY_RESPONSE,
+        ] {
+            let text = std::str::from_utf8(canned).unwrap_or("");
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or(("", ""));
+            assert!(!body.is_empty());
+            assert!(head.contains(&format!("content-length: {}", body.len())));
+        }
     }
 }
