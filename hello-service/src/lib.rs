@@ -607,7 +607,10 @@ mod tests {
         let read = rd.read_to_end(&mut out).await;
         let wrote = writer.await.unwrap().is_ok();
         let out = String::from_utf8_lossy(&out).into_owned();
-        assert!(read.is_ok(), "reading the answer failed: {read:?}; got {out:?}");
+        assert!(
+            read.is_ok(),
+            "reading the answer failed: {read:?}; got {out:?}"
+        );
         (wrote, out)
     }
 
@@ -617,7 +620,10 @@ mod tests {
         let (wrote, out) = post(addr, "/echo", 300_000).await;
         assert!(wrote, "the whole body was accepted");
         assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
-        assert!(out.to_ascii_lowercase().contains("x-app-version: v2"), "{out}");
+        assert!(
+            out.to_ascii_lowercase().contains("x-app-version: v2"),
+            "{out}"
+        );
         assert!(out.ends_with("\r\n\r\nv2 read 300000 bytes\n"), "{out}");
         let (_, out) = post(addr, "/echo", 0).await;
         assert!(out.ends_with("v2 read 0 bytes\n"), "{out}");
