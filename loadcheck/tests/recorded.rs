@@ -165,7 +165,7 @@ fn with_posts(dir: &std::path::Path, name: &str, step: usize) -> PathBuf {
         .map(|l| {
             let l = if l.contains("\"kind\":\"http\"") {
                 n += 1;
-                if (n - 1) % step == 0 {
+                if (n - 1).is_multiple_of(step) {
                     l.replace("\"kind\":\"http\"", "\"kind\":\"post\"")
                 } else {
                     l.to_string()
