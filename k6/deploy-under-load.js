@@ -9,7 +9,8 @@
 //   k6 run --out json=run.json -e BASE=http://127.0.0.1:8080 -e RATE=150 \
 //       -e DURATION=120s k6/deploy-under-load.js
 
-import { hello, intEnv, strEnv, systemTags, zeroFailureThresholds } from './lib/common.js';
+import exec from 'k6/execution';
+import { intEnv, mixed, strEnv, systemTags, zeroFailureThresholds } from './lib/common.js';
 
 export const options = {
   scenarios: {
@@ -27,5 +28,5 @@ export const options = {
 };
 
 export default function () {
-  hello();
+  mixed(exec.scenario.iterationInTest);
 }

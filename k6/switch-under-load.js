@@ -12,7 +12,8 @@
 // A constant arrival rate keeps the load the same whatever the latency
 // does, so a slow cutover shows up as latency rather than as less traffic.
 
-import { hello, intEnv, strEnv, systemTags, zeroFailureThresholds } from './lib/common.js';
+import exec from 'k6/execution';
+import { intEnv, mixed, strEnv, systemTags, zeroFailureThresholds } from './lib/common.js';
 
 export const options = {
   scenarios: {
@@ -30,5 +31,5 @@ export const options = {
 };
 
 export default function () {
-  hello();
+  mixed(exec.scenario.iterationInTest);
 }

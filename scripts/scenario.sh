@@ -11,7 +11,10 @@
 # colour, `switchyard switch`, repeat) alongside, stops everything, runs
 # stale-check and prints one line:
 #
-#   scenario=switch requests=N failed=N stale=N p50=… p95=… p99=… switches=N deploys=N
+#   scenario=switch requests=N failed=N stale=N p50=… p95=… p99=… posts=N switches=N deploys=N
+#
+# The switch and deploy loads send a quarter of their requests as POST /echo
+# with a 4 KiB body (k6/lib/common.js); those runs must contain POSTs.
 #
 # It exits non-zero if anything failed or any response was stale.
 #
@@ -262,6 +265,15 @@ run_scenario() { # name
     switch) [ $switches -ge 60 ] || { bad=1; log "switch: only $switches switches (need 60)"; } ;;
     websocket) [ $switches -ge 20 ] || { bad=1; log "websocket: only $switches switches"; } ;;
     deploy) [ "$deploys" -ge "$ROUNDS" ] || { bad=1; log "deploy: only $deploys of $ROUNDS deploys"; } ;;
+  esac
+  # The switch and deploy loads mix POSTs with a body into the GETs; a run
+  # without any proves nothing about non-idempotent traffic.
+  case "$name" in
+    switch | deploy)
+      local posts
+      posts=$(sed -n 's/.* posts=\([0-9]*\).*/\1/p' <<<"$verdict")
+      [ "${posts:-0}" -gt 0 ] || { bad=1; log "$name: no POST in the run"; }
+      ;;
   esac
   if [ $bad -ne 0 ]; then
     return 1

@@ -603,3 +603,113 @@ async fn concurrent_load_with_instance_churn_has_no_errors() {
     assert_eq!(errors.load(Ordering::SeqCst), 0);
     assert_eq!(a.requests() + b.requests(), 2000);
 }
+
+/// An upstream that answers every request with `413` as soon as it has the
+/// request head, without reading the body, and then closes the connection
+/// (what a server with a body size limit does). Returns its address; it
+/// serves until the test's runtime ends.
+async fn early_413_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 10\r\n\
+                          x-limit: 1024\r\nconnection: close\r\n\r\ntoo large\n",
+                    )
+                    .await;
+                // Closing with the body unread: the kernel resets the
+                // connection as more of the body arrives.
+                drop(s);
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `POST /upload` with a `len`-byte body through `proxy` on a raw
+/// connection (the body written from another task while the answer is
+/// read), and returns the answer's status line, headers and body as text.
+async fn raw_post(proxy: std::net::SocketAddr, len: usize) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let head =
+        format!("POST /upload HTTP/1.1\r\nHost: hello.test\r\nContent-Length: {len}\r\n\r\n");
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            wr.write_all(&chunk[..n]).await?;
+            left -= n;
+        }
+        Ok::<_, std::io::Error>(wr)
+    });
+    // Read until the head and its Content-Length worth of body are in; the
+    // proxy may close (even reset) afterwards, which is not the point here.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                break;
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(10), rd.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => panic!(
+                "reading the answer failed: {e}; got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+            Err(_) => panic!(
+                "no answer within 10 s; got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    writer.abort();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn an_early_answer_before_the_body_was_sent_is_forwarded_not_502() {
+    let up = early_413_upstream().await;
+    let p = ProxyHandle::start(&static_config(
+        &[up],
+        &[],
+        "[ejection]\nconsecutive_failures = 0\n",
+    ))
+    .await;
+    // A body far larger than the socket buffers between proxy and upstream:
+    // the upstream's answer (and close) comes while most of it is unsent.
+    for _ in 0..5 {
+        let out = raw_post(p.addr, 8 * 1024 * 1024).await;
+        assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
+        assert!(out.to_ascii_lowercase().contains("x-limit: 1024"), "{out}");
+        assert!(out.ends_with("\r\n\r\ntoo large\n"), "{out}");
+    }
+}

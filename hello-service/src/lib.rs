@@ -10,7 +10,12 @@
 //! - [`player_line`]: the per-version answer. Each version names a different
 //!   player so a human (or a load test) can tell at a glance which colour served
 //!   a request.
-//! - [`handle`]: the HTTP routes (`/`, `/hello`, `/health`, `/version`, `/ws`).
+//! - [`handle`]: the HTTP routes (`/`, `/hello`, `/health`, `/version`, `/ws`,
+//!   `POST /echo`). Every request body is read before the answer (up to
+//!   [`DRAIN_LIMIT`] for routes that ignore it), so an answer that does not
+//!   need the body (a 405, a 404) never leaves unread bytes behind: closing
+//!   a socket with unread data makes the kernel send a reset, which can
+//!   destroy the answer before the client reads it.
 //! - [`serve`]: the accept loop with graceful shutdown: on SIGTERM/SIGINT it
 //!   stops accepting, lets in-flight requests finish and exits 0, which is what
 //!   a zero-downtime switch relies on when the old colour is stopped.
@@ -27,7 +32,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -43,6 +48,14 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 /// process exits anyway. Nomad's `kill_timeout` for the demo job is 5 s, so
 /// this stays below it and the exit is still clean.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// The most of a request body a route that ignores bodies reads (and
+/// discards) before answering. A larger body gets 413 and a closed
+/// connection: the demo does not read megabytes it has no use for.
+const DRAIN_LIMIT: u64 = 1 << 20;
+
+/// The largest body `POST /echo` counts.
+const ECHO_LIMIT: u64 = 64 << 20;
 
 /// Runtime settings of one instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +181,50 @@ fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
         && has_token(header::UPGRADE, "websocket")
 }
 
+/// Why a request body was not read to its end.
+#[derive(Debug, PartialEq, Eq)]
+enum BodyEnd {
+    /// More than the limit arrived.
+    TooLarge,
+    /// The connection failed or the framing was invalid.
+    Broken,
+}
+
+/// Reads `body` to its end, discarding the data, and returns its length.
+async fn count_body(body: &mut Incoming, limit: u64) -> Result<u64, BodyEnd> {
+    let mut len: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyEnd::Broken)?;
+        if let Some(data) = frame.data_ref() {
+            len = len.saturating_add(data.len() as u64);
+            if len > limit {
+                return Err(BodyEnd::TooLarge);
+            }
+        }
+    }
+    Ok(len)
+}
+
+/// The answer when a body could not be read: 413 for too large, 400 for a
+/// broken one; both close the connection, whose framing is now unknown.
+fn body_error(end: &BodyEnd, version: &HeaderValue) -> Response<Body> {
+    let mut resp = match end {
+        BodyEnd::TooLarge => text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            version,
+            "request body too large\n",
+        ),
+        BodyEnd::Broken => text(
+            StatusCode::BAD_REQUEST,
+            version,
+            "invalid or incomplete request body\n",
+        ),
+    };
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// Routes one request. Never fails: every outcome is an HTTP response.
 async fn handle(
     cfg: Arc<Config>,
@@ -179,6 +236,31 @@ async fn handle(
         tokio::time::sleep(cfg.delay).await;
     }
     let path = req.uri().path().to_string();
+    if req.method() == Method::POST && path == "/echo" {
+        return Ok(match count_body(req.body_mut(), ECHO_LIMIT).await {
+            Ok(len) => text(
+                StatusCode::OK,
+                &version,
+                format!("{} read {len} bytes\n", cfg.version),
+            ),
+            Err(end) => body_error(&end, &version),
+        });
+    }
+    // No other route uses a body, but it is read all the same: answering
+    // first and closing with the body unread would reset the connection.
+    if let Err(end) = count_body(req.body_mut(), DRAIN_LIMIT).await {
+        return Ok(body_error(&end, &version));
+    }
+    if path == "/echo" {
+        let mut resp = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &version,
+            "method not allowed\n",
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return Ok(resp);
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -489,6 +571,82 @@ mod tests {
         assert!(body.ends_with("\r\n\r\nv2"));
         assert_eq!(get(addr, "/nope").await.0, 404);
         assert_eq!(get(addr, "/ws").await.0, 400);
+        stop.send(()).unwrap();
+        h.await.unwrap();
+    }
+
+    /// Sends `POST path` with a `len`-byte body (written from another task,
+    /// 50 ms after the head, while the answer is read) on a `Connection: close` request, and
+    /// returns whether the whole body could be written and everything the
+    /// server sent until it closed. An error reading (a reset) is a panic.
+    async fn post(addr: SocketAddr, path: &str, len: usize) -> (bool, String) {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut rd, mut wr) = s.into_split();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+        );
+        let writer = tokio::spawn(async move {
+            wr.write_all(head.as_bytes()).await?;
+            // The body follows the head a moment later, as it does from a
+            // client that streams it: an answer given without waiting for
+            // the body is then on the wire before the body is.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let chunk = vec![b'x'; 16 * 1024];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                wr.write_all(&chunk[..n]).await?;
+                left -= n;
+            }
+            // Keep the write half open until the server closed: dropping it
+            // here would half-close the connection, which is not what a
+            // client waiting for its answer does.
+            Ok::<_, std::io::Error>(wr)
+        });
+        let mut out = Vec::new();
+        let read = rd.read_to_end(&mut out).await;
+        let wrote = writer.await.unwrap().is_ok();
+        let out = String::from_utf8_lossy(&out).into_owned();
+        assert!(
+            read.is_ok(),
+            "reading the answer failed: {read:?}; got {out:?}"
+        );
+        (wrote, out)
+    }
+
+    #[tokio::test]
+    async fn echo_reads_the_whole_body_and_answers_its_length() {
+        let (addr, stop, h) = start("--version v2").await;
+        let (wrote, out) = post(addr, "/echo", 300_000).await;
+        assert!(wrote, "the whole body was accepted");
+        assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+        assert!(
+            out.to_ascii_lowercase().contains("x-app-version: v2"),
+            "{out}"
+        );
+        assert!(out.ends_with("\r\n\r\nv2 read 300000 bytes\n"), "{out}");
+        let (_, out) = post(addr, "/echo", 0).await;
+        assert!(out.ends_with("v2 read 0 bytes\n"), "{out}");
+        let (_, out) = get(addr, "/echo").await;
+        assert_eq!(out.get(9..12), Some("405"), "{out}");
+        stop.send(()).unwrap();
+        h.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn early_answers_read_the_body_before_closing() {
+        // POSTs the demo refuses (405), each with a body far larger than the socket buffers: the answer
+        // must arrive whole and the body must be taken in full, with no
+        // reset on either side.
+        let (addr, stop, h) = start("--version v1").await;
+        for (path, status) in [("/hello", "405"), ("/version", "405")] {
+            let (wrote, out) = post(addr, path, 900 * 1024).await;
+            assert!(wrote, "POST {path}: the body was refused half way");
+            assert_eq!(out.get(9..12), Some(status), "POST {path}: {out}");
+        }
+        // Beyond the drain limit the answer is a 413, never a reset.
+        let (_, out) = post(addr, "/hello", (DRAIN_LIMIT as usize) + 1).await;
+        assert_eq!(out.get(9..12), Some("413"), "{out}");
         stop.send(()).unwrap();
         h.await.unwrap();
     }

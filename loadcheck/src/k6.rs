@@ -11,7 +11,7 @@
 //! | `end_ms` | epoch ms when the answer was complete |
 //! | `dur_ms` | optional: k6's own (sub-ms) duration of the exchange, used for percentiles |
 //! | `ok` | `"true"` when status and body checks passed |
-//! | `kind` | `ws` for a WebSocket echo; anything else (`http`, `ws_open`) is judged as an HTTP request |
+//! | `kind` | `ws` for a WebSocket echo; `post` for a POST with a body (judged like any HTTP request, and counted on its own); anything else (`http`, `ws_open`) is judged as an HTTP request |
 //!
 //! Tag values are always strings in k6, hence the string parsing. Only the
 //! lines that matter are decoded: a run produces many other points, and a
@@ -31,6 +31,9 @@ pub const SAMPLE_METRIC: &str = "sy_req";
 pub enum Kind {
     /// One HTTP request.
     Http,
+    /// One POST with a body: judged like [`Kind::Http`], and counted on its
+    /// own so a run can prove that non-idempotent traffic went through.
+    Post,
     /// One WebSocket message and its echo, on a connection that may have
     /// been opened before a switch (so it may legitimately stay on the old
     /// colour).
@@ -162,6 +165,7 @@ pub fn read_k6(reader: impl BufRead) -> Result<K6Run, Error> {
                 }
                 let kind = match tag(tags, "kind") {
                     Some("ws") => Kind::Ws,
+                    Some("post") => Kind::Post,
                     _ => Kind::Http,
                 };
                 let measured_ms = tag(tags, "dur_ms")

@@ -66,8 +66,12 @@ impl fmt::Display for StaleResponse {
 /// The outcome of one run.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
-    /// HTTP requests seen.
+    /// HTTP requests seen (POSTs included).
     pub requests: u64,
+    /// Of `requests`, the POSTs with a body (samples of kind `post`).
+    pub posts: u64,
+    /// Of `failed`, the POSTs.
+    pub posts_failed: u64,
     /// HTTP requests and WebSocket echoes that failed.
     pub failed: u64,
     /// HTTP requests answered by the wrong version (see module docs).
@@ -127,6 +131,9 @@ impl Report {
             self.p95_ms,
             self.p99_ms
         );
+        if self.posts > 0 {
+            s.push_str(&format!(" posts={}", self.posts));
+        }
         if self.ws_messages > 0 {
             s.push_str(&format!(" ws_messages={}", self.ws_messages));
         }
@@ -161,9 +168,16 @@ pub fn check(samples: &[Sample], switches: &[Switch], opts: &Options) -> Report 
             continue;
         }
         report.requests += 1;
+        let post = s.kind == Kind::Post;
+        if post {
+            report.posts += 1;
+        }
         durations.push(s.duration_ms());
         if !s.ok {
             report.failed += 1;
+            if post {
+                report.posts_failed += 1;
+            }
             continue;
         }
         // The last switch acknowledged strictly before the request started.
@@ -316,6 +330,37 @@ mod tests {
         let r = check(&[ws, lost], &log(), &Options::default());
         assert_eq!(r.failed, 1);
         assert!(!r.passed());
+    }
+
+    #[test]
+    fn posts_are_counted_judged_and_can_fail() {
+        let post = |start: f64, end: f64, v: &str| Sample {
+            kind: Kind::Post,
+            ..req(start, end, v)
+        };
+        let mut failed = post(1600.0, 1700.0, "");
+        failed.ok = false;
+        let samples = vec![
+            req(1500.0, 1501.0, "v1"),
+            post(1500.0, 1502.0, "v1"),
+            post(2500.0, 2502.0, "v1"), // after the ack of v2: stale
+            failed,
+        ];
+        let r = check(&samples, &log(), &Options::default());
+        assert_eq!(
+            (r.requests, r.posts, r.posts_failed, r.failed, r.stale),
+            (4, 3, 1, 1, 1)
+        );
+        assert_eq!(r.stale_responses[0].sample.kind, Kind::Post);
+        assert!(!r.passed());
+        assert!(
+            r.summary_line().ends_with(" posts=3"),
+            "{}",
+            r.summary_line()
+        );
+        let clean = check(&samples[..2], &log(), &Options::default());
+        assert!(clean.passed());
+        assert_eq!((clean.requests, clean.posts), (2, 1));
     }
 
     #[test]

@@ -154,3 +154,82 @@ fn unreadable_inputs_exit_2() {
     let o = stale_check("good.k6.json", "good.k6.json");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// Writes `name` from the recorded run with every `step`-th request
+/// relabelled as a POST (`kind` `post`), and returns its path.
+fn with_posts(dir: &std::path::Path, name: &str, step: usize) -> PathBuf {
+    let text = std::fs::read_to_string(data(name)).expect("recorded run");
+    let mut n = 0usize;
+    let out: String = text
+        .lines()
+        .map(|l| {
+            let l = if l.contains("\"kind\":\"http\"") {
+                n += 1;
+                if (n - 1).is_multiple_of(step) {
+                    l.replace("\"kind\":\"http\"", "\"kind\":\"post\"")
+                } else {
+                    l.to_string()
+                }
+            } else {
+                l.to_string()
+            };
+            format!("{l}\n")
+        })
+        .collect();
+    let path = dir.join(name);
+    std::fs::write(&path, out).expect("write");
+    path
+}
+
+fn stale_check_at(k6: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stale-check"))
+        .arg("--k6")
+        .arg(k6)
+        .arg("--switches")
+        .arg(data("good.switches.jsonl"))
+        .output()
+        .expect("stale-check runs")
+}
+
+#[test]
+fn posts_are_counted_judged_and_fail_the_run() {
+    let dir = std::env::temp_dir().join(format!("stale-check-posts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // A quarter of the good run as POSTs: still a pass, and the POSTs show.
+    let good = stale_check_at(&with_posts(&dir, "good.k6.json", 4));
+    // Every request a POST: the one failed request is a failed POST.
+    let failed = stale_check_at(&with_posts(&dir, "failed.k6.json", 1));
+    // Stale answers to POSTs are stale like any other.
+    let stale = stale_check_at(&with_posts(&dir, "stale.k6.json", 1));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(good.status.code(), Some(0), "{}", stderr(&good));
+    let line = stdout(&good);
+    assert!(line.starts_with("requests=160 failed=0 stale=0 "), "{line}");
+    assert!(line.trim_end().ends_with(" posts=40"), "{line}");
+    assert!(
+        stderr(&good).contains("40 of the requests were POSTs with a body, 0 of them failed"),
+        "{}",
+        stderr(&good)
+    );
+
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(
+        stdout(&failed).starts_with("requests=160 failed=1 stale=0 "),
+        "{}",
+        stdout(&failed)
+    );
+    assert!(
+        stderr(&failed).contains("160 of the requests were POSTs with a body, 1 of them failed"),
+        "{}",
+        stderr(&failed)
+    );
+
+    assert_eq!(stale.status.code(), Some(1));
+    assert!(
+        stdout(&stale).starts_with("requests=160 failed=0 stale=36 "),
+        "{}",
+        stdout(&stale)
+    );
+    assert!(stdout(&stale).trim_end().ends_with(" posts=160"));
+}

@@ -2,7 +2,7 @@
 //!
 //! Reads k6's JSON output and the switch log, prints a report on stderr and
 //! one summary line on stdout (`requests=N failed=N stale=N p50=… p95=…
-//! p99=…`), and exits 0 when nothing failed and nothing was stale, 1 when
+//! p99=…`, then `posts=N` when the run had POSTs), and exits 0 when nothing failed and nothing was stale, 1 when
 //! something did, 2 when the inputs cannot be read.
 
 use std::fs::File;
@@ -75,6 +75,10 @@ fn main() -> ExitCode {
     eprintln!(
         "stale-check: {} HTTP requests ({} judged against {} switch log lines, {} before the first), {} WebSocket echoes",
         report.requests, report.judged, report.switches, report.unjudged, report.ws_messages
+    );
+    eprintln!(
+        "stale-check: {} of the requests were POSTs with a body, {} of them failed",
+        report.posts, report.posts_failed
     );
     eprintln!(
         "stale-check: failed samples {}, failed k6 checks {} (of {}), k6 http_req_failed {}",
