@@ -124,6 +124,10 @@ struct CommonArgs {
     /// Where backups and switch records are kept.
     #[arg(long, default_value = ".switchyard")]
     state_dir: PathBuf,
+    /// The proxies' configuration file: the service's route key and colours are read from it,
+    /// so the controller writes the key the proxies watch.
+    #[arg(long, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
     /// Machine-readable output (JSON on stdout).
     #[arg(long)]
     json: bool,
@@ -143,10 +147,48 @@ impl CommonArgs {
                 .collect();
         }
         settings.state_dir.clone_from(&self.state_dir);
+        if let Some(path) = &self.config {
+            let config = Config::load(path).map_err(bad_input)?;
+            follow_proxy_config(&mut settings, &config, path).map_err(bad_input)?;
+        }
         tune(&mut settings);
         let controller = Controller::new(settings).map_err(controller_failure)?;
         Ok(controller.with_progress(Arc::new(|line: &str| eprintln!("{line}"))))
     }
+}
+
+/// Takes the service's colours and route key from the proxies' configuration.
+fn follow_proxy_config(
+    settings: &mut Settings,
+    config: &Config,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let service = config
+        .services
+        .iter()
+        .find(|s| s.name == settings.service)
+        .with_context(|| format!("{} has no service {:?}", path.display(), settings.service))?;
+    let switchyard_proxy::config::PoolSource::Consul {
+        service: consul_service,
+        route_key,
+    } = &service.source
+    else {
+        anyhow::bail!(
+            "service {:?} in {} has static pools; the controller needs Consul discovery",
+            settings.service,
+            path.display()
+        );
+    };
+    if consul_service != &settings.service {
+        anyhow::bail!(
+            "service {:?} in {} discovers Consul service {consul_service:?}; the controller needs both names to be the same",
+            settings.service,
+            path.display()
+        );
+    }
+    settings.colours.clone_from(&service.colours);
+    settings.route_key.clone_from(route_key);
+    Ok(())
 }
 
 fn controller_failure(e: ControllerError) -> Failure {
@@ -223,16 +265,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if common.json {
                 print_json(switchyard_controller::to_json(&outcome))?;
             } else {
-                println!(
-                    "deployed {} to {} (group {}, job version {}) on {} instance(s) in {:.1}s; backup {}",
-                    outcome.version,
-                    outcome.colour,
-                    outcome.group,
-                    outcome.job_version,
-                    outcome.instances.len(),
-                    outcome.elapsed_ms as f64 / 1000.0,
-                    outcome.backup
-                );
+                println!("{}", switchyard_controller::deploy::render_deploy(&outcome));
             }
             Ok(())
         }
@@ -256,7 +289,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if common.json {
                 print_json(switchyard_controller::to_json(&report))?;
             } else {
-                print!("{}", switchyard_controller::report::render_status(&report));
+                print!("{}", switchyard_controller::status::render_status(&report));
             }
             match report.errors.first() {
                 Some(e) => Err(anyhow::anyhow!("cannot read everything: {e}").into()),
@@ -271,7 +304,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 print!(
                     "{}",
-                    switchyard_controller::report::render_diagnose(&report)
+                    switchyard_controller::diagnose::render_diagnose(&report)
                 );
             }
             if report.has_errors() {
@@ -330,19 +363,7 @@ fn print_switch(o: &switchyard_controller::SwitchOutcome, json: bool) -> Result<
     if json {
         return print_json(switchyard_controller::to_json(o));
     }
-    println!(
-        "{} now serves {} (was {}), generation {}; every proxy followed in {} ms{}",
-        o.plan.service,
-        o.plan.to,
-        o.plan.from,
-        o.plan.generation,
-        o.cutover_ms,
-        if o.tags_updated {
-            "; role tags updated"
-        } else {
-            ""
-        }
-    );
+    println!("{}", switchyard_controller::switch::render_switch(o));
     Ok(())
 }
 

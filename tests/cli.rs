@@ -26,6 +26,29 @@ fn switchyard(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap()
 }
 
+/// A dev Consul on an ephemeral port: its URL, a client, and how to stop it.
+async fn dev_consul() -> (
+    String,
+    ConsulClient,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let consul = DevConsul::new(ConsulConfig::default()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(consul.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let client = ConsulClient::new(switchyard_hashi::consul::ConsulConfig {
+        address: url.clone(),
+        token: None,
+        datacenter: None,
+    })
+    .unwrap();
+    (url, client, stop, server)
+}
+
 /// The error output is one line starting with `switchyard: `.
 fn one_line_cause(out: &Output) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -89,20 +112,7 @@ async fn unreachable_agents_fail_with_1_and_a_garbage_route_key_is_refused_untou
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let nomad = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let consul_addr = format!("http://{}", listener.local_addr().unwrap());
-    let consul = DevConsul::new(ConsulConfig::default()).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(consul.serve(listener, async {
-        let _ = stopped.await;
-    }));
-
-    let client = ConsulClient::new(switchyard_hashi::consul::ConsulConfig {
-        address: consul_addr.clone(),
-        token: None,
-        datacenter: None,
-    })
-    .unwrap();
+    let (consul_addr, client, stop, server) = dev_consul().await;
     let key = "switchyard/routes/hello-service";
     assert!(
         client
@@ -203,4 +213,130 @@ async fn demo_serves_the_demo_and_the_launcher_checks_its_parent() {
     let out = switchyard(&["launch-task", "1", "true"], &[]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(one_line_cause(&out).contains("is gone"), "{out:?}");
+}
+
+/// The controller follows the proxies' configuration: a service with its own colours and route
+/// key is read through the key the proxies watch, and a switch writes that key, never the
+/// default one.
+#[tokio::test]
+async fn the_route_key_and_colours_come_from_the_proxy_configuration() {
+    let (consul_addr, client, stop, server) = dev_consul().await;
+    // A dev Nomad without the job, and a proxy admin port that routes no service of that name.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nomad = format!("http://{}", listener.local_addr().unwrap());
+    let dev_nomad =
+        switchyard_devstack::nomad::DevNomad::new(switchyard_devstack::nomad::NomadConfig {
+            consul_addr: consul_addr.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    let (stop_nomad, nomad_stopped) = tokio::sync::oneshot::channel::<()>();
+    let nomad_server = tokio::spawn(dev_nomad.serve(listener, async {
+        let _ = nomad_stopped.await;
+    }));
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_url = format!("http://{}", admin.local_addr().unwrap());
+    let admin_server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut s, _)) = admin.accept().await else {
+                continue;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let body = r#"{"ready":true,"services":[]}"#;
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        }
+    });
+    let key = "edge/routing/web";
+    let value = switchyard_model::RouteValue::new("Right", 4, "test");
+    assert!(
+        client
+            .kv_put(key, &value.to_bytes(), &KvWrite::default())
+            .await
+            .unwrap()
+    );
+    let dir = std::env::temp_dir().join(format!("switchyard-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[consul]\naddress = \"{consul_addr}\"\n[[services]]\nname = \"web\"\ncolours = [\"left\", \"right\"]\nconsul = {{ route_key = \"{key}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let env = [
+        ("CONSUL_HTTP_ADDR", consul_addr.as_str()),
+        ("NOMAD_ADDR", nomad.as_str()),
+    ];
+    let run = |args: Vec<String>| {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            let e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            switchyard(&a, &e)
+        })
+    };
+    let args = |cmd: &[&str]| -> Vec<String> {
+        cmd.iter()
+            .map(|s| s.to_string())
+            .chain([
+                "--service".into(),
+                "web".into(),
+                "--config".into(),
+                config.clone(),
+            ])
+            .collect()
+    };
+    // The report reads the configured key and colours.
+    let out = run(args(&["status", "--json", "--proxy", &admin_url]))
+        .await
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["active"], "right", "{report}");
+    assert_eq!(report["decided_by"], "route-key");
+    assert_eq!(report["route"]["generation"], 4);
+    assert_eq!(report["colours"][0]["colour"], "left");
+    // A forced switch (no instance anywhere) flips the configured key and nothing else; it
+    // then fails on the role tags of a job that does not exist.
+    let out = run(args(&["switch", "--force", "--proxy", &admin_url]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(one_line_cause(&out).contains("role tags"), "{out:?}");
+    let (pair, _) = client.kv_get(key, &QueryOptions::default()).await.unwrap();
+    let now = switchyard_model::RouteValue::parse(&pair.unwrap().value.unwrap()).unwrap();
+    assert_eq!((now.active.as_str(), now.generation), ("left", 5));
+    let (default_key, _) = client
+        .kv_get("switchyard/routes/web", &QueryOptions::default())
+        .await
+        .unwrap();
+    assert!(default_key.is_none(), "the default key was written");
+    // A service the file does not have is bad input.
+    let out = run(vec![
+        "status".into(),
+        "--service".into(),
+        "nope".into(),
+        "--config".into(),
+        config.clone(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(one_line_cause(&out).contains("no service \"nope\""));
+    admin_server.abort();
+    let _ = stop_nomad.send(());
+    let _ = nomad_server.await;
+    let _ = stop.send(());
+    let _ = server.await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -56,6 +56,16 @@ async fn who(c: &reqwest::Client, url: &str) -> Option<String> {
         .map(|v| v.to_str().unwrap_or("").to_owned())
 }
 
+/// Waits until the proxy's traffic port answers from `colour`.
+async fn serves(proxy: &ProxyHandle, colour: &str, within: Duration) -> bool {
+    let c = client();
+    let url = proxy.url("/");
+    eventually(within, async || {
+        who(&c, &url).await.as_deref() == Some(colour)
+    })
+    .await
+}
+
 struct Stack {
     blue: Upstream,
     green: Upstream,
@@ -75,14 +85,8 @@ async fn stack(extra: &str) -> Stack {
     )
     .await;
     let proxy = ProxyHandle::start(&consul_config(&consul.url(), extra)).await;
-    let c = client();
-    let url = proxy.url("/");
     assert!(
-        eventually(Duration::from_secs(5), async || who(&c, &url)
-            .await
-            .as_deref()
-            == Some("blue"))
-        .await,
+        serves(&proxy, "blue", Duration::from_secs(5)).await,
         "proxy never served blue"
     );
     Stack {
@@ -153,6 +157,23 @@ async fn tags_decide_until_the_route_key_appears_then_the_key_wins() {
         metrics.contains("switchyard_cutover_delay_seconds_count{service=\"hello-service\"} 1"),
         "{metrics}"
     );
+    drop((s.blue, s.green));
+}
+
+/// The route key's colour is matched as tags are, case-insensitively: the same rule the
+/// controller's `status` applies, so both name the same colour.
+#[tokio::test]
+async fn a_route_key_naming_a_colour_in_another_case_still_decides() {
+    let s = stack("").await;
+    s.consul
+        .set_route(&RouteValue::new("Green", 2, "test").to_bytes());
+    assert!(
+        serves(&s.proxy, "green", Duration::from_secs(2)).await,
+        "the proxy did not follow a route key naming \"Green\""
+    );
+    let st = status(&s.proxy).await;
+    assert_eq!(st["services"][0]["decided_by"], "route-key");
+    assert_eq!(st["services"][0]["active"]["colour"], "green");
     drop((s.blue, s.green));
 }
 

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::plan::Refusal;
+use crate::refusal::Refusal;
 
 /// Why a controller command failed.
 #[derive(Debug, thiserror::Error)]

@@ -9,36 +9,50 @@
 //!    `GET /version`, the route key, each proxy's `/status`, and the last recorded switch.
 //!    Sources that cannot be read are recorded as errors, not raised, so `status` and `diagnose`
 //!    can still report on the rest.
-//! 2. A pure planner ([`plan::plan_deploy`], [`plan::plan_switch`], [`plan::plan_rollback`],
-//!    [`report::status_report`], [`report::diagnose`]) turns the [`Observed`] state into a plan
-//!    or a [`Refusal`].
-//! 3. The executor in [`exec`] carries the plan out with check-and-set writes only (Nomad
+//! 2. A pure planner ([`deploy::plan_deploy`], [`switch::plan_switch`],
+//!    [`rollback::plan_rollback`], [`status::status_report`], [`diagnose::diagnose`]) turns the
+//!    [`Observed`] state into a plan, a report or a [`Refusal`].
+//! 3. The command's executor carries the plan out with check-and-set writes only (Nomad
 //!    `EnforceIndex`, Consul `?cas=`), then verifies the outcome from the outside (Consul
 //!    health, the instances' own `/version`, the proxies' `/status`).
 //!
 //! # Module map
 //!
+//! One module per command, each with its planner, executor and rendering:
+//!
+//! - [`observe`]: [`Controller::observe`], [`Observed`] and its pieces, the parsing of a
+//!   proxy's `/status`.
+//! - [`deploy`], [`switch`], [`rollback`], [`status`], [`diagnose`].
+//!
+//! Shared by them:
+//!
+//! - [`controller`]: [`Controller`], the clients and settings every command uses.
+//! - [`refusal`]: [`Refusal`], [`refusal::validate_version`] and the route key check.
 //! - [`settings`]: addresses, tokens, deadlines, names; read from the environment.
-//! - [`observe`]: [`Observed`] and its pieces, plus the parsing of a proxy's `/status`.
-//! - [`plan`]: planners and [`Refusal`]; [`plan::validate_version`].
-//! - [`report`]: the `status` report and the `diagnose` findings (pure).
 //! - [`state`]: the state directory: job backups and the per-service switch record.
-//! - [`exec`]: [`Controller`], the executors and their wait loops.
 //! - [`error`]: [`ControllerError`] and its exit codes.
 
+pub mod controller;
+pub mod deploy;
+pub mod diagnose;
 pub mod error;
-pub mod exec;
 pub mod observe;
-pub mod plan;
-pub mod report;
+pub mod refusal;
+pub mod rollback;
 pub mod settings;
 pub mod state;
+pub mod status;
+pub mod switch;
+#[cfg(test)]
+pub(crate) mod testing;
 
+pub use controller::{Controller, ProgressSink};
+pub use deploy::DeployOutcome;
 pub use error::ControllerError;
-pub use exec::{Controller, DeployOutcome, SwitchOutcome};
 pub use observe::Observed;
-pub use plan::Refusal;
+pub use refusal::Refusal;
 pub use settings::Settings;
+pub use switch::SwitchOutcome;
 
 /// Parses a human duration such as `5m`, `30s` or `1500ms` (for command-line flags).
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

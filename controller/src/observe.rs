@@ -1,15 +1,20 @@
-//! [`Observed`]: one service's state as seen from outside, and the derivations every planner
-//! shares (which colour is active, which task group runs which colour, which instances pass).
+//! `observe`: [`Controller::observe`] gathers one service's state as seen from outside into
+//! [`Observed`]; the derivations every planner shares (which colour is active, which task group
+//! runs which colour, which instances pass) are methods of it.
 //!
 //! Each source is a `Result<_, String>`: an unreachable Consul does not stop `status` from
 //! showing what Nomad says. The planners refuse when a source they need is missing.
 
 use serde::Serialize;
 use serde_json::Value;
-use switchyard_hashi::consul::CheckStatus;
+use switchyard_hashi::QueryOptions;
+use switchyard_hashi::consul::{CheckStatus, HealthQuery, ServiceEntry};
 use switchyard_hashi::nomad::{AllocationListStub, Job};
-use switchyard_model::{ACTIVE_TAG, Classification, RouteValue, STANDBY_TAG};
+use switchyard_model::flip;
+use switchyard_model::{Classification, DecidedBy, RouteValue};
+use tokio::task::JoinSet;
 
+use crate::Controller;
 use crate::state::SwitchRecord;
 
 /// Everything the planners look at.
@@ -21,6 +26,8 @@ pub struct Observed {
     pub job_id: String,
     /// The two colour tags.
     pub colours: [String; 2],
+    /// The KV route key the proxies watch.
+    pub route_key: String,
     /// Nomad's view, or why it could not be read.
     pub nomad: Result<NomadView, String>,
     /// Every registered instance of the service (passing or not), or why Consul could not be
@@ -188,52 +195,43 @@ pub fn parse_proxy_status(doc: &Value, service: &str) -> Result<Option<ProxyServ
     }))
 }
 
-/// How the active colour was decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Decision {
-    /// The route key names it.
-    RouteKey,
-    /// Consul instances' role tags.
-    Tags,
-    /// The job's service tags (no instance carries a role tag).
-    JobTags,
-}
-
 impl Observed {
-    /// The active colour (index into [`colours`](Self::colours)) and how it was decided: the
-    /// route key when it exists and names one of the colours, else the instances' role tags,
-    /// else the job's service tags. `None` when nothing says.
-    pub fn active(&self) -> Option<(usize, Decision)> {
-        if let Ok(Some(RouteKey { value: Ok(v), .. })) = &self.route
-            && let Some(i) = self.colour_index(&v.active)
-        {
-            return Some((i, Decision::RouteKey));
-        }
-        if let Ok(instances) = &self.instances {
-            let mut tagged = [0usize; 2];
-            for inst in instances {
-                if let Some(c) = inst.colour
-                    && inst.role_tag() == Some(ACTIVE_TAG)
-                {
-                    tagged[c] += 1;
+    /// The active colour (index into [`colours`](Self::colours)) and how it was decided, by the
+    /// rule the proxies use ([`switchyard_model::decide_active`]): the route key, else the
+    /// passing instances' role tags, ties kept at the colour the proxies serve. `None` when the
+    /// route key does not decide and Consul's instances could not be read.
+    pub fn active(&self) -> Option<(usize, DecidedBy)> {
+        let route = self.route_value();
+        let tagged = match &self.instances {
+            Ok(list) => switchyard_model::count_active_tagged(
+                list.iter()
+                    .filter(|i| i.passing())
+                    .map(|i| i.tags.as_slice()),
+                &self.colours,
+            ),
+            Err(_) => {
+                return route
+                    .and_then(|v| self.colour_index(&v.active))
+                    .map(|i| (i, DecidedBy::RouteKey));
+            }
+        };
+        let a = switchyard_model::decide_active(&self.colours, route, tagged, self.proxies_serve());
+        Some((a.index, a.decided_by))
+    }
+
+    /// The colour every proxy that routes the service says it serves, when they agree.
+    pub fn proxies_serve(&self) -> Option<usize> {
+        let mut seen = None;
+        for p in &self.proxies {
+            if let Ok(Some(s)) = &p.status {
+                let i = self.colour_index(&s.active_colour)?;
+                if seen.is_some_and(|x| x != i) {
+                    return None;
                 }
-            }
-            if tagged != [0, 0] {
-                return Some((
-                    switchyard_model::active_by_tags(tagged, None),
-                    Decision::Tags,
-                ));
+                seen = Some(i);
             }
         }
-        let job = self.job()?;
-        (0..2)
-            .find(|&i| {
-                self.group_of(i)
-                    .and_then(|g| job.group_service_tags(&g, &self.service))
-                    .is_some_and(|t| switchyard_model::role_of(&t) == Some(ACTIVE_TAG))
-            })
-            .map(|i| (i, Decision::JobTags))
+        seen
     }
 
     /// The route key's parsed value, when it exists and parses.
@@ -246,9 +244,7 @@ impl Observed {
 
     /// The index of a colour name (case-insensitive).
     pub fn colour_index(&self, colour: &str) -> Option<usize> {
-        self.colours
-            .iter()
-            .position(|c| c.eq_ignore_ascii_case(colour))
+        switchyard_model::colour_index(&self.colours, colour)
     }
 
     /// The job, when Nomad was read and the job exists.
@@ -303,34 +299,178 @@ impl Observed {
     }
 }
 
-/// The role tags a group's service should carry when colour `i` is (or is not) active: the
-/// existing tags with every role tag replaced in place, or the role appended when none exists.
-pub fn retag(tags: &[String], active: bool) -> Vec<String> {
-    let role = if active { ACTIVE_TAG } else { STANDBY_TAG };
-    let is_role =
-        |t: &str| t.eq_ignore_ascii_case(ACTIVE_TAG) || t.eq_ignore_ascii_case(STANDBY_TAG);
-    let mut out: Vec<String> = Vec::with_capacity(tags.len() + 1);
-    let mut placed = false;
-    for t in tags {
-        if is_role(t) {
-            if !placed {
-                out.push(role.to_owned());
-                placed = true;
-            }
-        } else {
-            out.push(t.clone());
+impl Controller {
+    /// Gathers the service's state. Never fails: unreadable sources are recorded as errors.
+    pub async fn observe(&self) -> Observed {
+        let s = &self.settings;
+        let (nomad, instances, route, proxies) = tokio::join!(
+            self.observe_nomad(),
+            self.observe_instances(),
+            self.observe_route(),
+            self.observe_proxies(),
+        );
+        Observed {
+            service: s.service.clone(),
+            job_id: s.job.clone(),
+            colours: s.colours.clone(),
+            route_key: s.route_key.clone(),
+            nomad,
+            instances,
+            route,
+            proxies,
+            last_switch: self.state.read_record(&s.service).ok().flatten(),
         }
     }
-    if !placed {
-        out.push(role.to_owned());
+
+    async fn observe_nomad(&self) -> Result<NomadView, String> {
+        let opts = QueryOptions::default();
+        let (job, _) = self
+            .nomad
+            .job(&self.settings.job, &opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        let allocations = match &job {
+            Some(_) => {
+                self.nomad
+                    .job_allocations(&self.settings.job, false, &opts)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .0
+            }
+            None => Vec::new(),
+        };
+        Ok(NomadView { job, allocations })
     }
-    out
+
+    async fn observe_instances(&self) -> Result<Vec<Instance>, String> {
+        let entries = self.health_entries().await?;
+        let mut instances: Vec<Instance> = entries
+            .iter()
+            .map(|e| to_instance(e, &self.settings.colours))
+            .collect();
+        self.ask_versions(&mut instances).await;
+        Ok(instances)
+    }
+
+    pub(crate) async fn health_entries(&self) -> Result<Vec<ServiceEntry>, String> {
+        self.consul
+            .health_service(
+                &self.settings.service,
+                &HealthQuery::default(),
+                &QueryOptions::default(),
+            )
+            .await
+            .map(|(e, _)| e)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Asks every instance `GET /version`, concurrently.
+    pub(crate) async fn ask_versions(&self, instances: &mut [Instance]) {
+        let mut set = JoinSet::new();
+        for (i, inst) in instances.iter().enumerate() {
+            let http = self.http.clone();
+            let url = format!("http://{}/version", inst.address);
+            set.spawn(async move { (i, ask_version(&http, &url).await) });
+        }
+        while let Some(joined) = set.join_next().await {
+            if let Ok((i, answer)) = joined
+                && let Some(inst) = instances.get_mut(i)
+            {
+                inst.reported_version = Some(answer);
+            }
+        }
+    }
+
+    async fn observe_route(&self) -> Result<Option<RouteKey>, String> {
+        let state = flip::read_key(&self.consul, &self.settings.route_key)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(state.value.map(|value| RouteKey {
+            modify_index: state.modify_index,
+            value,
+        }))
+    }
+
+    pub(crate) async fn observe_proxies(&self) -> Vec<ProxyObservation> {
+        let mut set = JoinSet::new();
+        for (i, url) in self.settings.proxies.iter().enumerate() {
+            let http = self.http.clone();
+            let url = url.clone();
+            let service = self.settings.service.clone();
+            set.spawn(async move {
+                let status = fetch_proxy_status(&http, &url, &service).await;
+                (i, ProxyObservation { url, status })
+            });
+        }
+        let mut out: Vec<(usize, ProxyObservation)> = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            if let Ok(x) = joined {
+                out.push(x);
+            }
+        }
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter().map(|(_, p)| p).collect()
+    }
+}
+
+pub(crate) fn to_instance(e: &ServiceEntry, colours: &[String; 2]) -> Instance {
+    let colour = match switchyard_model::classify(&e.service.tags, colours) {
+        Classification::Colour(c) => Some(c),
+        _ => None,
+    };
+    Instance {
+        id: e.service.id.clone(),
+        address: format!("{}:{}", e.address(), e.service.port),
+        tags: e.service.tags.clone(),
+        colour,
+        health: e.aggregated_status(),
+        failing_checks: e
+            .checks
+            .iter()
+            .filter(|c| c.status != CheckStatus::Passing)
+            .map(|c| format!("{}: {}: {}", c.name, c.status, c.output.trim()))
+            .collect(),
+        reported_version: None,
+    }
+}
+
+async fn ask_version(http: &reqwest::Client, url: &str) -> Result<String, String> {
+    let resp = http.get(url).send().await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP {}", resp.status().as_u16()));
+    }
+    let body = resp.text().await.map_err(|e| e.to_string())?;
+    let v = body.trim();
+    if v.len() > 128 {
+        return Err("the answer is too long to be a version".to_owned());
+    }
+    Ok(v.to_owned())
+}
+
+async fn fetch_proxy_status(
+    http: &reqwest::Client,
+    base: &str,
+    service: &str,
+) -> Result<Option<crate::observe::ProxyService>, String> {
+    let resp = http
+        .get(format!("{base}/status"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP {}", resp.status().as_u16()));
+    }
+    let doc: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+    crate::observe::parse_proxy_status(&doc, service)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::deploy::plan_deploy;
+    use crate::switch::plan_switch;
+    use crate::testing::*;
     use serde_json::json;
 
     #[test]
@@ -358,17 +498,41 @@ mod tests {
         assert!(parse_proxy_status(&json!({"services": [{"name": "web"}]}), "web").is_err());
     }
 
+    /// The controller decides the active colour by the proxies' rule: the route key in any
+    /// case, else passing instances' role tags only, ties kept at what the proxies serve.
     #[test]
-    fn retag_replaces_roles_in_place() {
-        let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            retag(&t(&["green", "standby", "version=v2"]), true),
-            t(&["green", "active", "version=v2"])
-        );
-        assert_eq!(
-            retag(&t(&["blue", "ACTIVE", "active", "version=v1"]), false),
-            t(&["blue", "standby", "version=v1"])
-        );
-        assert_eq!(retag(&t(&["blue"]), false), t(&["blue", "standby"]));
+    fn active_colour_follows_the_proxies_rule() {
+        use switchyard_model::DecidedBy;
+        // A route key in another case still decides.
+        let mut obs = observed();
+        with_route(&mut obs, "Green", 3);
+        assert_eq!(obs.active(), Some((1, DecidedBy::RouteKey)));
+        assert_eq!(plan_switch(&obs, false).unwrap().to, "blue");
+
+        // Failing instances' tags do not count: the proxies see one passing blue `active`.
+        let mut obs = observed();
+        obs.instances = Ok(vec![
+            inst(0, 1, "v1", "active", true),
+            inst(1, 1, "v2", "active", false),
+            inst(1, 2, "v2", "active", false),
+        ]);
+        assert_eq!(obs.active(), Some((0, DecidedBy::Tags)));
+
+        // A tie (here: no role tag at all) keeps what the proxies serve, not the job's tags.
+        let mut obs = observed();
+        obs.instances = Ok(vec![inst(0, 1, "v1", "", true), inst(1, 1, "v2", "", true)]);
+        obs.proxies = vec![serving("green")];
+        assert_eq!(obs.active(), Some((1, DecidedBy::Tags)));
+        assert_eq!(plan_deploy(&obs, "v3").unwrap().colour, "blue");
+        // Proxies that disagree say nothing; then the first colour.
+        obs.proxies = vec![serving("green"), serving("blue")];
+        assert_eq!(obs.active(), Some((0, DecidedBy::Tags)));
+
+        // Without Consul's instances only the route key can decide.
+        let mut obs = observed();
+        obs.instances = Err("connection refused".into());
+        assert_eq!(obs.active(), None);
+        with_route(&mut obs, "green", 2);
+        assert_eq!(obs.active(), Some((1, DecidedBy::RouteKey)));
     }
 }

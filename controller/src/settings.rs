@@ -31,8 +31,10 @@ pub struct Settings {
     pub service: String,
     /// The Nomad job that runs both colours of the service.
     pub job: String,
-    /// The two colour tags.
+    /// The two colour tags (as the proxies' `services.colours`).
     pub colours: [String; 2],
+    /// The KV route key the proxies watch (as their `services.consul.route_key`).
+    pub route_key: String,
     /// Backups and switch records live here (`<state_dir>/backups`, `<state_dir>/state`).
     pub state_dir: PathBuf,
     /// How long a deploy may take to become healthy (and a revert to settle).
@@ -70,6 +72,7 @@ impl Settings {
             service: service.to_owned(),
             job: service.to_owned(),
             colours: switchyard_model::DEFAULT_COLOURS.map(str::to_owned),
+            route_key: switchyard_model::route_key(service),
             state_dir: PathBuf::from(".switchyard"),
             deadline: Duration::from_secs(300),
             drain_deadline: Duration::from_secs(30),
@@ -94,6 +97,12 @@ impl Settings {
             return Err(ControllerError::BadInput(
                 "the two colours must differ".to_owned(),
             ));
+        }
+        if self.route_key.is_empty() || self.route_key.starts_with('/') {
+            return Err(ControllerError::BadInput(format!(
+                "invalid route key {:?}: must be a non-empty KV key without a leading '/'",
+                self.route_key
+            )));
         }
         for p in &self.proxies {
             if !(p.starts_with("http://") || p.starts_with("https://")) {

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{Load, Stack, alloc_ids, failing_health_args, set_task_args, version_served};
-use switchyard_controller::plan::{self, Refusal};
+use switchyard_controller::Refusal;
+use switchyard_controller::deploy::plan_deploy;
 use switchyard_controller::{Controller, ControllerError};
 
 /// The pause between two requests of the load loop.
@@ -252,8 +253,8 @@ async fn concurrent_deploys_one_wins_the_other_fails_cleanly() {
     let c = stack.controller();
     // Both plans come from the same observation, as two operators reading at once would.
     let obs = c.observe().await;
-    let p3 = plan::plan_deploy(&obs, "v3").unwrap();
-    let p4 = plan::plan_deploy(&obs, "v4").unwrap();
+    let p3 = plan_deploy(&obs, "v3").unwrap();
+    let p4 = plan_deploy(&obs, "v4").unwrap();
     let (a, b) = tokio::join!(
         c.execute_deploy(p3, Instant::now()),
         c.execute_deploy(p4, Instant::now())

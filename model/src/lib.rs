@@ -15,6 +15,15 @@
 //! to a colour when its tags name exactly one of the two colours. An
 //! instance tagged with both or neither belongs to no pool; it is reported,
 //! never routed to. Role tags never move an instance between pools.
+//!
+//! Which colour is active ([`active::decide_active`]) and how the route key
+//! is flipped ([`flip::flip`]) are decided here once, for the proxy and the
+//! controller alike.
+
+pub mod active;
+pub mod flip;
+
+pub use active::{Active, DecidedBy, colour_index, count_active_tagged, decide_active};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -27,9 +27,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
-use switchyard_hashi::QueryOptions;
-use switchyard_hashi::consul::KvWrite;
-use switchyard_model::RouteValue;
+use switchyard_model::flip::{self, FlipError, FlipRequest, Flipped};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -352,76 +350,46 @@ impl Admin {
         }
     }
 
-    /// Check-and-set write of the route key; returns the new generation.
+    /// Check-and-set write of the route key (the shared flip); returns the new generation.
     async fn write_route(
         &self,
         w: &ServiceWatch,
         current: &ServiceRoutes,
         target: &str,
     ) -> Result<u64, Box<AdminResponse>> {
-        let key = w.route_key();
-        let (pair, _) = w
-            .client()
-            .kv_get(key, &QueryOptions::default())
-            .await
-            .map_err(|e| {
-                Box::new(error(
-                    StatusCode::BAD_GATEWAY,
-                    format!("reading {key} from Consul: {e}"),
-                ))
-            })?;
-        let (modify_index, generation) = match &pair {
-            None => (0, current.snapshot.generation),
-            Some(p) => {
-                let g = p
-                    .value
-                    .as_deref()
-                    .and_then(|v| RouteValue::parse(v).ok())
-                    .map_or(current.snapshot.generation, |v| v.generation);
-                (p.modify_index, g)
-            }
+        let request = FlipRequest {
+            key: w.route_key(),
+            colours: w.colours(),
+            from: &current.active.colour,
+            to: target,
+            based_on: None,
+            generation_floor: current.snapshot.generation,
+            // An unusable key does not route anything; the switch replaces it.
+            overwrite_unusable: true,
+            by: "switchyard proxy admin API",
         };
-        if let Some(v) = pair
-            .as_ref()
-            .and_then(|p| p.value.as_deref())
-            .and_then(|v| RouteValue::parse(v).ok())
-            && v.active != current.active.colour
-        {
-            return Err(Box::new(error(
+        let behind = |active: &str, generation: u64| {
+            Box::new(error(
                 StatusCode::CONFLICT,
                 format!(
-                    "route key already names {} active (generation {}) but this proxy serves {}; retry once it has caught up",
-                    v.active, v.generation, current.active.colour
+                    "route key already names {active} active (generation {generation}) but this proxy serves {}; retry once it has caught up",
+                    current.active.colour
                 ),
-            )));
+            ))
+        };
+        match flip::flip(w.client(), &request).await {
+            Ok(Flipped::Written(v)) => Ok(v.generation),
+            Ok(Flipped::AlreadyActive(v)) => Err(behind(&v.active, v.generation)),
+            Err(FlipError::Moved {
+                active, generation, ..
+            }) => Err(behind(&active, generation)),
+            Err(e @ (FlipError::Lost { .. } | FlipError::Unusable { .. })) => {
+                Err(Box::new(error(StatusCode::CONFLICT, e.to_string())))
+            }
+            Err(e @ (FlipError::Read { .. } | FlipError::Unconfirmed { .. })) => {
+                Err(Box::new(error(StatusCode::BAD_GATEWAY, e.to_string())))
+            }
         }
-        let value = RouteValue::new(target, generation + 1, "switchyard proxy admin API");
-        let written = w
-            .client()
-            .kv_put(
-                key,
-                &value.to_bytes(),
-                &KvWrite {
-                    cas: Some(modify_index),
-                    flags: None,
-                },
-            )
-            .await
-            .map_err(|e| {
-                Box::new(error(
-                    StatusCode::BAD_GATEWAY,
-                    format!("writing {key} to Consul: {e}"),
-                ))
-            })?;
-        if !written {
-            return Err(Box::new(error(
-                StatusCode::CONFLICT,
-                format!(
-                    "{key} changed while switching (another switch won); nothing was changed by this call"
-                ),
-            )));
-        }
-        Ok(value.generation)
     }
 }
 

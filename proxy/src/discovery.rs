@@ -128,6 +128,11 @@ impl ServiceWatch {
         &self.route_key
     }
 
+    /// The two colours.
+    pub fn colours(&self) -> &[String; 2] {
+        &self.colours
+    }
+
     /// The Consul client (shared with the admin API's switch).
     pub fn client(&self) -> &ConsulClient {
         &self.client
@@ -263,7 +268,6 @@ impl ServiceWatch {
             return;
         };
         let mut by_colour: [Vec<InstanceSpec>; 2] = [Vec::new(), Vec::new()];
-        let mut active_tagged = [0usize; 2];
         let mut unassigned = Vec::new();
         for i in instances {
             let spec = InstanceSpec {
@@ -272,12 +276,7 @@ impl ServiceWatch {
                 version: switchyard_model::version_of(&i.tags).map(str::to_owned),
             };
             match switchyard_model::classify(&i.tags, &self.colours) {
-                Classification::Colour(c) => {
-                    if switchyard_model::role_of(&i.tags) == Some(switchyard_model::ACTIVE_TAG) {
-                        active_tagged[c] += 1;
-                    }
-                    by_colour[c].push(spec);
-                }
+                Classification::Colour(c) => by_colour[c].push(spec),
                 _ => unassigned.push(spec),
             }
         }
@@ -285,19 +284,30 @@ impl ServiceWatch {
             pool.sort_by_key(|a| a.addr);
         }
 
-        let (active, generation, written, decided_by, route_index) = match route {
-            Some((v, modify)) => match self.colours.iter().position(|c| c == &v.active) {
-                Some(i) => (i, v.generation, v.written_at(), "route-key", *modify),
-                None => {
-                    tracing::warn!(service = %self.name, colour = %v.active, "route key names an unknown colour; deciding by tags");
-                    let i = switchyard_model::active_by_tags(active_tagged, k.previous_active);
-                    (i, v.generation, None, "tags", *modify)
-                }
-            },
-            None => {
-                let i = switchyard_model::active_by_tags(active_tagged, k.previous_active);
-                (i, 0, None, "tags", 0)
-            }
+        // Every instance here passes (`?passing`), as the shared rule wants.
+        let active_tagged = switchyard_model::count_active_tagged(
+            instances.iter().map(|i| i.tags.as_slice()),
+            &self.colours,
+        );
+        let value = route.as_ref().map(|(v, _)| v);
+        let decision =
+            switchyard_model::decide_active(&self.colours, value, active_tagged, k.previous_active);
+        if decision.unknown_route_colour
+            && let Some(v) = value
+        {
+            tracing::warn!(service = %self.name, colour = %v.active, "route key names an unknown colour; deciding by tags");
+        }
+        let active = decision.index;
+        let decided_by = decision.decided_by.as_str();
+        let (generation, written, route_index) = match route {
+            Some((v, modify)) => (
+                v.generation,
+                (decision.decided_by == switchyard_model::DecidedBy::RouteKey)
+                    .then(|| v.written_at())
+                    .flatten(),
+                *modify,
+            ),
+            None => (0, None, 0),
         };
         let standby = 1 - active;
 

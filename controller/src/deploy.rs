@@ -1,0 +1,647 @@
+//! `deploy <version>`: the planner ([`plan_deploy`]), the executor ([`Controller::deploy`]) and
+//! the rendering of its outcome.
+//!
+//! Back the job up, change only the standby group's `meta.version`, register with
+//! `EnforceIndex`, wait for the group to run and pass with the new version, ask every instance
+//! its version; on any failure revert with `EnforcePriorVersion`.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use switchyard_hashi::QueryOptions;
+use switchyard_hashi::nomad::Job;
+
+use crate::observe::{Instance, Observed, to_instance};
+use crate::refusal::{Refusal, check_route, validate_version};
+use crate::{Controller, ControllerError};
+
+/// The result of a successful deploy.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeployOutcome {
+    /// Service.
+    pub service: String,
+    /// Job.
+    pub job: String,
+    /// The colour that received the version.
+    pub colour: String,
+    /// Its group.
+    pub group: String,
+    /// The version deployed.
+    pub version: String,
+    /// The version it replaced.
+    pub previous_version: Option<String>,
+    /// The job version registered.
+    pub job_version: u64,
+    /// Instances verified (`host:port`).
+    pub instances: Vec<String>,
+    /// Where the job was saved before the change.
+    pub backup: String,
+    /// Wall time of the whole deploy.
+    pub elapsed_ms: u128,
+}
+
+/// What `deploy` will do.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeployPlan {
+    /// Job.
+    pub job_id: String,
+    /// Service.
+    pub service: String,
+    /// The standby colour being replaced.
+    pub colour: String,
+    /// Its task group.
+    pub group: String,
+    /// The active colour (left alone).
+    pub active_colour: String,
+    /// The active group.
+    pub active_group: String,
+    /// The standby group's `meta.version` before.
+    pub from_version: Option<String>,
+    /// The version being deployed.
+    pub to_version: String,
+    /// The job as read (saved as a backup first).
+    #[serde(skip)]
+    pub original: Job,
+    /// The job to register: only the standby group's `meta.version` differs.
+    #[serde(skip)]
+    pub job: Job,
+    /// `JobModifyIndex` of the job as read: the register's `EnforceIndex`.
+    pub enforce_index: u64,
+    /// The job's `Version` as read: what a failed deploy reverts to.
+    pub prior_job_version: u64,
+    /// The standby group's count: how many healthy instances the deploy waits for.
+    pub expected_count: u64,
+    /// Whether the standby colour may still carry requests from before the last switch, so the
+    /// deploy must wait for the proxies to drain it first.
+    pub wait_for_drain: bool,
+}
+
+/// Plans `deploy <version>`.
+pub fn plan_deploy(obs: &Observed, version: &str) -> Result<DeployPlan, Refusal> {
+    validate_version(version)?;
+    let nomad = obs.nomad.as_ref().map_err(|e| Refusal::Unobservable {
+        what: "Nomad",
+        reason: e.clone(),
+    })?;
+    let job = nomad.job.as_ref().ok_or_else(|| Refusal::UnknownService {
+        service: obs.service.clone(),
+        job: obs.job_id.clone(),
+    })?;
+    check_route(obs)?;
+    let (active, _) = obs.active().ok_or_else(|| Refusal::NoActiveColour {
+        service: obs.service.clone(),
+    })?;
+    let standby = 1 - active;
+    let colour = obs.colours[standby].clone();
+    let group = obs
+        .group_of(standby)
+        .ok_or_else(|| Refusal::NoStandbyGroup {
+            job: obs.job_id.clone(),
+            colour: colour.clone(),
+        })?;
+    let active_group = obs.group_of(active).unwrap_or_default();
+    if active_group == group {
+        return Err(Refusal::TouchesActive {
+            job: obs.job_id.clone(),
+            group,
+        });
+    }
+    let from_version = job.group_meta(&group, "version").map(str::to_owned);
+    if from_version.as_deref() == Some(version) {
+        return Err(Refusal::AlreadyDeployed {
+            colour,
+            group,
+            version: version.to_owned(),
+        });
+    }
+    let expected_count = job.group_count(&group).unwrap_or(1);
+    if expected_count == 0 {
+        return Err(Refusal::EmptyGroup { group });
+    }
+    let mut modified = job.clone();
+    modified
+        .set_group_meta(&group, "version", version)
+        .map_err(|_| Refusal::NoStandbyGroup {
+            job: obs.job_id.clone(),
+            colour: colour.clone(),
+        })?;
+    if touches_other_groups(job, &modified, &group) {
+        return Err(Refusal::TouchesActive {
+            job: obs.job_id.clone(),
+            group: active_group,
+        });
+    }
+    let standby_busy = obs.proxies.iter().any(
+        |p| matches!(&p.status, Ok(Some(s)) if { let (n, d) = s.load_on(&colour); n > 0 || d }),
+    );
+    let was_active = obs
+        .last_switch
+        .as_ref()
+        .is_some_and(|r| r.from.eq_ignore_ascii_case(&colour));
+    Ok(DeployPlan {
+        job_id: obs.job_id.clone(),
+        service: obs.service.clone(),
+        colour,
+        group,
+        active_colour: obs.colours[active].clone(),
+        active_group,
+        from_version,
+        to_version: version.to_owned(),
+        original: job.clone(),
+        enforce_index: job.job_modify_index(),
+        prior_job_version: job.version(),
+        expected_count,
+        wait_for_drain: was_active || standby_busy,
+        job: modified,
+    })
+}
+
+/// Whether anything outside group `group` differs between `a` and `b`.
+fn touches_other_groups(a: &Job, b: &Job, group: &str) -> bool {
+    let strip = |j: &Job| {
+        let mut v = j.0.clone();
+        if let Some(groups) = v.get_mut("TaskGroups").and_then(|g| g.as_array_mut()) {
+            groups.retain(|g| g.get("Name").and_then(|n| n.as_str()) != Some(group));
+        }
+        v
+    };
+    strip(a) != strip(b)
+}
+
+impl Controller {
+    /// `deploy <version>`: replaces the standby group's version, waits for it to be healthy and
+    /// to answer the right version; reverts the job on any failure after the register.
+    pub async fn deploy(&self, version: &str) -> Result<DeployOutcome, ControllerError> {
+        let started = Instant::now();
+        validate_version(version)?;
+        let obs = self.observe().await;
+        let plan = plan_deploy(&obs, version)?;
+        self.execute_deploy(plan, started).await
+    }
+
+    /// Carries out a deploy plan made from an earlier observation: backup, drain wait,
+    /// check-and-set register, health and version verification, revert on failure. A plan made
+    /// from stale state fails at the register with [`ControllerError::Conflict`].
+    pub async fn execute_deploy(
+        &self,
+        plan: DeployPlan,
+        started: Instant,
+    ) -> Result<DeployOutcome, ControllerError> {
+        let version = plan.to_version.clone();
+        let version = version.as_str();
+        let backup = self.state.write_backup(&plan.original, &plan.group)?;
+        self.say(&format!(
+            "deploying {} to {} (group {} of job {}, was {}); backup {}",
+            plan.to_version,
+            plan.colour,
+            plan.group,
+            plan.job_id,
+            plan.from_version.as_deref().unwrap_or("unset"),
+            backup.display()
+        ));
+        if plan.wait_for_drain {
+            self.wait_drained(&plan.colour).await?;
+        }
+        let registered = match self
+            .nomad
+            .register(&plan.job, Some(plan.enforce_index))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.is_cas_conflict() => {
+                return Err(ControllerError::Conflict(format!(
+                    "job {} changed since it was read (another deploy or operator won: {e}); nothing was changed by this deploy",
+                    plan.job_id
+                )));
+            }
+            Err(e) => {
+                return Err(ControllerError::hashi(
+                    format!("registering job {}", plan.job_id),
+                    e,
+                ));
+            }
+        };
+        let new_version = plan.prior_job_version + 1;
+        tracing::info!(eval = %registered.eval_id, job_version = new_version, "job registered");
+        let deadline = started + self.settings.deadline;
+        let failure = match self.wait_standby(&plan, version, deadline).await {
+            Ok(()) => match self.verify_versions(&plan.colour, version).await {
+                Ok(instances) => {
+                    let elapsed = started.elapsed();
+                    self.say(&format!(
+                        "{} now runs {version} on {} instance(s), verified on /version; took {:.1}s",
+                        plan.colour,
+                        instances.len(),
+                        elapsed.as_secs_f64()
+                    ));
+                    return Ok(DeployOutcome {
+                        service: plan.service.clone(),
+                        job: plan.job_id.clone(),
+                        colour: plan.colour.clone(),
+                        group: plan.group.clone(),
+                        version: version.to_owned(),
+                        previous_version: plan.from_version.clone(),
+                        job_version: new_version,
+                        instances,
+                        backup: backup.display().to_string(),
+                        elapsed_ms: elapsed.as_millis(),
+                    });
+                }
+                Err(why) => why,
+            },
+            Err(why) => why,
+        };
+        let reverted = self.revert(&plan, new_version, &backup).await;
+        Err(ControllerError::Failed(format!(
+            "deploy of {version} to {} failed after {:.1}s: {failure}; {reverted}",
+            plan.colour,
+            started.elapsed().as_secs_f64()
+        )))
+    }
+
+    /// Waits until no proxy has requests in flight to, or is draining, `colour`.
+    async fn wait_drained(&self, colour: &str) -> Result<(), ControllerError> {
+        let deadline = Instant::now() + self.settings.drain_deadline;
+        let mut last = String::new();
+        loop {
+            let proxies = self.observe_proxies().await;
+            let busy: Vec<String> = proxies
+                .iter()
+                .filter_map(|p| match &p.status {
+                    Ok(Some(s)) => {
+                        let (n, d) = s.load_on(colour);
+                        (n > 0 || d).then(|| {
+                            format!(
+                                "{}: {n} in flight{}",
+                                p.url,
+                                if d { ", draining" } else { "" }
+                            )
+                        })
+                    }
+                    Ok(None) => None,
+                    Err(e) => Some(format!("{}: unreachable ({e})", p.url)),
+                })
+                .collect();
+            if busy.is_empty() {
+                return Ok(());
+            }
+            let line = format!("waiting for {colour} to drain: {}", busy.join("; "));
+            if line != last {
+                self.say(&line);
+                last = line;
+            }
+            if Instant::now() >= deadline {
+                return Err(ControllerError::Failed(format!(
+                    "{colour} did not drain within {}s ({}); nothing was changed",
+                    self.settings.drain_deadline.as_secs(),
+                    busy.join("; ")
+                )));
+            }
+            tokio::time::sleep(self.settings.poll_interval).await;
+        }
+    }
+
+    /// Waits until the standby group's allocations of the new job version run and every
+    /// instance of its colour in Consul passes with `version=<version>`.
+    async fn wait_standby(
+        &self,
+        plan: &DeployPlan,
+        version: &str,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let colour_idx = self
+            .settings
+            .colours
+            .iter()
+            .position(|c| *c == plan.colour)
+            .unwrap_or(0);
+        let new_version = plan.prior_job_version + 1;
+        let mut last = String::new();
+        loop {
+            let allocs = self
+                .nomad
+                .job_allocations(&plan.job_id, false, &QueryOptions::default())
+                .await
+                .map(|(a, _)| a);
+            // Nomad may be unreachable while the allocations keep running: say so rather
+            // than report the wait as a health problem.
+            let nomad_down = allocs.as_ref().err().map(|e| e.to_string());
+            let running = match &allocs {
+                Ok(a) => a
+                    .iter()
+                    .filter(|a| {
+                        a.task_group == plan.group
+                            && a.desired_status == "run"
+                            && a.client_status == "running"
+                            && a.job_version >= new_version
+                    })
+                    .count(),
+                Err(_) => 0,
+            };
+            let failed_deployment = self.failed_deployment(&plan.job_id, new_version).await;
+            let instances = self.health_entries().await.unwrap_or_default();
+            let mine: Vec<Instance> = instances
+                .iter()
+                .map(|e| to_instance(e, &self.settings.colours))
+                .filter(|i| i.colour == Some(colour_idx))
+                .collect();
+            let ready = mine
+                .iter()
+                .filter(|i| i.passing() && i.version_tag() == Some(version))
+                .count();
+            let stale = mine
+                .iter()
+                .filter(|i| i.version_tag() != Some(version))
+                .count();
+            let expected = usize::try_from(plan.expected_count).unwrap_or(usize::MAX);
+            let line = format!(
+                "waiting for {}: {running}/{expected} allocation(s) running, {ready}/{expected} passing with version={version}{}{}",
+                plan.colour,
+                if stale > 0 {
+                    format!(", {stale} old instance(s) still registered")
+                } else {
+                    String::new()
+                },
+                match &nomad_down {
+                    Some(e) => format!(" (Nomad API unreachable: {e})"),
+                    None => String::new(),
+                }
+            );
+            if line != last {
+                self.say(&line);
+                last = line;
+            }
+            if running >= expected && ready >= expected && stale == 0 {
+                return Ok(());
+            }
+            if let Some(why) = failed_deployment {
+                return Err(format!("Nomad deployment failed ({why})"));
+            }
+            if Instant::now() >= deadline {
+                if let Some(e) = nomad_down {
+                    return Err(format!(
+                        "the Nomad API was unreachable at the deadline of {}s ({e}), so the allocations of group {} could not be confirmed ({ready}/{expected} passing with version={version} in Consul)",
+                        self.settings.deadline.as_secs(),
+                        plan.group
+                    ));
+                }
+                let failing: Vec<String> = mine
+                    .iter()
+                    .filter(|i| !i.passing())
+                    .map(|i| format!("{} {}", i.address, i.failing_checks.join(", ")))
+                    .collect();
+                return Err(format!(
+                    "never healthy within the deadline of {}s ({ready}/{expected} passing with version={version}{})",
+                    self.settings.deadline.as_secs(),
+                    if failing.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; failing: {}", failing.join("; "))
+                    }
+                ));
+            }
+            tokio::time::sleep(self.settings.poll_interval).await;
+        }
+    }
+
+    async fn failed_deployment(&self, job: &str, version: u64) -> Option<String> {
+        let (d, _) = self
+            .nomad
+            .job_deployment(job, &QueryOptions::default())
+            .await
+            .ok()?;
+        let d = d?;
+        (d.job_version == version && d.status == "failed").then_some(d.status_description)
+    }
+
+    /// Asks every instance of `colour` for its version; all must answer `version`.
+    async fn verify_versions(&self, colour: &str, version: &str) -> Result<Vec<String>, String> {
+        let entries = self.health_entries().await?;
+        let mut mine: Vec<Instance> = entries
+            .iter()
+            .map(|e| to_instance(e, &self.settings.colours))
+            .filter(|i| {
+                i.colour
+                    .is_some_and(|c| self.settings.colours[c].eq_ignore_ascii_case(colour))
+            })
+            .collect();
+        self.ask_versions(&mut mine).await;
+        let mut wrong = Vec::new();
+        for i in &mine {
+            match &i.reported_version {
+                Some(Ok(v)) if v == version => {}
+                Some(Ok(v)) => wrong.push(format!("{} answered version {v:?}", i.address)),
+                Some(Err(e)) => wrong.push(format!("{} did not answer /version ({e})", i.address)),
+                None => wrong.push(format!("{} was not asked", i.address)),
+            }
+        }
+        if mine.is_empty() {
+            return Err(format!("no instance of {colour} is registered"));
+        }
+        if wrong.is_empty() {
+            Ok(mine.into_iter().map(|i| i.address).collect())
+        } else {
+            Err(format!(
+                "wrong version (expected {version:?}): {}",
+                wrong.join("; ")
+            ))
+        }
+    }
+
+    /// Reverts the job to the version it had before the deploy and waits for the standby to
+    /// come back; returns a sentence for the error message.
+    async fn revert(
+        &self,
+        plan: &DeployPlan,
+        current_version: u64,
+        backup: &std::path::Path,
+    ) -> String {
+        self.say(&format!(
+            "reverting job {} to version {}",
+            plan.job_id, plan.prior_job_version
+        ));
+        match self
+            .nomad
+            .revert(&plan.job_id, plan.prior_job_version, Some(current_version))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                return format!(
+                    "reverting job {} to version {} FAILED ({e}); the job is left as it is; restore it from the backup {}",
+                    plan.job_id,
+                    plan.prior_job_version,
+                    backup.display()
+                );
+            }
+        }
+        let Some(old) = plan.from_version.clone() else {
+            return format!(
+                "job {} reverted to version {}",
+                plan.job_id, plan.prior_job_version
+            );
+        };
+        let revert_plan = DeployPlan {
+            prior_job_version: current_version,
+            ..plan.clone()
+        };
+        let deadline = Instant::now() + self.settings.deadline;
+        match self.wait_standby(&revert_plan, &old, deadline).await {
+            Ok(()) => format!(
+                "job {} reverted to version {}; {} runs {old} again",
+                plan.job_id, plan.prior_job_version, plan.colour
+            ),
+            Err(e) => format!(
+                "job {} reverted to version {}, but {} has not recovered: {e}",
+                plan.job_id, plan.prior_job_version, plan.colour
+            ),
+        }
+    }
+}
+
+/// The one-line text rendering of a deploy's outcome.
+pub fn render_deploy(o: &DeployOutcome) -> String {
+    format!(
+        "deployed {} to {} (group {}, job version {}) on {} instance(s) in {:.1}s; backup {}",
+        o.version,
+        o.colour,
+        o.group,
+        o.job_version,
+        o.instances.len(),
+        o.elapsed_ms as f64 / 1000.0,
+        o.backup
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::observe::{NomadView, ProxyObservation, ProxyService, RouteKey};
+    use crate::state::SwitchRecord;
+    use crate::testing::*;
+    use serde_json::json;
+
+    #[test]
+    fn deploy_plan_changes_only_the_standby_meta() {
+        let obs = observed();
+        let p = plan_deploy(&obs, "v3").unwrap();
+        assert_eq!((p.colour.as_str(), p.group.as_str()), ("green", "green"));
+        assert_eq!(p.active_group, "blue");
+        assert_eq!(p.from_version.as_deref(), Some("v2"));
+        assert_eq!(p.enforce_index, 40);
+        assert_eq!(p.prior_job_version, 4);
+        assert_eq!(p.expected_count, 2);
+        assert!(!p.wait_for_drain);
+        assert_eq!(p.job.group_meta("green", "version"), Some("v3"));
+        assert_eq!(p.job.group_meta("blue", "version"), Some("v1"));
+        // Everything but green's meta is identical.
+        let mut back = p.job.clone();
+        back.set_group_meta("green", "version", "v2").unwrap();
+        assert_eq!(back, job());
+        assert_eq!(p.original, job());
+    }
+
+    #[test]
+    fn deploy_follows_the_route_key_over_tags() {
+        let mut obs = observed();
+        with_route(&mut obs, "green", 5);
+        let p = plan_deploy(&obs, "v3").unwrap();
+        assert_eq!(p.group, "blue");
+        assert_eq!(p.job.group_meta("blue", "version"), Some("v3"));
+        assert_eq!(p.job.group_meta("green", "version"), Some("v2"));
+    }
+
+    #[test]
+    fn deploy_waits_for_drain_when_standby_was_active_or_is_busy() {
+        let mut obs = observed();
+        obs.last_switch = Some(SwitchRecord {
+            service: "web".into(),
+            from: "green".into(),
+            to: "blue".into(),
+            from_version: Some("v2".into()),
+            to_version: Some("v1".into()),
+            generation: 2,
+            at: "2026-01-01T00:00:00Z".into(),
+        });
+        assert!(plan_deploy(&obs, "v3").unwrap().wait_for_drain);
+        let mut obs = observed();
+        obs.proxies = vec![ProxyObservation {
+            url: "http://p".into(),
+            status: Ok(Some(ProxyService {
+                active_colour: "blue".into(),
+                standby_colour: "green".into(),
+                standby_in_flight: 3,
+                ..ProxyService::default()
+            })),
+        }];
+        assert!(plan_deploy(&obs, "v3").unwrap().wait_for_drain);
+    }
+
+    #[test]
+    fn deploy_refusals() {
+        let mut obs = observed();
+        obs.nomad = Ok(NomadView::default());
+        let r = plan_deploy(&obs, "v3").unwrap_err();
+        assert!(matches!(r, Refusal::UnknownService { .. }), "{r}");
+        assert!(r.is_bad_input());
+
+        let mut obs = observed();
+        obs.nomad = Err("connection refused".into());
+        assert!(matches!(
+            plan_deploy(&obs, "v3").unwrap_err(),
+            Refusal::Unobservable { what: "Nomad", .. }
+        ));
+
+        // No group for the standby colour.
+        let mut obs = observed();
+        let mut j = job();
+        j.0["TaskGroups"] = json!([group("blue", "v1", "active")]);
+        obs.nomad = Ok(NomadView {
+            job: Some(j),
+            allocations: vec![],
+        });
+        assert!(matches!(
+            plan_deploy(&obs, "v3").unwrap_err(),
+            Refusal::NoStandbyGroup { .. }
+        ));
+
+        // The group named after the active colour is tagged with the standby colour: the
+        // standby's group is the active's, so the change would touch the active one.
+        let mut obs = observed();
+        let mut j = job();
+        j.0["TaskGroups"] = json!([{
+            "Name": "blue", "Count": 2, "Meta": {"version": "v1"},
+            "Services": [{"Name": "web", "Tags": ["green", "active"]}]
+        }]);
+        obs.nomad = Ok(NomadView {
+            job: Some(j),
+            allocations: vec![],
+        });
+        assert!(matches!(
+            plan_deploy(&obs, "v3").unwrap_err(),
+            Refusal::TouchesActive { .. }
+        ));
+
+        assert!(matches!(
+            plan_deploy(&observed(), "v2").unwrap_err(),
+            Refusal::AlreadyDeployed { .. }
+        ));
+
+        let mut obs = observed();
+        obs.route = Ok(Some(RouteKey {
+            modify_index: 3,
+            value: Err("not JSON".into()),
+        }));
+        assert!(matches!(
+            plan_deploy(&obs, "v3").unwrap_err(),
+            Refusal::BadRouteKey { .. }
+        ));
+        let mut obs = observed();
+        with_route(&mut obs, "purple", 1);
+        assert!(matches!(
+            plan_deploy(&obs, "v3").unwrap_err(),
+            Refusal::BadRouteKey { .. }
+        ));
+    }
+}

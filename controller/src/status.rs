@@ -1,0 +1,380 @@
+//! `status`: the report ([`status_report`], a pure function of [`Observed`] state), its text
+//! rendering and [`Controller::status`].
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use switchyard_model::DecidedBy;
+
+use crate::Controller;
+use crate::observe::{Observed, RouteKey};
+
+/// The `status` document.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusReport {
+    /// Service.
+    pub service: String,
+    /// Job.
+    pub job: String,
+    /// The active colour, when known.
+    pub active: Option<String>,
+    /// `route-key` or `tags`; `None` when unknown.
+    pub decided_by: Option<DecidedBy>,
+    /// The route key, when it exists.
+    pub route: Option<RouteSummary>,
+    /// The Nomad job's version, when read.
+    pub job_version: Option<u64>,
+    /// One entry per colour.
+    pub colours: Vec<ColourStatus>,
+    /// One entry per proxy.
+    pub proxies: Vec<ProxySummary>,
+    /// Sources that could not be read (`nomad: ...`, `consul: ...`, `route key: ...`).
+    pub errors: Vec<String>,
+}
+
+/// The route key.
+#[derive(Clone, Debug, Serialize)]
+pub struct RouteSummary {
+    /// Its ModifyIndex.
+    pub modify_index: u64,
+    /// Active colour it names.
+    pub active: Option<String>,
+    /// Generation.
+    pub generation: Option<u64>,
+    /// When written.
+    pub updated_at: Option<String>,
+    /// By whom.
+    pub updated_by: Option<String>,
+    /// Why it is unusable, when it is.
+    pub error: Option<String>,
+}
+
+/// One colour.
+#[derive(Clone, Debug, Serialize)]
+pub struct ColourStatus {
+    /// Colour tag.
+    pub colour: String,
+    /// `active` / `standby` per the decision (route key, else tags).
+    pub role: Option<String>,
+    /// The role tags its instances carry (distinct, sorted).
+    pub role_tags: Vec<String>,
+    /// Task group.
+    pub group: Option<String>,
+    /// The group's `meta.version`.
+    pub group_version: Option<String>,
+    /// The group's count.
+    pub group_count: Option<u64>,
+    /// The most common `version=` tag.
+    pub version: Option<String>,
+    /// Instances passing every check.
+    pub passing: usize,
+    /// Every instance.
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// One instance.
+#[derive(Clone, Debug, Serialize)]
+pub struct InstanceStatus {
+    /// Consul service ID.
+    pub id: String,
+    /// `host:port`.
+    pub address: String,
+    /// `passing`, `warning`, `critical`, ...
+    pub health: String,
+    /// Its `version=` tag.
+    pub version_tag: Option<String>,
+    /// What it answered on `/version`.
+    pub reported_version: Option<String>,
+    /// Why it could not be asked.
+    pub version_error: Option<String>,
+    /// Its role tag.
+    pub role_tag: Option<String>,
+}
+
+/// One proxy.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProxySummary {
+    /// Admin URL.
+    pub url: String,
+    /// Whether `/status` answered.
+    pub reachable: bool,
+    /// Whether it routes this service.
+    pub routes_service: bool,
+    /// Error, when unreachable.
+    pub error: Option<String>,
+    /// Generation applied.
+    pub generation: Option<u64>,
+    /// Colour served.
+    pub active: Option<String>,
+    /// How it decided.
+    pub decided_by: Option<String>,
+    /// Fail-static state.
+    pub fail_static: bool,
+    /// Why.
+    pub fail_static_reason: Option<String>,
+    /// Whether it has synced with Consul.
+    pub synced: Option<bool>,
+}
+
+/// Builds the `status` document.
+pub fn status_report(obs: &Observed) -> StatusReport {
+    let mut errors = Vec::new();
+    if let Err(e) = &obs.nomad {
+        errors.push(format!("nomad: {e}"));
+    }
+    if let Err(e) = &obs.instances {
+        errors.push(format!("consul: {e}"));
+    }
+    if let Err(e) = &obs.route {
+        errors.push(format!("route key: {e}"));
+    }
+    let active = obs.active();
+    let route = match &obs.route {
+        Ok(Some(RouteKey {
+            modify_index,
+            value,
+        })) => Some(match value {
+            Ok(v) => RouteSummary {
+                modify_index: *modify_index,
+                active: Some(v.active.clone()),
+                generation: Some(v.generation),
+                updated_at: Some(v.updated_at.clone()),
+                updated_by: Some(v.updated_by.clone()),
+                error: None,
+            },
+            Err(e) => RouteSummary {
+                modify_index: *modify_index,
+                active: None,
+                generation: None,
+                updated_at: None,
+                updated_by: None,
+                error: Some(e.clone()),
+            },
+        }),
+        _ => None,
+    };
+    let job = obs.job();
+    let colours = (0..2)
+        .map(|i| {
+            let group = obs.group_of(i);
+            let instances = obs.instances_of(i);
+            let mut role_tags: Vec<String> = instances
+                .iter()
+                .filter_map(|x| x.role_tag())
+                .map(str::to_owned)
+                .collect();
+            role_tags.sort();
+            role_tags.dedup();
+            ColourStatus {
+                colour: obs.colours[i].clone(),
+                role: active.map(|(a, _)| if a == i { "active" } else { "standby" }.to_owned()),
+                role_tags,
+                group_version: group
+                    .as_deref()
+                    .and_then(|g| job?.group_meta(g, "version"))
+                    .map(str::to_owned),
+                group_count: group.as_deref().and_then(|g| job?.group_count(g)),
+                group,
+                version: obs.version_of(i),
+                passing: obs.passing_count(i),
+                instances: instances
+                    .iter()
+                    .map(|x| InstanceStatus {
+                        id: x.id.clone(),
+                        address: x.address.clone(),
+                        health: x.health.to_string(),
+                        version_tag: x.version_tag().map(str::to_owned),
+                        reported_version: x.reported().map(str::to_owned),
+                        version_error: match &x.reported_version {
+                            Some(Err(e)) => Some(e.clone()),
+                            _ => None,
+                        },
+                        role_tag: x.role_tag().map(str::to_owned),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let proxies = obs
+        .proxies
+        .iter()
+        .map(|p| match &p.status {
+            Ok(Some(s)) => ProxySummary {
+                url: p.url.clone(),
+                reachable: true,
+                routes_service: true,
+                error: None,
+                generation: Some(s.generation),
+                active: Some(s.active_colour.clone()),
+                decided_by: Some(s.decided_by.clone()),
+                fail_static: s.fail_static,
+                fail_static_reason: s.fail_static_reason.clone(),
+                synced: Some(s.synced),
+            },
+            other => ProxySummary {
+                url: p.url.clone(),
+                reachable: other.is_ok(),
+                routes_service: false,
+                error: other.as_ref().err().cloned(),
+                generation: None,
+                active: None,
+                decided_by: None,
+                fail_static: false,
+                fail_static_reason: None,
+                synced: None,
+            },
+        })
+        .collect();
+    StatusReport {
+        service: obs.service.clone(),
+        job: obs.job_id.clone(),
+        active: active.map(|(i, _)| obs.colours[i].clone()),
+        decided_by: active.map(|(_, d)| d),
+        route,
+        job_version: job.map(|j| j.version()),
+        colours,
+        proxies,
+        errors,
+    }
+}
+
+/// Renders the `status` document as text.
+pub fn render_status(r: &StatusReport) -> String {
+    let mut out = String::new();
+    let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".to_owned());
+    let _ = writeln!(
+        out,
+        "service {}  job {} (version {})  active: {} (decided by {})",
+        r.service,
+        r.job,
+        r.job_version.map_or("-".to_owned(), |v| v.to_string()),
+        opt(&r.active),
+        r.decided_by.map_or("nothing", |d| match d {
+            DecidedBy::RouteKey => "route key",
+            DecidedBy::Tags => "role tags",
+        })
+    );
+    match &r.route {
+        Some(k) if k.error.is_none() => {
+            let _ = writeln!(
+                out,
+                "route key: active {} generation {} written {} by {} (index {})",
+                opt(&k.active),
+                k.generation.unwrap_or(0),
+                opt(&k.updated_at),
+                opt(&k.updated_by),
+                k.modify_index
+            );
+        }
+        Some(k) => {
+            let _ = writeln!(out, "route key: UNUSABLE: {}", opt(&k.error));
+        }
+        None => {
+            let _ = writeln!(out, "route key: absent (role tags decide)");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{:<8} {:<8} {:<12} {:<8} {:<9} {:<8} {:<10}",
+        "COLOUR", "ROLE", "ROLE TAGS", "GROUP", "VERSION", "PASSING", "COUNT"
+    );
+    for c in &r.colours {
+        let _ = writeln!(
+            out,
+            "{:<8} {:<8} {:<12} {:<8} {:<9} {:<8} {:<10}",
+            c.colour,
+            opt(&c.role),
+            if c.role_tags.is_empty() {
+                "-".to_owned()
+            } else {
+                c.role_tags.join(",")
+            },
+            opt(&c.group),
+            opt(&c.version),
+            c.passing,
+            c.group_count.map_or("-".to_owned(), |n| n.to_string()),
+        );
+        for i in &c.instances {
+            let reported = match (&i.reported_version, &i.version_error) {
+                (Some(v), _) => v.clone(),
+                (None, Some(e)) => format!("unreachable ({e})"),
+                _ => "-".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "    {:<22} {:<9} tag {:<8} reports {}",
+                i.address,
+                i.health,
+                opt(&i.version_tag),
+                reported
+            );
+        }
+    }
+    for p in &r.proxies {
+        if let Some(g) = p.generation {
+            let _ = writeln!(
+                out,
+                "proxy {}: serves {} generation {}{}{}",
+                p.url,
+                opt(&p.active),
+                g,
+                if p.synced == Some(false) {
+                    ", not synced"
+                } else {
+                    ""
+                },
+                if p.fail_static {
+                    format!(", FAIL-STATIC: {}", opt(&p.fail_static_reason))
+                } else {
+                    String::new()
+                }
+            );
+        } else if p.reachable {
+            let _ = writeln!(out, "proxy {}: does not route {}", p.url, r.service);
+        } else {
+            let _ = writeln!(out, "proxy {}: unreachable: {}", p.url, opt(&p.error));
+        }
+    }
+    for e in &r.errors {
+        let _ = writeln!(out, "error: {e}");
+    }
+    out
+}
+
+impl Controller {
+    /// `status`.
+    pub async fn status(&self) -> StatusReport {
+        status_report(&self.observe().await)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::testing::report_observed as observed;
+
+    #[test]
+    fn status_report_fields() {
+        let r = status_report(&observed());
+        assert_eq!(r.active.as_deref(), Some("green"));
+        assert_eq!(r.decided_by, Some(DecidedBy::RouteKey));
+        assert_eq!(r.route.as_ref().unwrap().generation, Some(3));
+        assert_eq!(r.job_version, Some(2));
+        assert_eq!(r.colours[0].role.as_deref(), Some("standby"));
+        assert_eq!(r.colours[0].role_tags, vec!["active"]);
+        assert_eq!(r.colours[1].passing, 0);
+        assert_eq!(
+            r.colours[1].instances[0].reported_version.as_deref(),
+            Some("v9")
+        );
+        assert_eq!(r.colours[1].instances[0].version_tag.as_deref(), Some("v2"));
+        assert!(r.proxies[0].fail_static);
+        assert!(!r.proxies[1].reachable);
+        let text = render_status(&r);
+        assert!(text.contains("FAIL-STATIC"), "{text}");
+        assert!(text.contains("127.0.0.1:3001"), "{text}");
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["decided_by"], "route-key");
+    }
+}
