@@ -16,6 +16,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use serde_json::Value;
 
+use super::catalog_ext;
 use super::http::{ApiError, Params, QueryOpts, json, with_meta};
 use super::render;
 use super::state::{CRITICAL, Inner, PASSING, Service, Store, WARNING};
@@ -62,12 +63,17 @@ pub(crate) async fn health_service(
     let tags = params.all("tag");
     store.block(&opts, |inner| inner.service_index(&name)).await;
     let (index, entries) = store.read(|inner| {
-        let entries: Vec<Value> = inner
+        let mut entries: Vec<Value> = inner
             .services
             .values()
             .filter(|s| s.name == name && has_tags(s, &tags))
             .map(|s| render::health_entry(s, &store.node, inner))
             .collect();
+        entries.extend(
+            catalog_ext::services(inner)
+                .filter(|(_, s)| s.name == name && has_tags(s, &tags))
+                .map(|(n, s)| catalog_ext::health_entry(n, s)),
+        );
         (inner.service_index(&name), entries)
     });
     let mut entries = apply_filter(entries, &opts);
@@ -99,7 +105,7 @@ pub(crate) async fn health_checks(
     let opts = QueryOpts::parse(&params)?;
     store.block(&opts, |inner| inner.service_index(&name)).await;
     let (index, checks) = store.read(|inner| {
-        let checks: Vec<Value> = inner
+        let mut checks: Vec<Value> = inner
             .checks
             .values()
             .filter(|c| {
@@ -110,6 +116,15 @@ pub(crate) async fn health_checks(
             })
             .map(|c| render::check(c, &store.node, inner))
             .collect();
+        checks.extend(
+            catalog_ext::checks(inner)
+                .filter(|(n, c)| {
+                    n.services
+                        .get(&c.service_id)
+                        .is_some_and(|s| s.name == name)
+                })
+                .map(|(n, c)| catalog_ext::check_json(n, c)),
+        );
         (inner.service_index(&name), checks)
     });
     let checks = apply_filter(checks, &opts);
@@ -141,6 +156,7 @@ pub(crate) async fn health_state(
                 .values()
                 .map(|c| render::check(c, &store.node, inner)),
         );
+        all.extend(catalog_ext::checks(inner).map(|(n, c)| catalog_ext::check_json(n, c)));
         let checks: Vec<Value> = all
             .into_iter()
             .filter(|c| {
@@ -168,9 +184,15 @@ pub(crate) async fn catalog_services(
     store.block(&opts, index_of).await;
     let (index, out) = store.read(|inner| {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for svc in inner.services.values() {
+        let local = inner
+            .services
+            .values()
+            .map(|s| (s, render::catalog_service(s, &store.node, inner)));
+        let external = catalog_ext::services(inner)
+            .map(|(n, s)| (s, catalog_ext::catalog_service(n, s, inner)));
+        for (svc, rendered) in local.chain(external) {
             if let Some(f) = &opts.filter
-                && !f.matches(&render::catalog_service(svc, &store.node, inner))
+                && !f.matches(&rendered)
             {
                 continue;
             }
@@ -197,12 +219,17 @@ pub(crate) async fn catalog_service(
     let tags = params.all("tag");
     store.block(&opts, |inner| inner.service_index(&name)).await;
     let (index, entries) = store.read(|inner| {
-        let entries: Vec<Value> = inner
+        let mut entries: Vec<Value> = inner
             .services
             .values()
             .filter(|s| s.name == name && has_tags(s, &tags))
             .map(|s| render::catalog_service(s, &store.node, inner))
             .collect();
+        entries.extend(
+            catalog_ext::services(inner)
+                .filter(|(_, s)| s.name == name && has_tags(s, &tags))
+                .map(|(n, s)| catalog_ext::catalog_service(n, s, inner)),
+        );
         (inner.service_index(&name), entries)
     });
     let entries = apply_filter(entries, &opts);
@@ -213,17 +240,22 @@ pub(crate) async fn catalog_service(
     ))
 }
 
-/// `GET /v1/catalog/nodes`: the single dev node.
+/// `GET /v1/catalog/nodes`: the agent's node and any external nodes.
 pub(crate) async fn catalog_nodes(
     State(store): State<Arc<Store>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(raw.as_deref());
     let opts = QueryOpts::parse(&params)?;
-    let index_of = |inner: &Inner| inner.node_index;
+    let index_of = |inner: &Inner| inner.nodes_table_index();
     store.block(&opts, index_of).await;
-    let (index, nodes) =
-        store.read(|inner| (index_of(inner), vec![render::node(&store.node, inner)]));
+    let (index, nodes) = store.read(|inner| {
+        let mut nodes = vec![render::node(&store.node, inner)];
+        nodes.extend(inner.ext_nodes.values().map(catalog_ext::node_json));
+        // Consul lists nodes in name order.
+        nodes.sort_by(|a, b| a["Node"].as_str().cmp(&b["Node"].as_str()));
+        (index_of(inner), nodes)
+    });
     let nodes = apply_filter(nodes, &opts);
     Ok(with_meta(
         json(&nodes, opts.pretty),

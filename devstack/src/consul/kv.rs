@@ -1,5 +1,6 @@
 //! `/v1/kv/<key>`: GET (blocking; `raw`, `recurse`, `keys`, `separator`),
-//! PUT (raw body; `cas`, `flags`) and DELETE (`recurse`, `cas`).
+//! PUT (raw body; `cas`, `flags`, `acquire`, `release`; the lock forms are
+//! in `session`) and DELETE (`recurse`, `cas`).
 //!
 //! A missing key is a 404 that still carries `X-Consul-Index` (the KV table
 //! index), so a client can block until the key appears. A single key's index
@@ -173,8 +174,11 @@ pub(crate) async fn put_key(
     }
     let cas = params.u64("cas", "Invalid cas index")?;
     let flags = params.u64("flags", "Invalid flags")?.unwrap_or(0);
-    let lock_op = params.get("acquire").or_else(|| params.get("release"));
-    if cas.is_some() && lock_op.is_some() {
+    let flags_set = ["cas", "acquire", "release"]
+        .iter()
+        .filter(|f| params.has(f))
+        .count();
+    if flags_set > 1 {
         return Err(ApiError::bad_request(
             "Conflicting flags: cas, acquire, release",
         ));
@@ -188,12 +192,19 @@ pub(crate) async fn put_key(
             ),
         });
     }
-    if let Some(session) = lock_op {
-        // Sessions are not implemented, so no session ID is ever valid.
-        return Err(ApiError::internal(format!("invalid session {session:?}")));
-    }
     let pretty = params.present("pretty");
-    let ok = store.write(|inner| inner.kv_put(&key, body.to_vec(), flags, cas));
+    let now = tokio::time::Instant::now();
+    let ok = if let Some(session) = params.get("acquire") {
+        store
+            .write(|inner| inner.kv_acquire(&key, body.to_vec(), flags, session, now))
+            .map_err(|e| ApiError::internal(e.0))?
+    } else if let Some(session) = params.get("release") {
+        store
+            .write(|inner| inner.kv_release(&key, body.to_vec(), flags, session))
+            .map_err(|e| ApiError::internal(e.0))?
+    } else {
+        store.write(|inner| inner.kv_put(&key, body.to_vec(), flags, cas))
+    };
     Ok(json(&ok, pretty))
 }
 

@@ -10,20 +10,27 @@
 //! - `state`: data model, the raft-like index, per-table
 //!   indexes, blocking-query wakeups.
 //! - `kv`: `/v1/kv/...`.
-//! - `agent`: `/v1/agent/...` (registration, TTL updates, local views).
-//! - `catalog`: `/v1/catalog/...`, `/v1/health/...`, `/v1/status/...`.
+//! - `agent`: `/v1/agent/...` (registration, TTL updates, local views);
+//!   `agent_self`: `/v1/agent/self`.
+//! - `session`: `/v1/session/...` and KV `acquire`/`release` (locks, TTLs,
+//!   lock-delay, `release`/`delete` behavior).
+//! - `catalog`: `/v1/catalog/...`, `/v1/health/...`, `/v1/status/...`;
+//!   `catalog_ext`: `/v1/catalog/register` and `/deregister` for external
+//!   nodes (merged into every catalog and health read).
 //! - `filter`: the `?filter=` expression subset.
 //! - `render`: response JSON shapes.
 //! - `runner`: HTTP/TCP/TTL check execution and the critical-service reaper.
 //! - `persist`: atomic JSON snapshots in the data directory.
 //! - `http`, `duration`: query parsing, headers, errors, Go durations.
 //!
-//! Deliberate gaps: no ACLs, sessions/locks, transactions, prepared
-//! queries, events or connect; script and gRPC checks are stored but not
+//! Deliberate gaps: no ACLs, transactions, prepared queries, events or
+//! connect; script and gRPC checks are stored but not
 //! run; HTTP checks support plain `http://` only.
 
 mod agent;
+mod agent_self;
 mod catalog;
+mod catalog_ext;
 mod duration;
 mod filter;
 mod http;
@@ -31,6 +38,7 @@ mod kv;
 mod persist;
 mod render;
 mod runner;
+mod session;
 mod state;
 
 use std::future::Future;
@@ -61,6 +69,9 @@ pub struct ConsulConfig {
     /// How often the reaper looks for services to deregister after their
     /// `DeregisterCriticalServiceAfter`. Consul uses 30 s; tests go lower.
     pub reap_interval: Duration,
+    /// Consul's `session_ttl_min`: the shortest session TTL accepted
+    /// (10 s by default, like Consul; tests that need fast expiry lower it).
+    pub session_ttl_min: Duration,
 }
 
 impl Default for ConsulConfig {
@@ -71,6 +82,7 @@ impl Default for ConsulConfig {
             datacenter: "dc1".to_owned(),
             advertise_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
             reap_interval: Duration::from_secs(30),
+            session_ttl_min: Duration::from_secs(10),
         }
     }
 }
@@ -103,6 +115,7 @@ pub enum ConsulError {
 pub struct DevConsul {
     store: Arc<Store>,
     reap_interval: Duration,
+    sessions: session::SessionConfig,
 }
 
 impl DevConsul {
@@ -126,6 +139,9 @@ impl DevConsul {
         Ok(Self {
             store: Arc::new(Store::new(node, inner, persister)),
             reap_interval: cfg.reap_interval,
+            sessions: session::SessionConfig {
+                ttl_min: cfg.session_ttl_min,
+            },
         })
     }
 
@@ -146,6 +162,7 @@ impl DevConsul {
                 "/v1/kv/{*key}",
                 get(kv::get_key).put(kv::put_key).delete(kv::delete_key),
             )
+            .route("/v1/agent/self", get(agent_self::agent_self))
             .route("/v1/agent/service/register", put(agent::service_register))
             .route(
                 "/v1/agent/service/deregister/{id}",
@@ -168,6 +185,8 @@ impl DevConsul {
                 "/v1/agent/health/service/name/{name}",
                 get(agent::health_by_name),
             )
+            .route("/v1/catalog/register", put(catalog_ext::register))
+            .route("/v1/catalog/deregister", put(catalog_ext::deregister))
             .route("/v1/catalog/services", get(catalog::catalog_services))
             .route("/v1/catalog/service/{name}", get(catalog::catalog_service))
             .route("/v1/catalog/nodes", get(catalog::catalog_nodes))
@@ -182,6 +201,22 @@ impl DevConsul {
             // by the extractor (also a 413).
             .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
             .with_state(Arc::clone(&self.store))
+            .merge(self.session_router())
+    }
+
+    fn session_router(&self) -> Router {
+        Router::new()
+            .route("/v1/session/create", put(session::create))
+            .route("/v1/session/destroy/{id}", put(session::destroy))
+            .route("/v1/session/renew/{id}", put(session::renew))
+            .route("/v1/session/info/{id}", get(session::info))
+            .route("/v1/session/node/{node}", get(session::node))
+            .route("/v1/session/list", get(session::list))
+            .route("/v1/session/destroy/", put(session::missing_session))
+            .route("/v1/session/renew/", put(session::missing_session))
+            .route("/v1/session/info/", get(session::missing_session))
+            .route("/v1/session/node/", get(session::missing_node))
+            .with_state((Arc::clone(&self.store), self.sessions))
     }
 
     /// Starts the check runner and the reaper on the current runtime; they
@@ -189,6 +224,7 @@ impl DevConsul {
     /// [`DevConsul::router`] yourself.
     pub fn spawn_background(&self) {
         tokio::spawn(runner::run_checks(Arc::clone(&self.store)));
+        tokio::spawn(session::run_session_timers(Arc::clone(&self.store)));
         tokio::spawn(runner::run_reaper(
             Arc::clone(&self.store),
             self.reap_interval,

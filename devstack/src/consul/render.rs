@@ -250,16 +250,17 @@ pub(crate) fn node_checks(node: &NodeInfo, inner: &Inner) -> Vec<Value> {
     out
 }
 
-/// A `/v1/health/service/:name` entry: node, service, and its checks
-/// followed by the node checks.
+/// A `/v1/health/service/:name` entry: node, service, and the node checks
+/// followed by the service's checks (Consul's state store order).
 pub(crate) fn health_entry(svc: &Service, node: &NodeInfo, inner: &Inner) -> Value {
-    let mut checks: Vec<Value> = inner
-        .checks
-        .values()
-        .filter(|c| c.service_id == svc.id)
-        .map(|c| check(c, node, inner))
-        .collect();
-    checks.extend(node_checks(node, inner));
+    let mut checks = node_checks(node, inner);
+    checks.extend(
+        inner
+            .checks
+            .values()
+            .filter(|c| c.service_id == svc.id)
+            .map(|c| check(c, node, inner)),
+    );
     json!({
         "Node": self::node(node, inner),
         "Service": health_service(svc),
@@ -274,12 +275,18 @@ pub(crate) fn kv_entry(e: &KvEntry) -> Value {
     } else {
         Value::String(STANDARD.encode(&e.value))
     };
-    json!({
+    let mut v = json!({
         "CreateIndex": e.create_index,
         "ModifyIndex": e.modify_index,
         "LockIndex": e.lock_index,
         "Key": e.key,
         "Flags": e.flags,
         "Value": value,
-    })
+    });
+    if !e.session.is_empty()
+        && let Some(obj) = v.as_object_mut()
+    {
+        obj.insert("Session".into(), Value::String(e.session.clone()));
+    }
+    v
 }

@@ -54,6 +54,9 @@ pub(crate) struct KvEntry {
     pub(crate) create_index: u64,
     pub(crate) modify_index: u64,
     pub(crate) lock_index: u64,
+    /// The session holding the lock; empty when unlocked.
+    #[serde(default)]
+    pub(crate) session: String,
 }
 
 /// A tagged address of a service (`lan`, `wan`, ...).
@@ -206,6 +209,17 @@ pub(crate) struct Inner {
     pub(crate) service_indexes: BTreeMap<String, u64>,
     pub(crate) services_index: u64,
     pub(crate) checks_index: u64,
+    #[serde(default)]
+    pub(crate) sessions: BTreeMap<String, super::session::Session>,
+    #[serde(default)]
+    pub(crate) sessions_index: u64,
+    #[serde(skip)]
+    pub(crate) session_rt: super::session::SessionRuntime,
+    /// Nodes written through `/v1/catalog/register` (no agent runs there).
+    #[serde(default)]
+    pub(crate) ext_nodes: BTreeMap<String, super::catalog_ext::ExtNode>,
+    #[serde(default)]
+    pub(crate) ext_nodes_index: u64,
 }
 
 /// A probe the runner must execute outside the lock.
@@ -237,6 +251,11 @@ impl Inner {
             service_indexes: BTreeMap::new(),
             services_index: 1,
             checks_index: 1,
+            sessions: BTreeMap::new(),
+            sessions_index: 1,
+            session_rt: super::session::SessionRuntime::default(),
+            ext_nodes: BTreeMap::new(),
+            ext_nodes_index: 0,
         }
     }
 
@@ -252,6 +271,7 @@ impl Inner {
                 check.rt.critical_since = Some(now);
             }
         }
+        self.init_session_runtime(now);
     }
 
     // ----- index lookups -------------------------------------------------
@@ -308,9 +328,10 @@ impl Inner {
             }
         }
         let idx = self.index + 1;
-        let (create_index, lock_index) = existing
-            .map(|e| (e.create_index, e.lock_index))
-            .unwrap_or((idx, 0));
+        // A plain write keeps the lock (and its holder) of an existing key.
+        let (create_index, lock_index, session) = existing
+            .map(|e| (e.create_index, e.lock_index, e.session.clone()))
+            .unwrap_or((idx, 0, String::new()));
         self.kv.insert(
             key.to_owned(),
             KvEntry {
@@ -320,6 +341,7 @@ impl Inner {
                 create_index,
                 modify_index: idx,
                 lock_index,
+                session,
             },
         );
         self.kv_tombstones.remove(key);
@@ -391,6 +413,7 @@ impl Inner {
     /// visible changed.
     fn upsert_check(&mut self, new: NewCheck, idx: u64, now: Instant) -> bool {
         let scope = new.service_id.clone();
+        let new_id = new.id.clone();
         let changed = match self.checks.get_mut(&new.id) {
             Some(existing) => {
                 let def_changed = existing.def != new.def
@@ -441,6 +464,13 @@ impl Inner {
         };
         if changed {
             self.touch_check_scope(&scope, idx);
+            if self
+                .checks
+                .get(&new_id)
+                .is_some_and(|c| c.status == CRITICAL)
+            {
+                self.invalidate_sessions_for_check(&new_id, idx, now);
+            }
         }
         changed
     }
@@ -501,10 +531,18 @@ impl Inner {
             return false;
         };
         let idx = self.index + 1;
-        let before = self.checks.len();
+        let removed: Vec<String> = self
+            .checks
+            .values()
+            .filter(|c| c.service_id == id)
+            .map(|c| c.id.clone())
+            .collect();
         self.checks.retain(|_, c| c.service_id != id);
-        if self.checks.len() != before {
+        if !removed.is_empty() {
             self.checks_index = idx;
+        }
+        for check_id in removed {
+            self.invalidate_sessions_for_check(&check_id, idx, Instant::now());
         }
         self.touch_service_name(&svc.name, idx);
         self.services_index = idx;
@@ -528,6 +566,7 @@ impl Inner {
         };
         let idx = self.index + 1;
         self.touch_check_scope(&check.service_id, idx);
+        self.invalidate_sessions_for_check(id, idx, Instant::now());
         self.index = idx;
         true
     }
@@ -546,6 +585,9 @@ impl Inner {
         check.modify_index = idx;
         let scope = check.service_id.clone();
         self.touch_check_scope(&scope, idx);
+        if status == CRITICAL {
+            self.invalidate_sessions_for_check(id, idx, now);
+        }
         self.index = idx;
         true
     }
@@ -727,6 +769,11 @@ impl Store {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A receiver that sees every write that took an index.
+    pub(crate) fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Runs a read-only closure on the state.

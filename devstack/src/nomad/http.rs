@@ -35,12 +35,25 @@ const MAX_WAIT: Duration = Duration::from_secs(300);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, self.msg).into_response();
-        resp.headers_mut().insert(
+        let h = resp.headers_mut();
+        h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if let Some(index) = self.index {
+            insert_meta(h, index);
+        }
         resp
     }
+}
+
+/// The query metadata headers of every read (and of writes' index).
+fn insert_meta(h: &mut http::HeaderMap, index: u64) {
+    if let Ok(v) = HeaderValue::from_str(&index.max(1).to_string()) {
+        h.insert("x-nomad-index", v);
+    }
+    h.insert("x-nomad-knownleader", HeaderValue::from_static("true"));
+    h.insert("x-nomad-lastcontact", HeaderValue::from_static("0"));
 }
 
 pub(crate) fn router(inner: Shared) -> Router {
@@ -59,6 +72,7 @@ pub(crate) fn router(inner: Shared) -> Router {
         )
         .route("/v1/job/{id}/versions", get(job_versions))
         .route("/v1/job/{id}/revert", post(job_revert).put(job_revert))
+        .route("/v1/job/{id}/plan", post(job_plan).put(job_plan))
         .route("/v1/job/{id}/allocations", get(job_allocations))
         .route("/v1/job/{id}/deployment", get(job_deployment))
         .route("/v1/job/{id}/deployments", get(job_deployments))
@@ -82,6 +96,10 @@ pub(crate) fn router(inner: Shared) -> Router {
         .route("/v1/allocation/{id}", get(allocation_get))
         .route("/v1/evaluations", get(evaluations_list))
         .route("/v1/evaluation/{id}", get(evaluation_get))
+        .route(
+            "/v1/evaluation/{id}/allocations",
+            get(evaluation_allocations),
+        )
         .route("/v1/status/leader", get(status_leader))
         .route("/v1/status/peers", get(status_peers))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Invalid URL") })
@@ -95,11 +113,7 @@ fn json_response(status: StatusCode, index: u64, body: &Value) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Ok(v) = HeaderValue::from_str(&index.max(1).to_string()) {
-        h.insert("x-nomad-index", v);
-    }
-    h.insert("x-nomad-knownleader", HeaderValue::from_static("true"));
-    h.insert("x-nomad-lastcontact", HeaderValue::from_static("0"));
+    insert_meta(h, index);
     resp
 }
 
@@ -129,19 +143,28 @@ where
     let mut shutdown = inner.shutdown_rx();
     loop {
         changes.borrow_and_update();
-        let (index, body) = match inner.read(&f) {
-            Ok(r) => r,
-            Err(e) => return e.into_response(),
+        // A not-found answer with a table index blocks like a found one:
+        // a client waits for the object to appear.
+        let (index, answer) = match inner.read(&f) {
+            Ok((index, body)) => (index, Ok(body)),
+            Err(e) => match e.index {
+                Some(index) => (index, Err(e)),
+                None => return e.into_response(),
+            },
+        };
+        let respond = |answer: Result<Value, ApiError>| match answer {
+            Ok(body) => json_response(StatusCode::OK, index, &body),
+            Err(e) => e.into_response(),
         };
         if min_index == 0
             || index > min_index
             || tokio::time::Instant::now() >= deadline
             || *shutdown.borrow()
         {
-            return json_response(StatusCode::OK, index, &body);
+            return respond(answer);
         }
         tokio::select! {
-            r = changes.changed() => { if r.is_err() { return json_response(StatusCode::OK, index, &body); } }
+            r = changes.changed() => { if r.is_err() { return respond(answer); } }
             () = tokio::time::sleep_until(deadline) => {}
             _ = shutdown.wait_for(|s| *s) => {}
         }
@@ -153,8 +176,12 @@ fn decode<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("Request decoding failed: {e}")))
 }
 
-fn not_found(what: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+/// A 404 of a blocking read, carrying the index of the table searched.
+fn not_found(what: &str, index: u64) -> ApiError {
+    ApiError {
+        index: Some(index),
+        ..ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+    }
 }
 
 fn write_reply(r: &sched::WriteReply) -> Response {
@@ -237,7 +264,9 @@ async fn jobs_list(State(inner): State<Shared>, q: Params) -> Response {
 
 async fn job_get(State(inner): State<Shared>, Path(id): Path<String>, q: Params) -> Response {
     blocking(&inner, &q, |s| {
-        let job = s.current_job(&id).ok_or_else(|| not_found("job"))?;
+        let job = s
+            .current_job(&id)
+            .ok_or_else(|| not_found("job", s.jobs_index))?;
         let idx = job.get("ModifyIndex").and_then(Value::as_u64).unwrap_or(0);
         Ok((idx, s.render_job(job)))
     })
@@ -246,7 +275,7 @@ async fn job_get(State(inner): State<Shared>, Path(id): Path<String>, q: Params)
 
 async fn job_versions(State(inner): State<Shared>, Path(id): Path<String>, q: Params) -> Response {
     blocking(&inner, &q, |s| {
-        let entry = s.jobs.get(&id).ok_or_else(|| not_found("job"))?;
+        let entry = s.jobs.get(&id).ok_or_else(|| not_found("job", s.jobs_index))?;
         let idx = entry
             .versions
             .iter()
@@ -272,6 +301,38 @@ async fn job_versions(State(inner): State<Shared>, Path(id): Path<String>, q: Pa
         ))
     })
     .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PlanBody {
+    #[serde(default)]
+    job: Option<Value>,
+    #[serde(default)]
+    diff: bool,
+}
+
+/// `POST /v1/job/:id/plan`.
+async fn job_plan(
+    State(inner): State<Shared>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: PlanBody = decode(&body)?;
+    let job = match req.job {
+        Some(j @ Value::Object(_)) => j,
+        _ => return Err(ApiError::bad_request("Job must be specified")),
+    };
+    match job.get("ID").and_then(Value::as_str) {
+        None | Some("") => return Err(ApiError::bad_request("Job must have a valid ID")),
+        Some(job_id) if job_id != id => {
+            return Err(ApiError::bad_request("Job ID does not match"));
+        }
+        Some(_) => {}
+    }
+    let reply = super::plan::plan(&inner, job, req.diff)?;
+    let idx = reply.get("Index").and_then(Value::as_u64).unwrap_or(0);
+    Ok(json_response(StatusCode::OK, idx, &reply))
 }
 
 #[derive(Deserialize)]
@@ -396,7 +457,9 @@ async fn job_evaluations(
 
 async fn job_summary(State(inner): State<Shared>, Path(id): Path<String>, q: Params) -> Response {
     blocking(&inner, &q, |s| {
-        let job = s.current_job(&id).ok_or_else(|| not_found("job"))?;
+        let job = s
+            .current_job(&id)
+            .ok_or_else(|| not_found("job", s.jobs_index))?;
         let summary = s.render_summary(job);
         let idx = summary
             .get("ModifyIndex")
@@ -433,7 +496,7 @@ async fn deployment_get(
         let d = s
             .deployments
             .get(&id)
-            .ok_or_else(|| not_found("deployment"))?;
+            .ok_or_else(|| not_found("deployment", s.deploys_index))?;
         Ok((d.modify_index, render_deployment(d)))
     })
     .await
@@ -514,7 +577,10 @@ async fn allocation_get(
 ) -> Response {
     let node = inner.node.clone();
     blocking(&inner, &q, |s| {
-        let a = s.allocs.get(&id).ok_or_else(|| not_found("alloc"))?;
+        let a = s
+            .allocs
+            .get(&id)
+            .ok_or_else(|| not_found("alloc", s.allocs_index))?;
         Ok((a.modify_index, render_alloc(a, &node, true)))
     })
     .await
@@ -538,8 +604,31 @@ async fn evaluation_get(
     q: Params,
 ) -> Response {
     blocking(&inner, &q, |s| {
-        let e = s.evals.get(&id).ok_or_else(|| not_found("eval"))?;
+        let e = s
+            .evals
+            .get(&id)
+            .ok_or_else(|| not_found("eval", s.evals_index))?;
         Ok((e.create_index, render_eval(e)))
+    })
+    .await
+}
+
+/// `GET /v1/evaluation/:id/allocations`: the allocations an evaluation
+/// placed or updated (an unknown evaluation lists none, as in Nomad).
+async fn evaluation_allocations(
+    State(inner): State<Shared>,
+    Path(id): Path<String>,
+    q: Params,
+) -> Response {
+    let node = inner.node.clone();
+    blocking(&inner, &q, |s| {
+        let out: Vec<Value> = s
+            .allocs
+            .values()
+            .filter(|a| a.eval_id == id)
+            .map(|a| render_alloc(a, &node, false))
+            .collect();
+        Ok((s.allocs_index, Value::Array(out)))
     })
     .await
 }

@@ -13,6 +13,8 @@
 //!   Consul registration order (register, run; deregister, delay, kill).
 //! - `consul`: the few Consul agent endpoints used, over HTTP only, so the
 //!   same code runs against the dev Consul or a real agent.
+//! - `plan`: `/v1/job/:id/plan`, a dry run of the scheduler on a copy of
+//!   the store, with Nomad's diff and annotations.
 //! - `http`: the axum routes, blocking queries and Nomad's error shapes.
 //!
 //! Why a dev Nomad at all: the controller and the proxy use the same clients
@@ -24,6 +26,7 @@
 mod consul;
 mod http;
 mod leftovers;
+mod plan;
 mod runner;
 mod sched;
 mod spec;
@@ -118,6 +121,9 @@ pub enum NomadError {
 pub(crate) struct ApiError {
     pub(crate) status: ::http::StatusCode,
     pub(crate) msg: String,
+    /// The table index a failed read saw (a 404 of a blocking read carries
+    /// `X-Nomad-Index`, and blocks on it, like any other answer).
+    pub(crate) index: Option<u64>,
 }
 
 impl ApiError {
@@ -125,6 +131,7 @@ impl ApiError {
         Self {
             status,
             msg: msg.into(),
+            index: None,
         }
     }
     pub(crate) fn bad_request(msg: impl Into<String>) -> Self {

@@ -41,17 +41,17 @@ pub(crate) struct WriteReply {
 /// Actions to carry out after the store lock is released.
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
-    start: Vec<String>,
-    stop: Vec<String>,
-    update: Vec<String>,
-    deployment: Option<String>,
+    pub(crate) start: Vec<String>,
+    pub(crate) stop: Vec<String>,
+    pub(crate) update: Vec<String>,
+    pub(crate) deployment: Option<String>,
 }
 
 fn server_error(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, msg)
 }
 
-fn validate(job: &Value) -> Result<(), ApiError> {
+pub(crate) fn validate(job: &Value) -> Result<(), ApiError> {
     let mut errs = Vec::new();
     if str_field(job, "ID").is_empty() {
         errs.push("Missing job ID".to_string());
@@ -143,45 +143,7 @@ pub(crate) fn register(
                 _ => {}
             }
         }
-        let changed = current
-            .as_ref()
-            .is_none_or(|cur| spec_only(cur) != spec_only(&job));
-        let job_modify_index = if changed {
-            let idx = s.touch_jobs();
-            let version = current
-                .as_ref()
-                .and_then(|c| c.get("Version").and_then(Value::as_u64))
-                .map_or(0, |v| v + 1);
-            let create = current
-                .as_ref()
-                .and_then(|c| c.get("CreateIndex").and_then(Value::as_u64))
-                .unwrap_or(idx);
-            if let Some(o) = job.as_object_mut() {
-                o.insert("Version".into(), json!(version));
-                o.insert("CreateIndex".into(), json!(create));
-                o.insert("ModifyIndex".into(), json!(idx));
-                o.insert("JobModifyIndex".into(), json!(idx));
-                o.insert("SubmitTime".into(), json!(unix_nanos(SystemTime::now())));
-                o.insert("Stable".into(), json!(false));
-                o.insert("Status".into(), json!("pending"));
-                o.insert("StatusDescription".into(), json!(""));
-            }
-            let entry = s
-                .jobs
-                .entry(id.clone())
-                .or_insert_with(|| super::state::JobEntry {
-                    versions: Vec::new(),
-                });
-            entry.versions.push(job.clone());
-            let excess = entry.versions.len().saturating_sub(TRACKED_VERSIONS);
-            entry.versions.drain(..excess);
-            idx
-        } else {
-            current
-                .as_ref()
-                .and_then(|c| c.get("ModifyIndex").and_then(Value::as_u64))
-                .unwrap_or(0)
-        };
+        let job_modify_index = store_version(s, &id, &mut job, current.as_ref());
         let stored = s.current_job(&id).cloned().unwrap_or(Value::Null);
         let (eval_id, eval_index) = s.add_eval(&stored, triggered_by, "");
         let plan = reconcile(inner, s, &id, &eval_id);
@@ -200,6 +162,51 @@ pub(crate) fn register(
     })?;
     apply(inner, plan);
     Ok(reply)
+}
+
+/// Stores `job` as the next version of `id` when its spec differs from
+/// `current` (an unchanged spec creates no version); returns the reply's
+/// `JobModifyIndex`.
+pub(crate) fn store_version(
+    s: &mut Store,
+    id: &str,
+    job: &mut Value,
+    current: Option<&Value>,
+) -> u64 {
+    let changed = current.is_none_or(|cur| spec_only(cur) != spec_only(job));
+    if changed {
+        let idx = s.touch_jobs();
+        let version = current
+            .and_then(|c| c.get("Version").and_then(Value::as_u64))
+            .map_or(0, |v| v + 1);
+        let create = current
+            .and_then(|c| c.get("CreateIndex").and_then(Value::as_u64))
+            .unwrap_or(idx);
+        if let Some(o) = job.as_object_mut() {
+            o.insert("Version".into(), json!(version));
+            o.insert("CreateIndex".into(), json!(create));
+            o.insert("ModifyIndex".into(), json!(idx));
+            o.insert("JobModifyIndex".into(), json!(idx));
+            o.insert("SubmitTime".into(), json!(unix_nanos(SystemTime::now())));
+            o.insert("Stable".into(), json!(false));
+            o.insert("Status".into(), json!("pending"));
+            o.insert("StatusDescription".into(), json!(""));
+        }
+        let entry = s
+            .jobs
+            .entry(id.to_owned())
+            .or_insert_with(|| super::state::JobEntry {
+                versions: Vec::new(),
+            });
+        entry.versions.push(job.clone());
+        let excess = entry.versions.len().saturating_sub(TRACKED_VERSIONS);
+        entry.versions.drain(..excess);
+        idx
+    } else {
+        current
+            .and_then(|c| c.get("ModifyIndex").and_then(Value::as_u64))
+            .unwrap_or(0)
+    }
 }
 
 /// `POST /v1/job/:id/revert`: registers a copy of an old version as a new one.

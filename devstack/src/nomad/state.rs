@@ -194,8 +194,9 @@ pub(crate) struct Persisted {
     pub(crate) jobs: BTreeMap<String, JobEntry>,
 }
 
-/// The whole store, behind one mutex in `Inner`.
-#[derive(Debug, Default)]
+/// The whole store, behind one mutex in `Inner`. Cloned for dry runs
+/// (`/v1/job/:id/plan`).
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Store {
     pub(crate) index: u64,
     pub(crate) jobs_index: u64,

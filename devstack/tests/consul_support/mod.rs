@@ -29,6 +29,7 @@ pub fn config() -> ConsulConfig {
         datacenter: "dc1".to_owned(),
         advertise_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
         reap_interval: Duration::from_millis(50),
+        ..ConsulConfig::default()
     }
 }
 
