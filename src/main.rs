@@ -276,7 +276,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 s.deadline = deadline;
                 s.drain_deadline = drain_deadline;
             })?;
-            let settings = switchyard_controller::deploy_settings::StandbySettings { meta, env, image };
+            let settings =
+                switchyard_controller::deploy_settings::StandbySettings { meta, env, image };
             if dry_run {
                 let dry = controller_runtime()?
                     .block_on(controller.deploy_dry_run(&version, &settings))

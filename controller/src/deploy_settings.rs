@@ -99,7 +99,9 @@ pub fn apply(job: &mut Job, group: &str, settings: &StandbySettings) -> Result<(
             .map_err(|e| bad(e.to_string()))?;
     }
     if (!settings.env.is_empty() || settings.image.is_some()) && tasks.is_empty() {
-        return Err(bad(format!("group {group} has no task to set --env or --image on")));
+        return Err(bad(format!(
+            "group {group} has no task to set --env or --image on"
+        )));
     }
     for (task, driver, config) in &tasks {
         for (key, value) in &settings.env {

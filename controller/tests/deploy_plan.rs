@@ -143,19 +143,32 @@ async fn dry_run_settings_and_the_plan_guard_on_the_raw_exec_job() {
     assert!(matches!(e, ControllerError::PlanRefused(_)), "{e}");
     assert_eq!(e.exit_code(), 4);
     let msg = e.to_string();
-    assert!(msg.contains("active group blue (1 create/destroy update)"), "{msg}");
+    assert!(
+        msg.contains("active group blue (1 create/destroy update)"),
+        "{msg}"
+    );
     // The offending field is named (`Meta[owner]` or `Meta.owner`, as the diff nests it).
-    assert!(msg.contains("job.Meta") && msg.contains("owner") && msg.contains("\"\" => \"ops\""), "{msg}");
+    assert!(
+        msg.contains("job.Meta") && msg.contains("owner") && msg.contains("\"\" => \"ops\""),
+        "{msg}"
+    );
     let now = stack.job().await;
     assert_eq!(
         (now.version(), now.job_modify_index()),
         (before.version(), before.job_modify_index())
     );
-    assert_eq!(blue_allocs(&c).await, blue, "the active allocation was replaced");
+    assert_eq!(
+        blue_allocs(&c).await,
+        blue,
+        "the active allocation was replaced"
+    );
 
     // The deploy itself: exactly the standby's version, meta and env change.
     let outcome = c.deploy_with("v4", &settings).await.unwrap();
-    assert_eq!((outcome.colour.as_str(), outcome.version.as_str()), ("green", "v4"));
+    assert_eq!(
+        (outcome.colour.as_str(), outcome.version.as_str()),
+        ("green", "v4")
+    );
     let after = stack.job().await;
     assert_eq!(after.version(), before.version() + 1);
     let (rest_before, mut green_expected) = split(&before, "green");
@@ -164,7 +177,11 @@ async fn dry_run_settings_and_the_plan_guard_on_the_raw_exec_job() {
     green_expected["Meta"] = json!({"version": "v4", "team": "core"});
     green_expected["Tasks"][0]["Env"] = json!({"LOG": "debug"});
     assert_eq!(green_after, green_expected);
-    assert_eq!(blue_allocs(&c).await, blue, "the active allocation was replaced");
+    assert_eq!(
+        blue_allocs(&c).await,
+        blue,
+        "the active allocation was replaced"
+    );
     stack.shutdown().await;
 }
 
@@ -262,6 +279,10 @@ async fn docker_job_file_the_version_picks_the_image_and_image_sets_it() {
     green_expected["Tasks"][0]["Env"] = json!({"LOG": "debug"});
     green_expected["Tasks"][0]["Config"]["image"] = json!("registry.example.com/hello-service:v9");
     assert_eq!(green_after, green_expected);
-    assert_eq!(blue_allocs(&c).await, blue, "the active allocation was replaced");
+    assert_eq!(
+        blue_allocs(&c).await,
+        blue,
+        "the active allocation was replaced"
+    );
     stack.shutdown().await;
 }

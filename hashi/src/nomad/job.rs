@@ -146,7 +146,11 @@ impl Job {
     /// missing). A missing `Config` is `null`.
     pub fn group_tasks(&self, group: &str) -> Option<Vec<(String, String, Value)>> {
         let g = self.group(group)?;
-        let tasks = g.get("Tasks").and_then(Value::as_array).into_iter().flatten();
+        let tasks = g
+            .get("Tasks")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
         Some(
             tasks
                 .map(|t| {

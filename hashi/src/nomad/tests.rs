@@ -374,9 +374,15 @@ fn plan_response_sample() {
     let p: JobPlanResponse = serde_json::from_value(v).unwrap();
     assert_eq!(p.job_modify_index, 0);
     let cache = p.annotations.unwrap().desired_tg_updates["cache"];
-    assert_eq!((cache.place, cache.destructive_update, cache.stop), (11, 0, 0));
+    assert_eq!(
+        (cache.place, cache.destructive_update, cache.stop),
+        (11, 0, 0)
+    );
     let diff = p.diff.unwrap();
-    assert_eq!((diff.diff_type.as_str(), diff.id.as_str()), ("Added", "example"));
+    assert_eq!(
+        (diff.diff_type.as_str(), diff.id.as_str()),
+        ("Added", "example")
+    );
     let tg = &diff.task_groups[0];
     assert_eq!(tg.updates["create"], 1);
     let task = &tg.tasks[0];
