@@ -1,15 +1,19 @@
 # hello-service with the docker driver: the same blue/green job as
-# hello-service.nomad.hcl, for Nomad clients without raw_exec. The image must
-# contain the `hello-service` binary as its entrypoint; override it with
-#   nomad job run -var image=registry.example.com/hello-service:1.0 hello-service.docker.nomad.hcl
+# hello-service.nomad.hcl, for Nomad clients without raw_exec. The version
+# picks the image: each group runs `<image_repo>:<its meta.version>` (Nomad
+# interpolates `${NOMAD_META_version}` in the task config when it starts the
+# task), so `switchyard deploy v4` runs the `v4` image in the standby group.
+# Every tag must contain the `hello-service` binary as its entrypoint; choose
+# the repository with
+#   nomad job run -var image_repo=registry.example.com/hello-service hello-service.docker.nomad.hcl
 #
 # The container listens on the dynamic host port Nomad assigns (docker
 # `ports = ["http"]` maps it 1:1 because the port has no `to`), and binds
 # 0.0.0.0 inside the container so the mapping can reach it.
 
-variable "image" {
+variable "image_repo" {
   type    = string
-  default = "hello-service:latest"
+  default = "hello-service"
 }
 
 job "hello-service" {
@@ -61,7 +65,7 @@ job "hello-service" {
       driver = "docker"
 
       config {
-        image = var.image
+        image = "${var.image_repo}:${NOMAD_META_version}"
         ports = ["http"]
         args  = ["--listen", "0.0.0.0", "--port", "${NOMAD_PORT_http}", "--version", "${NOMAD_META_version}"]
       }
@@ -120,7 +124,7 @@ job "hello-service" {
       driver = "docker"
 
       config {
-        image = var.image
+        image = "${var.image_repo}:${NOMAD_META_version}"
         ports = ["http"]
         args  = ["--listen", "0.0.0.0", "--port", "${NOMAD_PORT_http}", "--version", "${NOMAD_META_version}"]
       }

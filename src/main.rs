@@ -2,7 +2,8 @@
 //!
 //! It parses the command line, sets up logging and the runtime, calls one
 //! library entry point, and maps errors to exit codes: 0 success, 1 failure
-//! at run time, 2 bad input (configuration, arguments).
+//! at run time, 2 bad input (configuration, arguments), 4 a register refused
+//! because Nomad's plan would replace the active group.
 
 #[cfg(feature = "dev")]
 mod access_log;
@@ -84,6 +85,18 @@ enum Command {
         /// How long to wait for the standby colour's in-flight requests to finish first.
         #[arg(long, default_value = "30s", value_parser = switchyard_controller::parse_duration)]
         drain_deadline: Duration,
+        /// Set `KEY=VALUE` in the standby group's meta (repeatable).
+        #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = switchyard_controller::deploy_settings::parse_key_value)]
+        meta: Vec<(String, String)>,
+        /// Set `KEY=VALUE` in the environment of the standby group's tasks (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE", value_parser = switchyard_controller::deploy_settings::parse_key_value)]
+        env: Vec<(String, String)>,
+        /// The Docker image of the standby group's tasks, for jobs that do not derive it from the version.
+        #[arg(long, value_name = "REF", value_parser = switchyard_controller::deploy_settings::parse_image)]
+        image: Option<String>,
+        /// Print Nomad's plan of the change and write nothing (exit 4 if it would be refused).
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -292,14 +305,34 @@ fn run(cli: Cli) -> Result<(), Failure> {
             version,
             deadline,
             drain_deadline,
+            meta,
+            env,
+            image,
+            dry_run,
             common,
         } => {
             let controller = common.controller(|s| {
                 s.deadline = deadline;
                 s.drain_deadline = drain_deadline;
             })?;
+            let settings =
+                switchyard_controller::deploy_settings::StandbySettings { meta, env, image };
+            if dry_run {
+                let dry = controller_runtime()?
+                    .block_on(controller.deploy_dry_run(&version, &settings))
+                    .map_err(controller_failure)?;
+                if common.json {
+                    print_json(switchyard_controller::to_json(&dry))?;
+                } else {
+                    print!("{}", switchyard_controller::deploy::render_dry_run(&dry));
+                }
+                return match dry.refused {
+                    Some(why) => Err(controller_failure(ControllerError::PlanRefused(why))),
+                    None => Ok(()),
+                };
+            }
             let outcome = controller_runtime()?
-                .block_on(controller.deploy(&version))
+                .block_on(controller.deploy_with(&version, &settings))
                 .map_err(controller_failure)?;
             if common.json {
                 print_json(switchyard_controller::to_json(&outcome))?;

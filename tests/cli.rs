@@ -62,6 +62,12 @@ fn bad_arguments_exit_2_with_one_line() {
         (&["deploy", "bad version!"], "version"),
         (&["deploy", ""], "version"),
         (&["deploy", "v3", "--deadline", "soon"], "soon"),
+        (&["deploy", "v3", "--meta", "1team=core"], "1team"),
+        (&["deploy", "v3", "--env", "LOG"], "KEY=VALUE"),
+        (
+            &["deploy", "v3", "--image", "app:${NOMAD_META_version}"],
+            "image",
+        ),
         (&["switch", "--service", "../etc"], "service"),
         (&["status", "--service", "a b"], "service"),
         (

@@ -1,16 +1,21 @@
 //! `deploy <version>`: the planner ([`plan_deploy`]), the executor ([`Controller::deploy`]) and
 //! the rendering of its outcome.
 //!
-//! Back the job up, change only the standby group's `meta.version`, register with
-//! `EnforceIndex`, wait for the group to run and pass with the new version, ask every instance
-//! its version; on any failure revert with `EnforcePriorVersion`.
+//! Change only the standby group (its `meta.version`, plus any [`StandbySettings`]), ask Nomad to
+//! plan the register and refuse a plan that would replace the active group
+//! ([`crate::deploy_guard`]), back the job up, register with `EnforceIndex` set to the plan's
+//! `JobModifyIndex`, wait for the group to run and pass with the new version, ask every instance
+//! its version; on any failure revert with `EnforcePriorVersion`. `--dry-run` stops after the
+//! plan.
 
 use std::time::Instant;
 
 use serde::Serialize;
 use switchyard_hashi::QueryOptions;
-use switchyard_hashi::nomad::Job;
+use switchyard_hashi::nomad::{Job, JobPlanResponse};
 
+use crate::deploy_guard::{check_plan, render_plan};
+use crate::deploy_settings::{StandbySettings, apply, resolved_images};
 use crate::history::HistoryEntry;
 use crate::observe::Observed;
 use crate::refusal::{Refusal, check_route, validate_version};
@@ -60,10 +65,12 @@ pub struct DeployPlan {
     pub from_version: Option<String>,
     /// The version being deployed.
     pub to_version: String,
+    /// What else changes in the standby group.
+    pub settings: StandbySettings,
     /// The job as read (saved as a backup first).
     #[serde(skip)]
     pub original: Job,
-    /// The job to register: only the standby group's `meta.version` differs.
+    /// The job to register: only the standby group differs (its `meta.version` and settings).
     #[serde(skip)]
     pub job: Job,
     /// `JobModifyIndex` of the job as read: the register's `EnforceIndex`.
@@ -77,8 +84,17 @@ pub struct DeployPlan {
     pub wait_for_drain: bool,
 }
 
-/// Plans `deploy <version>`.
+/// Plans `deploy <version>` without other settings.
 pub fn plan_deploy(obs: &Observed, version: &str) -> Result<DeployPlan, Refusal> {
+    plan_deploy_with(obs, version, &StandbySettings::default())
+}
+
+/// Plans `deploy <version>` with explicit settings for the standby group.
+pub fn plan_deploy_with(
+    obs: &Observed,
+    version: &str,
+    settings: &StandbySettings,
+) -> Result<DeployPlan, Refusal> {
     validate_version(version)?;
     let nomad = obs.nomad.as_ref().map_err(|e| Refusal::Unobservable {
         what: "Nomad",
@@ -108,13 +124,6 @@ pub fn plan_deploy(obs: &Observed, version: &str) -> Result<DeployPlan, Refusal>
         });
     }
     let from_version = job.group_meta(&group, "version").map(str::to_owned);
-    if from_version.as_deref() == Some(version) {
-        return Err(Refusal::AlreadyDeployed {
-            colour,
-            group,
-            version: version.to_owned(),
-        });
-    }
     let expected_count = job.group_count(&group).unwrap_or(1);
     if expected_count == 0 {
         return Err(Refusal::EmptyGroup { group });
@@ -126,6 +135,14 @@ pub fn plan_deploy(obs: &Observed, version: &str) -> Result<DeployPlan, Refusal>
             job: obs.job_id.clone(),
             colour: colour.clone(),
         })?;
+    apply(&mut modified, &group, settings)?;
+    if from_version.as_deref() == Some(version) && (settings.is_empty() || modified == *job) {
+        return Err(Refusal::AlreadyDeployed {
+            colour,
+            group,
+            version: version.to_owned(),
+        });
+    }
     if touches_other_groups(job, &modified, &group) {
         return Err(Refusal::TouchesActive {
             job: obs.job_id.clone(),
@@ -147,6 +164,7 @@ pub fn plan_deploy(obs: &Observed, version: &str) -> Result<DeployPlan, Refusal>
         active_group,
         from_version,
         to_version: version.to_owned(),
+        settings: settings.clone(),
         original: job.clone(),
         enforce_index: job.job_modify_index(),
         prior_job_version: job.version(),
@@ -168,15 +186,81 @@ fn touches_other_groups(a: &Job, b: &Job, group: &str) -> bool {
     strip(a) != strip(b)
 }
 
+/// What `deploy --dry-run` shows: the deploy's own plan, Nomad's plan of the register, the
+/// images the standby's Docker tasks would run, and why the register would be refused.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeployDryRun {
+    /// The deploy plan (what changes in which group).
+    pub plan: DeployPlan,
+    /// Nomad's answer to `POST /v1/job/:id/plan` with the diff.
+    pub nomad_plan: JobPlanResponse,
+    /// `(task, image before, image after)` for each Docker task of the standby group, with
+    /// `${NOMAD_META_...}` resolved.
+    pub images: Vec<(String, String, String)>,
+    /// Why the register would be refused (exit status 4), if it would.
+    pub refused: Option<String>,
+}
+
 impl Controller {
     /// `deploy <version>`: replaces the standby group's version, waits for it to be healthy and
     /// to answer the right version; reverts the job on any failure after the register.
     pub async fn deploy(&self, version: &str) -> Result<DeployOutcome, ControllerError> {
+        self.deploy_with(version, &StandbySettings::default()).await
+    }
+
+    /// `deploy <version>` with explicit settings for the standby group: plans the change,
+    /// has Nomad plan the register (refusing one that would replace the active group), then
+    /// carries it out with the plan's `JobModifyIndex` as `EnforceIndex`.
+    pub async fn deploy_with(
+        &self,
+        version: &str,
+        settings: &StandbySettings,
+    ) -> Result<DeployOutcome, ControllerError> {
         let started = Instant::now();
+        let dry = self.deploy_dry_run(version, settings).await?;
+        if let Some(why) = dry.refused {
+            return Err(ControllerError::PlanRefused(why));
+        }
+        if dry.nomad_plan.job_modify_index != dry.plan.enforce_index {
+            return Err(ControllerError::Conflict(format!(
+                "job {} changed between its read (JobModifyIndex {}) and Nomad's plan ({}); nothing was changed by this deploy",
+                dry.plan.job_id, dry.plan.enforce_index, dry.nomad_plan.job_modify_index
+            )));
+        }
+        let mut plan = dry.plan;
+        plan.enforce_index = dry.nomad_plan.job_modify_index;
+        self.execute_deploy(plan, started).await
+    }
+
+    /// `deploy --dry-run`: observes, plans, asks Nomad to plan the register; writes nothing.
+    pub async fn deploy_dry_run(
+        &self,
+        version: &str,
+        settings: &StandbySettings,
+    ) -> Result<DeployDryRun, ControllerError> {
         validate_version(version)?;
         let obs = self.observe().await;
-        let plan = plan_deploy(&obs, version)?;
-        self.execute_deploy(plan, started).await
+        let plan = plan_deploy_with(&obs, version, settings)?;
+        let nomad_plan = self.nomad_plan(&plan.job).await?;
+        let refused = check_plan(&plan.job_id, &nomad_plan, &plan.active_group).err();
+        let before = resolved_images(&plan.original, &plan.group);
+        let images = resolved_images(&plan.job, &plan.group)
+            .into_iter()
+            .map(|(task, after)| {
+                let old = before
+                    .iter()
+                    .find(|(t, _)| *t == task)
+                    .map(|(_, i)| i.clone())
+                    .unwrap_or_default();
+                (task, old, after)
+            })
+            .collect();
+        Ok(DeployDryRun {
+            plan,
+            nomad_plan,
+            images,
+            refused,
+        })
     }
 
     /// Carries out a deploy plan made from an earlier observation: backup, drain wait,
@@ -514,6 +598,42 @@ impl Controller {
             ),
         }
     }
+}
+
+/// The text rendering of `deploy --dry-run`.
+pub fn render_dry_run(d: &DeployDryRun) -> String {
+    let p = &d.plan;
+    let mut out = format!(
+        "dry run: deploy {} to {} (group {} of job {}, was {}); nothing is written\n",
+        p.to_version,
+        p.colour,
+        p.group,
+        p.job_id,
+        p.from_version.as_deref().unwrap_or("unset")
+    );
+    out.push_str(&render_plan(&p.job_id, &d.nomad_plan, |g| {
+        if g == p.group {
+            "standby"
+        } else if g == p.active_group {
+            "active"
+        } else {
+            "other"
+        }
+    }));
+    for (task, before, after) in &d.images {
+        out.push_str(&format!(
+            "  image of {}.{task}: {before} => {after}\n",
+            p.group
+        ));
+    }
+    match &d.refused {
+        Some(why) => out.push_str(&format!("{why}\n")),
+        None => out.push_str(&format!(
+            "the register would enforce JobModifyIndex {}\n",
+            d.nomad_plan.job_modify_index
+        )),
+    }
+    out
 }
 
 /// The one-line text rendering of a deploy's outcome.

@@ -31,6 +31,11 @@ pub enum ControllerError {
     #[error("{0}")]
     Conflict(String),
 
+    /// Nomad's plan of a register would create, destroy or replace allocations of the active
+    /// group (exit code 4); nothing was registered. The message names the offending fields.
+    #[error("{0}")]
+    PlanRefused(String),
+
     /// The change was made but did not come out right (wrong version, never healthy, deadline,
     /// proxies that did not follow). The message says what was undone.
     #[error("{0}")]
@@ -50,11 +55,12 @@ pub enum ControllerError {
 
 impl ControllerError {
     /// The process exit code: 2 for bad input (including an invalid version or an unknown
-    /// service), 1 for everything else.
+    /// service), 4 when Nomad's plan would touch the active group, 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
             ControllerError::BadInput(_) => 2,
             ControllerError::Refused(r) if r.is_bad_input() => 2,
+            ControllerError::PlanRefused(_) => 4,
             _ => 1,
         }
     }

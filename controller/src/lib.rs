@@ -22,7 +22,8 @@
 //!
 //! - [`observe`]: [`Controller::observe`], [`Observed`] and its pieces, the parsing of a
 //!   proxy's `/status`.
-//! - [`deploy`], [`switch`], [`rollback`], [`status`], [`diagnose`].
+//! - [`deploy`] (with [`deploy_settings`]: what else it may change in the standby group, and
+//!   [`deploy_guard`]: Nomad's plan before every register), [`switch`], [`rollback`], [`status`], [`diagnose`].
 //!
 //! Shared by them:
 //!
@@ -35,6 +36,8 @@
 
 pub mod controller;
 pub mod deploy;
+pub mod deploy_guard;
+pub mod deploy_settings;
 pub mod diagnose;
 pub mod error;
 pub mod history;

@@ -62,6 +62,9 @@ pub enum Refusal {
         /// Active group.
         group: String,
     },
+    /// A `deploy` setting (`--meta`, `--env`, `--image`) cannot be applied to the standby group.
+    #[error("{0}")]
+    BadSetting(String),
     /// The standby group already has this version.
     #[error(
         "the standby colour {colour} (group {group}) already has version {version}; run `switchyard switch` to serve it"
@@ -154,7 +157,10 @@ impl Refusal {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            Refusal::BadVersion(_) | Refusal::UnknownService { .. } | Refusal::UnknownColour { .. }
+            Refusal::BadVersion(_)
+                | Refusal::UnknownService { .. }
+                | Refusal::UnknownColour { .. }
+                | Refusal::BadSetting(_)
         )
     }
 }

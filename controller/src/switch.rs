@@ -318,10 +318,15 @@ impl Controller {
             plan.generation
         ));
         let tags_updated = self.update_role_tags(&plan.to).await.map_err(|e| {
-            ControllerError::Failed(format!(
-                "traffic is switched to {} but the job's role tags were not updated: {e}; run `switchyard diagnose --service {}`",
+            let (RoleTags::Refused(why) | RoleTags::Failed(why)) = &e;
+            let message = format!(
+                "traffic is switched to {} but the job's role tags were not updated: {why}; run `switchyard diagnose --service {}`",
                 plan.to, plan.service
-            ))
+            );
+            match e {
+                RoleTags::Refused(_) => ControllerError::PlanRefused(message),
+                RoleTags::Failed(_) => ControllerError::Failed(message),
+            }
         })?;
         Ok(SwitchOutcome {
             plan,
@@ -380,16 +385,19 @@ impl Controller {
 
     /// Makes the job's role tags match `active` (an in-place update in Nomad). Retries once on a
     /// check-and-set conflict, re-reading the job. Returns whether anything was registered.
-    async fn update_role_tags(&self, active: &str) -> Result<bool, String> {
+    async fn update_role_tags(&self, active: &str) -> Result<bool, RoleTags> {
         let service = &self.settings.service;
         for attempt in 0..2 {
             let (job, _) = self
                 .nomad
                 .job(&self.settings.job, &QueryOptions::default())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| RoleTags::Failed(e.to_string()))?;
             let Some(job) = job else {
-                return Err(format!("job {} does not exist", self.settings.job));
+                return Err(RoleTags::Failed(format!(
+                    "job {} does not exist",
+                    self.settings.job
+                )));
             };
             let obs = Observed {
                 service: service.clone(),
@@ -406,6 +414,10 @@ impl Controller {
                 history: Ok(History::default()),
             };
             let mut updated = job.clone();
+            let active_group = (0..2)
+                .find(|i| self.settings.colours[*i].eq_ignore_ascii_case(active))
+                .and_then(|i| obs.group_of(i))
+                .unwrap_or_default();
             for i in 0..2 {
                 let Some(group) = obs.group_of(i) else {
                     continue;
@@ -416,14 +428,24 @@ impl Controller {
                 let is_active = self.settings.colours[i].eq_ignore_ascii_case(active);
                 updated
                     .set_group_service_tags(&group, service, &retag(&tags, is_active))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| RoleTags::Failed(e.to_string()))?;
             }
             if updated == job {
                 return Ok(false);
             }
+            // Nomad's plan first: the register must leave the (new) active group's
+            // allocations running; its JobModifyIndex is the index the register enforces.
+            let planned = match self.plan_guarded(&updated, &active_group).await {
+                Ok(p) => p,
+                Err(ControllerError::PlanRefused(why)) => return Err(RoleTags::Refused(why)),
+                Err(e) => return Err(RoleTags::Failed(e.to_string())),
+            };
+            if planned.job_modify_index != job.job_modify_index() && attempt == 0 {
+                continue;
+            }
             match self
                 .nomad
-                .register(&updated, Some(job.job_modify_index()))
+                .register(&updated, Some(planned.job_modify_index))
                 .await
             {
                 Ok(_) => {
@@ -431,11 +453,20 @@ impl Controller {
                     return Ok(true);
                 }
                 Err(e) if e.is_cas_conflict() && attempt == 0 => continue,
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(RoleTags::Failed(e.to_string())),
             }
         }
-        Err("the job kept changing".to_owned())
+        Err(RoleTags::Failed("the job kept changing".to_owned()))
     }
+}
+
+/// Why the role tags were not updated after a switch.
+#[derive(Debug)]
+enum RoleTags {
+    /// Nomad's plan would have touched the active group's allocations.
+    Refused(String),
+    /// Any other failure.
+    Failed(String),
 }
 
 /// The role tags a group's service should carry when colour `i` is (or is not) active: the

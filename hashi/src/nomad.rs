@@ -224,6 +224,26 @@ impl NomadClient {
             .await
     }
 
+    /// `POST /v1/job/:id/plan` with `{"Job": .., "Diff": diff}`: what registering `job` would do
+    /// (per-group allocation counts, and with `diff` the field-by-field difference), computed
+    /// by the scheduler without changing anything. Its `JobModifyIndex` is the `enforce_index`
+    /// that makes a following [`register`](Self::register) apply exactly the planned change.
+    pub async fn plan(&self, job: &Job, diff: bool) -> Result<JobPlanResponse, Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Request<'a> {
+            job: &'a Job,
+            diff: bool,
+        }
+        if job.id().is_empty() {
+            return Err(Error::InvalidArgument("the job has no ID".to_owned()));
+        }
+        let path = Path::new("/v1/job").segment(job.id())?.segment("plan")?;
+        self.write(&path, Body::json("job plan", &Request { job, diff })?)
+            .await?
+            .json()
+    }
+
     /// `GET /v1/job/:id/versions`: the tracked versions, newest first (Nomad keeps 6 by
     /// default). A missing job is an [`Error::Status`] 404.
     pub async fn versions(&self, id: &str) -> Result<Vec<Job>, Error> {

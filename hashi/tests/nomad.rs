@@ -387,3 +387,49 @@ async fn garbage_and_transport_errors() {
         .unwrap_err();
     assert!(err.is_transport(), "{err:?}");
 }
+
+#[tokio::test]
+async fn plan_with_diff() {
+    let answer = json!({
+        "JobModifyIndex": 40,
+        "Annotations": {"DesiredTGUpdates": {
+            "blue": {"Ignore": 2, "Place": 0, "Migrate": 0, "Stop": 0, "InPlaceUpdate": 0,
+                     "DestructiveUpdate": 0, "Canary": 0, "Preemptions": 0},
+            "green": {"Ignore": 0, "Place": 0, "Migrate": 0, "Stop": 0, "InPlaceUpdate": 0,
+                      "DestructiveUpdate": 2, "Canary": 0, "Preemptions": 0}},
+            "PreemptedAllocs": null},
+        "Diff": {"Type": "Edited", "ID": "web", "Fields": null, "Objects": null, "TaskGroups": [
+            {"Type": "Edited", "Name": "green", "Objects": null, "Tasks": null,
+             "Updates": {"create/destroy update": 2},
+             "Fields": [{"Type": "Edited", "Name": "Meta[version]", "Old": "v2", "New": "v4",
+                         "Annotations": null}]}]},
+        "FailedTGAllocs": null,
+        "CreatedEvals": null,
+        "NextPeriodicLaunch": "0001-01-01T00:00:00Z",
+        "Warnings": "",
+        "Index": 41
+    });
+    let server = MockServer::always(Reply::json(answer.to_string())).await;
+    let job = Job(json!({"ID": "web", "TaskGroups": []}));
+    let plan = client(&server).plan(&job, true).await.unwrap();
+    assert_eq!(plan.job_modify_index, 40);
+    let d = &plan.annotations.unwrap().desired_tg_updates;
+    assert_eq!((d["blue"].ignore, d["green"].destructive_update), (2, 2));
+    let diff = plan.diff.unwrap();
+    assert_eq!(diff.task_groups[0].fields[0].new, "v4");
+    assert!(plan.failed_tg_allocs.is_empty());
+
+    let req = server.single();
+    assert_eq!(
+        (req.method.as_str(), req.target()),
+        ("POST", "/v1/job/web/plan".to_owned())
+    );
+    assert_eq!(
+        req.json(),
+        json!({"Job": {"ID": "web", "TaskGroups": []}, "Diff": true})
+    );
+    assert!(matches!(
+        client(&server).plan(&Job(json!({})), false).await,
+        Err(Error::InvalidArgument(_))
+    ));
+}

@@ -142,6 +142,67 @@ impl Job {
         Ok(())
     }
 
+    /// The group's tasks as `(Name, Driver, Config)`, in job order (`None` when the group is
+    /// missing). A missing `Config` is `null`.
+    pub fn group_tasks(&self, group: &str) -> Option<Vec<(String, String, Value)>> {
+        let g = self.group(group)?;
+        let tasks = g
+            .get("Tasks")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        Some(
+            tasks
+                .map(|t| {
+                    let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+                    let config = t.get("Config").cloned().unwrap_or(Value::Null);
+                    (s("Name"), s("Driver"), config)
+                })
+                .collect(),
+        )
+    }
+
+    /// Sets `TaskGroups[group].Tasks[task].<block>[key] = value` for a string map such as `Env`
+    /// or a field of `Config`, creating the map when it is missing or `null`.
+    pub fn set_task_entry(
+        &mut self,
+        group: &str,
+        task: &str,
+        block: &str,
+        key: &str,
+        value: Value,
+    ) -> Result<(), Error> {
+        let job_id = self.id().to_owned();
+        let g = self.group_mut(group)?;
+        let t = g
+            .get_mut("Tasks")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_object_mut)
+            .find(|t| t.get("Name").and_then(Value::as_str) == Some(task))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "job {job_id:?} group {group:?} has no task {task:?}"
+                ))
+            })?;
+        let map = t
+            .entry(block)
+            .and_modify(|m| {
+                if m.is_null() {
+                    *m = Value::Object(Map::new());
+                }
+            })
+            .or_insert_with(|| Value::Object(Map::new()));
+        let Some(map) = map.as_object_mut() else {
+            return Err(Error::InvalidArgument(format!(
+                "job {job_id:?} group {group:?} task {task:?}: {block} is not an object"
+            )));
+        };
+        map.insert(key.to_owned(), value);
+        Ok(())
+    }
+
     fn u64_field(&self, name: &str) -> u64 {
         self.0.get(name).and_then(Value::as_u64).unwrap_or(0)
     }

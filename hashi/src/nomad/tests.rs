@@ -413,3 +413,42 @@ fn env_table() {
     );
     assert_eq!(from(&[]), NomadConfig::default());
 }
+
+/// Drops the `"..."` placeholders the published sample uses for elided list entries.
+fn without_elisions(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Array(a) => {
+            a.retain(|x| x != "...");
+            a.iter_mut().for_each(without_elisions);
+        }
+        serde_json::Value::Object(m) => m.values_mut().for_each(without_elisions),
+        _ => {}
+    }
+}
+
+#[test]
+fn plan_response_sample() {
+    let mut v: serde_json::Value =
+        serde_json::from_str(fixture!("job_plan.response.json")).unwrap();
+    without_elisions(&mut v);
+    let p: JobPlanResponse = serde_json::from_value(v).unwrap();
+    assert_eq!(p.job_modify_index, 0);
+    let cache = p.annotations.unwrap().desired_tg_updates["cache"];
+    assert_eq!(
+        (cache.place, cache.destructive_update, cache.stop),
+        (11, 0, 0)
+    );
+    let diff = p.diff.unwrap();
+    assert_eq!(
+        (diff.diff_type.as_str(), diff.id.as_str()),
+        ("Added", "example")
+    );
+    let tg = &diff.task_groups[0];
+    assert_eq!(tg.updates["create"], 1);
+    let task = &tg.tasks[0];
+    assert_eq!(task.annotations, vec!["forces create".to_owned()]);
+    assert_eq!(task.fields[0].name, "Driver");
+    assert_eq!(task.fields[0].new, "docker");
+    assert!(p.failed_tg_allocs.contains_key("cache"));
+    assert_eq!(diff.objects[0].name, "Datacenters");
+}

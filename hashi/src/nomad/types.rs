@@ -189,3 +189,128 @@ pub struct DeploymentState {
     /// RFC 3339; empty when not set.
     pub require_progress_by: String,
 }
+
+/// The answer to `POST /v1/job/:id/plan` (`api.JobPlanResponse`): what registering the job would
+/// do, computed by the scheduler without changing anything.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct JobPlanResponse {
+    /// The job's current `JobModifyIndex` (0 for a new job): the `EnforceIndex` that makes the
+    /// register apply exactly the change that was planned.
+    pub job_modify_index: u64,
+    /// Per-group counts of what the scheduler would do.
+    pub annotations: Option<PlanAnnotations>,
+    /// The structured difference between the current and the submitted job (with `Diff: true`).
+    pub diff: Option<JobDiff>,
+    /// Groups that could not be placed, per group; kept as JSON (`api.AllocationMetric`).
+    #[serde(rename = "FailedTGAllocs", deserialize_with = "null_default")]
+    pub failed_tg_allocs: BTreeMap<String, serde_json::Value>,
+    /// Non-fatal warnings, newline-separated.
+    pub warnings: String,
+}
+
+/// `api.PlanAnnotations`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct PlanAnnotations {
+    /// What the scheduler would do to each task group.
+    #[serde(rename = "DesiredTGUpdates", deserialize_with = "null_default")]
+    pub desired_tg_updates: BTreeMap<String, DesiredUpdates>,
+}
+
+/// `api.DesiredUpdates`: allocation counts of one task group in a plan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct DesiredUpdates {
+    /// Left as they are.
+    pub ignore: u64,
+    /// New allocations.
+    pub place: u64,
+    /// Moved off draining nodes.
+    pub migrate: u64,
+    /// Stopped.
+    pub stop: u64,
+    /// Updated without a restart.
+    pub in_place_update: u64,
+    /// Replaced by new allocations.
+    pub destructive_update: u64,
+    /// Canaries placed.
+    pub canary: u64,
+    /// Other allocations evicted.
+    pub preemptions: u64,
+}
+
+/// `api.JobDiff`. `Type` is `Added`, `Deleted`, `Edited` or `None`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct JobDiff {
+    #[serde(rename = "Type")]
+    pub diff_type: String,
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(deserialize_with = "null_default")]
+    pub fields: Vec<FieldDiff>,
+    #[serde(deserialize_with = "null_default")]
+    pub objects: Vec<ObjectDiff>,
+    #[serde(deserialize_with = "null_default")]
+    pub task_groups: Vec<TaskGroupDiff>,
+}
+
+/// `api.TaskGroupDiff`; `Updates` counts allocations by kind (`create`, `destroy`, `in-place
+/// update`, `create/destroy update`, `ignore`, ...).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct TaskGroupDiff {
+    #[serde(rename = "Type")]
+    pub diff_type: String,
+    pub name: String,
+    #[serde(deserialize_with = "null_default")]
+    pub fields: Vec<FieldDiff>,
+    #[serde(deserialize_with = "null_default")]
+    pub objects: Vec<ObjectDiff>,
+    #[serde(deserialize_with = "null_default")]
+    pub tasks: Vec<TaskDiff>,
+    #[serde(deserialize_with = "null_default")]
+    pub updates: BTreeMap<String, u64>,
+}
+
+/// `api.TaskDiff`; `Annotations` say what the change forces (`forces create/destroy update`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct TaskDiff {
+    #[serde(rename = "Type")]
+    pub diff_type: String,
+    pub name: String,
+    #[serde(deserialize_with = "null_default")]
+    pub fields: Vec<FieldDiff>,
+    #[serde(deserialize_with = "null_default")]
+    pub objects: Vec<ObjectDiff>,
+    #[serde(deserialize_with = "null_default")]
+    pub annotations: Vec<String>,
+}
+
+/// `api.ObjectDiff`: a nested block (`Config`, `Env`, `Service`, ...).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct ObjectDiff {
+    #[serde(rename = "Type")]
+    pub diff_type: String,
+    pub name: String,
+    #[serde(deserialize_with = "null_default")]
+    pub fields: Vec<FieldDiff>,
+    #[serde(deserialize_with = "null_default")]
+    pub objects: Vec<ObjectDiff>,
+}
+
+/// `api.FieldDiff`: one primitive field, old and new as strings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct FieldDiff {
+    #[serde(rename = "Type")]
+    pub diff_type: String,
+    pub name: String,
+    pub old: String,
+    pub new: String,
+    #[serde(deserialize_with = "null_default")]
+    pub annotations: Vec<String>,
+}
