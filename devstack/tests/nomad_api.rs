@@ -54,7 +54,7 @@ async fn register_runs_processes_registers_services_and_shutdown_cleans_up() {
             }
         }
     }
-    // Consul registrations as Nomad makes them (digest §N6).
+    // Consul registrations as Nomad makes them (`hashi/tests/fixtures/README.md` §N6).
     let services = consul.services();
     assert_eq!(services.len(), 4);
     for a in &allocs {

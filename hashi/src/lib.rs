@@ -1,9 +1,11 @@
 //! Typed HTTP clients for the Consul and Nomad APIs.
 //!
-//! The proxy (service discovery), the controller (deploy / switch / rollback) and the dev stack
-//! (registering allocations' services) all talk to Consul and Nomad through this crate, against
-//! real clusters and the dev stack alike, so every request follows the real HTTP APIs: paths,
-//! query parameters, headers and JSON field names are the ones the official Go clients use.
+//! The proxy (service discovery, its own registration) and the controller (deploy / switch /
+//! rollback / status) talk to Consul and Nomad through this crate, against real clusters and the
+//! dev stack alike, so every request follows the real HTTP APIs: paths, query parameters, headers
+//! and JSON field names are the ones the official Go clients use. The dev stack serves those APIs;
+//! of this crate it uses only [`tls::http_client_builder`] for the HTTP clients it runs checks and
+//! registrations with.
 //!
 //! # Modules
 //!

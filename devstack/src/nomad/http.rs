@@ -1,6 +1,6 @@
 //! The Nomad-compatible HTTP routes.
 //!
-//! Reads are blocking queries (digest §N1): `?index=N` waits until the
+//! Reads are blocking queries (`hashi/tests/fixtures/README.md` §N1): `?index=N` waits until the
 //! endpoint's index exceeds N or `?wait` (Go duration, default and cap 300 s)
 //! runs out, and every read carries `X-Nomad-Index`, `X-Nomad-KnownLeader`
 //! and `X-Nomad-LastContact`. Writes carry `X-Nomad-Index` too. Errors are

@@ -4,7 +4,7 @@
 //! - [`hcl`]: job files (HCL) to the API's JSON `Job` (`/v1/jobs/parse`),
 //!   the `switchyard-jobspec` crate re-exported.
 //! - `spec`: defaults (`Canonicalize`), the typed group view, and the
-//!   destructive-versus-in-place comparison (fixtures digest §N3).
+//!   destructive-versus-in-place comparison (`hashi/tests/fixtures/README.md` §N3).
 //! - `state`: jobs/versions/allocations/deployments/evaluations under one
 //!   index, and their JSON rendering.
 //! - `sched`: register, revert, stop, per-group reconciliation, deployments
@@ -19,7 +19,7 @@
 //!
 //! Why a dev Nomad at all: the controller and the proxy use the same clients
 //! against this and against a real cluster, so blue/green flows can be run and
-//! tested on one machine. Fidelity to the fixtures in `shared/fixtures` is the
+//! tested on one machine. Fidelity to the fixtures in `hashi/tests/fixtures` is the
 //! contract; anything not implemented answers as Nomad would for an unknown
 //! route rather than inventing behaviour.
 

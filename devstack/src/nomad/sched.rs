@@ -1,7 +1,7 @@
 //! Scheduling: register/revert/stop, per-group reconciliation and deployments.
 //!
 //! The dev stack schedules synchronously on its single node. For each group
-//! the running allocations are compared with the new job version (digest §N3):
+//! the running allocations are compared with the new job version (`hashi/tests/fixtures/README.md` §N3):
 //! - destructive change (task config/env/driver/resources, combined meta,
 //!   network): the allocation is replaced, with a new ID and new ports;
 //! - in-place change (service tags/meta/checks, update block…): the

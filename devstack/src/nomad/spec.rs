@@ -44,7 +44,7 @@ fn default_update() -> Value {
     })
 }
 
-/// Fills the defaults Nomad's API canonicalisation fills (digest §N5 for the
+/// Fills the defaults Nomad's API canonicalisation fills (`hashi/tests/fixtures/README.md` §N5 for the
 /// update block), so stored jobs and `jobs/parse?Canonicalize` agree.
 pub(crate) fn canonicalize(job: &mut Value) {
     let Some(j) = job.as_object_mut() else { return };
@@ -548,7 +548,7 @@ impl GroupSpec {
         })
     }
 
-    /// Everything whose change needs a new allocation (digest §N3): tasks'
+    /// Everything whose change needs a new allocation (`hashi/tests/fixtures/README.md` §N3): tasks'
     /// driver/config/env/resources/user, the combined meta, the network.
     pub(crate) fn destructive_fingerprint(job: &Value, name: &str) -> Value {
         let Some(g) = arr_field(job, "TaskGroups")

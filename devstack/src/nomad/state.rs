@@ -2,7 +2,7 @@
 //! deployments and evaluations, under one Raft-like index.
 //!
 //! Every change bumps the single index and the "table" index of what changed,
-//! mirroring how Nomad reports `X-Nomad-Index` per table (digest §N1), so
+//! mirroring how Nomad reports `X-Nomad-Index` per table (`hashi/tests/fixtures/README.md` §N1), so
 //! blocking queries here wake on the same kind of changes as on a real
 //! server. Rendering to the API's JSON lives next to the records so field
 //! names are in one place.
