@@ -470,7 +470,8 @@ async fn parse_job_file_round_trips_and_blocking_queries_wait() {
     assert_eq!(green["Tasks"][0]["Driver"], "raw_exec");
     assert_eq!(green["Tasks"][0]["Config"]["args"][1], "${NOMAD_PORT_http}");
     assert_eq!(green["Tasks"][0]["KillTimeout"], 5_000_000_000u64);
-    // The docker variant parses too, with its variable resolved.
+    // The docker variant parses too, with its variable resolved; the image tag comes from the
+    // group's version, which Nomad interpolates when it starts the task.
     let docker = std::fs::read_to_string(
         nomad_support::workspace_root().join("config/hello-service.docker.nomad.hcl"),
     )
@@ -478,11 +479,14 @@ async fn parse_job_file_round_trips_and_blocking_queries_wait() {
     let (st, dj) = nomad
         .post(
             "/v1/jobs/parse",
-            json!({"JobHCL": docker, "Variables": "image = \"x:1\""}),
+            json!({"JobHCL": docker, "Variables": "image_repo = \"registry.example/x\""}),
         )
         .await;
     assert_eq!(st, 200, "{dj}");
-    assert_eq!(dj["TaskGroups"][0]["Tasks"][0]["Config"]["image"], "x:1");
+    assert_eq!(
+        dj["TaskGroups"][0]["Tasks"][0]["Config"]["image"],
+        "registry.example/x:${NOMAD_META_version}"
+    );
 
     // Blocking query: returns at the wait deadline when nothing changes…
     let mut zero = job.clone();
