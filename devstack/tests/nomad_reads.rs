@@ -11,6 +11,15 @@ use std::time::{Duration, Instant};
 use nomad_support::{FakeConsul, Nomad, wait_for};
 use serde_json::{Value, json};
 
+/// A plain GET, with the workspace's HTTP client (its TLS backend set up as every client's is).
+async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    switchyard_hashi::tls::http_client_builder()
+        .build()?
+        .get(url)
+        .send()
+        .await
+}
+
 fn index_of(r: &reqwest::Response) -> u64 {
     r.headers()["x-nomad-index"]
         .to_str()
@@ -31,19 +40,19 @@ async fn not_found_reads_carry_index_and_block_until_the_job_appears() {
         "/v1/allocation/00000000-0000-0000-0000-000000000000",
         "/v1/evaluation/00000000-0000-0000-0000-000000000000",
     ] {
-        let r = reqwest::get(format!("{}{path}", nomad.url)).await.unwrap();
+        let r = get(format!("{}{path}", nomad.url)).await.unwrap();
         assert_eq!(r.status(), 404, "{path}");
         assert!(index_of(&r) >= 1, "{path} carries X-Nomad-Index");
         assert_eq!(r.headers()["x-nomad-knownleader"], "true");
         assert!(r.text().await.unwrap().ends_with("not found"), "{path}");
     }
-    let r = reqwest::get(format!("{}/v1/job/later", nomad.url))
+    let r = get(format!("{}/v1/job/later", nomad.url))
         .await
         .unwrap();
     let index = index_of(&r);
     // A blocking read of the missing job times out with the same index…
     let t = Instant::now();
-    let r = reqwest::get(format!(
+    let r = get(format!(
         "{}/v1/job/later?index={index}&wait=300ms",
         nomad.url
     ))
@@ -55,7 +64,7 @@ async fn not_found_reads_carry_index_and_block_until_the_job_appears() {
     // …and answers 200 once the job is registered.
     let url = format!("{}/v1/job/later?index={index}&wait=30s", nomad.url);
     let waiter = tokio::spawn(async move {
-        let r = reqwest::get(url).await.unwrap();
+        let r = get(url).await.unwrap();
         (r.status().as_u16(), r.json::<Value>().await.unwrap())
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -100,7 +109,7 @@ async fn evaluation_allocations_lists_what_the_evaluation_placed() {
     assert_eq!(allocs.len(), 1);
     assert_eq!(allocs[0]["EvalID"], eval.as_str());
     assert_eq!(allocs[0]["JobID"], job["ID"]);
-    let r = reqwest::get(format!("{}/v1/evaluation/{eval}/allocations", nomad.url))
+    let r = get(format!("{}/v1/evaluation/{eval}/allocations", nomad.url))
         .await
         .unwrap();
     assert!(index_of(&r) >= 1);
