@@ -46,9 +46,7 @@ async fn not_found_reads_carry_index_and_block_until_the_job_appears() {
         assert_eq!(r.headers()["x-nomad-knownleader"], "true");
         assert!(r.text().await.unwrap().ends_with("not found"), "{path}");
     }
-    let r = get(format!("{}/v1/job/later", nomad.url))
-        .await
-        .unwrap();
+    let r = get(format!("{}/v1/job/later", nomad.url)).await.unwrap();
     let index = index_of(&r);
     // A blocking read of the missing job times out with the same index…
     let t = Instant::now();
