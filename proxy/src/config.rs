@@ -1585,6 +1585,10 @@ mod tests {
                 DEFAULT_MAX_EJECTED_PERCENT.to_string(),
             ),
             ("forwarding.forwarded", DEFAULT_EMIT_FORWARDED.to_string()),
+            (
+                "forwarding.trusted_peers",
+                format!("{DEFAULT_TRUSTED_PEERS:?}"),
+            ),
             ("consul.address", DEFAULT_CONSUL_ADDRESS.to_owned()),
             ("consul.wait", dur(DEFAULT_CONSUL_WAIT)),
             ("consul.resync", dur(DEFAULT_CONSUL_RESYNC)),
