@@ -14,3 +14,4 @@
 
 pub mod consul;
 pub mod nomad;
+pub mod tls;
