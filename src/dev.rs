@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::Value;
+use switchyard_devstack::connlimit::{ConnLimit, DEFAULT_MAX_CONNS_PER_CLIENT};
 use switchyard_devstack::consul::{ConsulConfig, DevConsul};
 use switchyard_devstack::nomad::{DevNomad, NomadConfig};
 use switchyard_hashi::QueryOptions;
@@ -324,9 +325,7 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
             extra_path: extra_path.clone(),
             task_launcher: Some(vec![exe.into_os_string(), LAUNCH_TASK.into()]),
             task_record: Some(args.data_dir.join(TASK_RECORD)),
-            consul_token: secure
-                .as_ref()
-                .map(|s| s.tokens.consul_nomad_agent.clone()),
+            consul_token: secure.as_ref().map(|s| s.tokens.consul_nomad_agent.clone()),
             consul_ca_cert: secure.as_ref().map(secure::ca_path),
             acl: secure.as_ref().map(|s| Arc::clone(&s.nomad_acl)),
             ..NomadConfig::default()
@@ -370,7 +369,7 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
             "nomad",
             async move {
                 match tls {
-                    Some(pki) => nomad.serve(pki.listener(listener), wait_for(g)).await,
+                    Some(pki) => nomad.serve(pki.listener(listener, None), wait_for(g)).await,
                     None => nomad.serve(listener, wait_for(g)).await,
                 }
                 .map_err(anyhow::Error::from)
@@ -390,16 +389,18 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
         let g = gate.clone();
         let (done_tx, _) = watch::channel(false);
         let tls = secure.as_ref().map(|s| s.pki.clone());
+        // Consul's `limits.http_max_conns_per_client`.
+        let limit = ConnLimit::new(DEFAULT_MAX_CONNS_PER_CLIENT);
         stages.push(spawn_stage(
             "consul",
             async move {
                 match tls {
                     Some(pki) => {
                         consul
-                            .serve(pki.listener(consul_listener), wait_for(g))
+                            .serve(pki.listener(consul_listener, Some(limit)), wait_for(g))
                             .await
                     }
-                    None => consul.serve(consul_listener, wait_for(g)).await,
+                    None => consul.serve(limit.tcp(consul_listener), wait_for(g)).await,
                 }
                 .map_err(anyhow::Error::from)
             },
@@ -456,7 +457,12 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
                     let admin_url = addrs.proxy.map(|(_, a)| format!("http://{a}"));
                     secure::write_dev_env(
                         &dev_env,
-                        &secure::dev_env(s, &consul_url, nomad_url.as_deref(), admin_url.as_deref()),
+                        &secure::dev_env(
+                            s,
+                            &consul_url,
+                            nomad_url.as_deref(),
+                            admin_url.as_deref(),
+                        ),
                     )
                 }
                 None => Ok(()),
@@ -465,7 +471,9 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
                 Ok(()) => {
                     let access_log = (!args.no_access_log && view.is_some())
                         .then(|| args.data_dir.join(ACCESS_LOG));
-                    let env = secure.as_ref().map(|s| (dev_env.as_path(), secure::ca_path(s)));
+                    let env = secure
+                        .as_ref()
+                        .map(|s| (dev_env.as_path(), secure::ca_path(s)));
                     eprintln!(
                         "{}",
                         tour(
@@ -524,7 +532,11 @@ struct ProxyView {
 struct UpContext<'a> {
     consul: ConsulClient,
     /// Scheme, token and TLS of the Nomad API.
-    nomad_auth: (&'static str, Option<String>, switchyard_hashi::tls::TlsConfig),
+    nomad_auth: (
+        &'static str,
+        Option<String>,
+        switchyard_hashi::tls::TlsConfig,
+    ),
     nomad: Option<&'a NomadView>,
     proxy: Option<&'a ProxyView>,
     job: Option<&'a Path>,
@@ -1042,6 +1054,13 @@ fn tour(
     }
     out += "\nTry:\n";
     let mut tries: Vec<(String, &str)> = Vec::new();
+    if let Some((env, _)) = secure {
+        tries.push((
+            format!(". {}", env.display()),
+            "first: the operator's addresses, CA and tokens",
+        ));
+        tries.push(("switchyard status".to_owned(), "with the operator's tokens"));
+    }
     if let (Some((p, admin)), Some(view)) = (a.proxy, proxy) {
         let prefix = &view.config.preview.path_prefix;
         let header = view.config.preview.header.as_str();
@@ -1088,12 +1107,7 @@ fn tour(
         out += &format!("  {cmd:<width$}   # {why}\n");
     }
     match (secure, a.nomad) {
-        (Some((env, _)), _) => {
-            out += &format!(
-                "  . {}; switchyard status   # (first) the operator's addresses, CA and tokens\n",
-                env.display()
-            );
-        }
+        (Some(_), _) => {}
         (None, Some(n)) => {
             out += &format!(
                 "  export CONSUL_HTTP_ADDR=http://{} NOMAD_ADDR=http://{n}\n",

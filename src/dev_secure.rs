@@ -30,10 +30,7 @@ use switchyard_devstack::tls::{DevPki, write_private};
 /// workspace; the workspace's files are preferred (they may have been
 /// edited).
 const POLICIES: [(&str, &str); 4] = [
-    (
-        CONSUL_PROXY,
-        include_str!("../config/acl/consul-proxy.hcl"),
-    ),
+    (CONSUL_PROXY, include_str!("../config/acl/consul-proxy.hcl")),
     (
         CONSUL_OPERATOR,
         include_str!("../config/acl/consul-operator.hcl"),
@@ -157,8 +154,7 @@ pub(crate) fn prepare(data_dir: &Path) -> anyhow::Result<Secure> {
     let pki = DevPki::generate(&tls_dir, CERT_NAMES)
         .with_context(|| format!("creating certificates in {}", tls_dir.display()))?;
     let acl_dir = data_dir.join("acl");
-    std::fs::create_dir_all(&acl_dir)
-        .with_context(|| format!("creating {}", acl_dir.display()))?;
+    std::fs::create_dir_all(&acl_dir).with_context(|| format!("creating {}", acl_dir.display()))?;
     for (name, secret) in [
         ("consul-management.token", &tokens.consul_management),
         ("consul-proxy.token", &tokens.consul_proxy),
@@ -200,7 +196,10 @@ pub(crate) fn dev_env(
     );
     out += &format!("export CONSUL_HTTP_ADDR={consul_url}\n");
     out += &format!("export CONSUL_CACERT={ca}\n");
-    out += &format!("export CONSUL_HTTP_TOKEN={}\n", secure.tokens.consul_operator);
+    out += &format!(
+        "export CONSUL_HTTP_TOKEN={}\n",
+        secure.tokens.consul_operator
+    );
     if let Some(n) = nomad_url {
         out += &format!("export NOMAD_ADDR={n}\n");
         out += &format!("export NOMAD_CACERT={ca}\n");
@@ -219,8 +218,7 @@ pub(crate) fn write_dev_env(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Single quotes for a POSIX shell.
 fn shell_quote(s: &str) -> String {
-    if s
-        .bytes()
+    if s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@".contains(&b))
     {
         s.to_owned()
@@ -244,7 +242,12 @@ mod tests {
         let tmp = std::env::temp_dir().join(format!("sy-secure-{}", std::process::id()));
         let secure = prepare(&tmp).unwrap();
         assert!(secure.pki.ca_cert.is_file());
-        let env = dev_env(&secure, "https://127.0.0.1:1", Some("https://127.0.0.1:2"), None);
+        let env = dev_env(
+            &secure,
+            "https://127.0.0.1:1",
+            Some("https://127.0.0.1:2"),
+            None,
+        );
         for var in [
             "CONSUL_HTTP_ADDR=https://127.0.0.1:1",
             "CONSUL_CACERT=",

@@ -92,7 +92,11 @@ async fn dev_secure_serves_tls_and_enforces_the_shipped_acls() {
     let log = tmp.0.join("dev.log");
     let mut dev = spawn_dev(&data, &log, &["--secure", "--ephemeral"]);
     let doc = wait_dev_json(&mut dev, &data, Duration::from_secs(90)).await;
-    let (consul, nomad, proxy) = (addr(&doc, "consul"), addr(&doc, "nomad"), addr(&doc, "proxy"));
+    let (consul, nomad, proxy) = (
+        addr(&doc, "consul"),
+        addr(&doc, "nomad"),
+        addr(&doc, "proxy"),
+    );
 
     // The proxy found the instances over TLS with its own token.
     let plain = client();
@@ -110,7 +114,10 @@ async fn dev_secure_serves_tls_and_enforces_the_shipped_acls() {
     assert_eq!(env["NOMAD_ADDR"], format!("https://{nomad}"));
     let ca = Path::new(&env["CONSUL_CACERT"]).to_path_buf();
     assert_eq!(env["NOMAD_CACERT"], env["CONSUL_CACERT"]);
-    assert!(ca.starts_with(std::path::absolute(&data).unwrap().join("tls")), "{ca:?}");
+    assert!(
+        ca.starts_with(std::path::absolute(&data).unwrap().join("tls")),
+        "{ca:?}"
+    );
     let operator = env["CONSUL_HTTP_TOKEN"].clone();
     let nomad_operator = env["NOMAD_TOKEN"].clone();
     assert!(!operator.is_empty() && !nomad_operator.is_empty());
@@ -151,9 +158,8 @@ async fn dev_secure_serves_tls_and_enforces_the_shipped_acls() {
     let text = write.text().await.unwrap();
     assert!(
         text.starts_with("Permission denied: token with AccessorID '")
-            && text.ends_with(
-                "' lacks permission 'key:write' on \"switchyard/routes/hello-service\""
-            ),
+            && text
+                .ends_with("' lacks permission 'key:write' on \"switchyard/routes/hello-service\""),
         "{text}"
     );
     // The same token as a bearer token: the same answer.
@@ -186,7 +192,10 @@ async fn dev_secure_serves_tls_and_enforces_the_shipped_acls() {
         anon_health.headers()["x-consul-results-filtered-by-acls"],
         "true"
     );
-    assert_eq!(anon_health.json::<Value>().await.unwrap(), serde_json::json!([]));
+    assert_eq!(
+        anon_health.json::<Value>().await.unwrap(),
+        serde_json::json!([])
+    );
     let operator_health: Vec<Value> = https
         .get(consul_url("/v1/health/service/hello-service?passing"))
         .header("X-Consul-Token", &operator)
@@ -230,11 +239,7 @@ async fn dev_secure_serves_tls_and_enforces_the_shipped_acls() {
 
     // Plain HTTP to either HTTPS port: Go's answer, then the connection closes.
     for port in [consul, nomad] {
-        let answer = raw(
-            port,
-            b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n\r\n",
-        )
-        .await;
+        let answer = raw(port, b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(
             answer.starts_with("HTTP/1.0 400 Bad Request\r\n")
                 && answer.ends_with("Client sent an HTTP request to an HTTPS server.\n"),
@@ -257,7 +262,10 @@ async fn dev_secure_serves_tls_and_enforces_the_shipped_acls() {
         if resp.headers()["x-app-version"] == "v2" {
             break;
         }
-        assert!(Instant::now() < deadline, "the proxy still serves v1 after the switch");
+        assert!(
+            Instant::now() < deadline,
+            "the proxy still serves v1 after the switch"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 

@@ -26,6 +26,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::connlimit::{ConnLimit, Counted};
+
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What Go's `net/http` writes to a plain HTTP request on a TLS port.
@@ -85,9 +87,8 @@ impl DevPki {
         ca_params
             .distinguished_name
             .push(DnType::CommonName, "switchyard dev CA");
-        let ca =
-            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(gen_err)?)
-                .map_err(gen_err)?;
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(gen_err)?)
+            .map_err(gen_err)?;
         let key = KeyPair::generate().map_err(gen_err)?;
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(names).map_err(gen_err)?;
@@ -122,9 +123,11 @@ impl DevPki {
         })
     }
 
-    /// Serves TLS with the server certificate on `listener`.
-    pub fn listener(&self, listener: TcpListener) -> TlsListener {
-        TlsListener::new(listener, Arc::clone(&self.config))
+    /// Serves TLS with the server certificate on `listener`; with `limit`,
+    /// connections over the per-client limit are closed before the
+    /// handshake.
+    pub fn listener(&self, listener: TcpListener, limit: Option<Arc<ConnLimit>>) -> TlsListener {
+        TlsListener::new(listener, Arc::clone(&self.config), limit)
     }
 }
 
@@ -144,7 +147,7 @@ pub fn write_private(path: &Path, text: &str) -> io::Result<()> {
 /// A TLS listener for `axum::serve`: connections are accepted and their
 /// handshakes run concurrently, so one slow client does not hold up others.
 pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    rx: mpsc::Receiver<(TlsStream<Counted<TcpStream>>, SocketAddr)>,
     local: io::Result<SocketAddr>,
     accept_task: tokio::task::JoinHandle<()>,
 }
@@ -159,7 +162,11 @@ impl std::fmt::Debug for TlsListener {
 
 impl TlsListener {
     /// Wraps a bound TCP listener; must be called on a Tokio runtime.
-    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        limit: Option<Arc<ConnLimit>>,
+    ) -> Self {
         let local = listener.local_addr();
         let (tx, rx) = mpsc::channel(64);
         let acceptor = TlsAcceptor::from(config);
@@ -176,10 +183,19 @@ impl TlsListener {
                         }
                     },
                 };
+                let admitted = match &limit {
+                    Some(l) => match l.admit(peer) {
+                        Some(a) => Some(a),
+                        // Over the limit: closed, as the agent's 10 ms write
+                        // through a TLS connection ends.
+                        None => continue,
+                    },
+                    None => None,
+                };
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    if let Some(tls) = handshake(&acceptor, stream, peer).await {
+                    if let Some(tls) = handshake(&acceptor, stream, peer, admitted).await {
                         let _ = tx.send((tls, peer)).await;
                     }
                 });
@@ -203,7 +219,8 @@ async fn handshake(
     acceptor: &TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
-) -> Option<TlsStream<TcpStream>> {
+    admitted: Option<crate::connlimit::Admitted>,
+) -> Option<TlsStream<Counted<TcpStream>>> {
     let mut head = [0u8; 5];
     let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut head))
         .await
@@ -215,6 +232,7 @@ async fn handshake(
         let _ = stream.shutdown().await;
         return None;
     }
+    let stream = Counted::new(stream, admitted);
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(e)) => {
@@ -235,7 +253,7 @@ fn looks_like_http(head: &[u8]) -> bool {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream<Counted<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

@@ -87,12 +87,18 @@ impl std::fmt::Display for Denied {
         // An unknown token (Consul `ACL not found`, Nomad `ACL token not found`) is not a
         // missing permission: say so.
         if matches!(message.as_str(), "ACL not found" | "ACL token not found") {
-            write!(f, "{api} refused {request} (403 {message}): {api} does not know the token")?;
+            write!(
+                f,
+                "{api} refused {request} (403 {message}): {api} does not know the token"
+            )?;
         } else {
             write!(f, "{api} refused {request} (403 Permission denied): ")?;
             match permission {
                 Some(p) => write!(f, "the token lacks permission {p}")?,
-                None => write!(f, "{message:?}: the token lacks a permission this call needs")?,
+                None => write!(
+                    f,
+                    "{message:?}: the token lacks a permission this call needs"
+                )?,
             }
         }
         if let Some(var) = token_env {

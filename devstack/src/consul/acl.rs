@@ -186,11 +186,9 @@ impl ConsulPolicy {
                         )));
                     }
                 };
-                access = Some(
-                    Access::parse(value, resource == Resource::Key).ok_or_else(|| {
-                        fail(format!("{ident} {segment:?}: invalid policy {value:?}"))
-                    })?,
-                );
+                access = Some(Access::parse(value, resource == Resource::Key).ok_or_else(
+                    || fail(format!("{ident} {segment:?}: invalid policy {value:?}")),
+                )?);
             }
             if let Some(inner) = block.body.blocks().next() {
                 return Err(fail(format!(
@@ -399,7 +397,8 @@ impl Caller {
             msg += &format!(" on {name:?}");
         }
         if matches!(self, Self::Anonymous) {
-            msg += ". The anonymous token is used implicitly when a request does not specify a token.";
+            msg +=
+                ". The anonymous token is used implicitly when a request does not specify a token.";
         }
         msg
     }
@@ -502,13 +501,22 @@ mod tests {
     fn unmodelled_or_invalid_rules_are_refused() {
         for (rules, needle) in [
             (r#"operator = "read""#, "\"operator\" is not modelled"),
-            (r#"event_prefix "" { policy = "read" }"#, "\"event_prefix\" is not modelled"),
+            (
+                r#"event_prefix "" { policy = "read" }"#,
+                "\"event_prefix\" is not modelled",
+            ),
             (
                 "service \"web\" {\n policy = \"write\"\n intentions = \"read\"\n}",
                 "\"intentions\" is not modelled",
             ),
-            (r#"service "web" { policy = "list" }"#, "invalid policy \"list\""),
-            (r#"key "k" { policy = "admin" }"#, "invalid policy \"admin\""),
+            (
+                r#"service "web" { policy = "list" }"#,
+                "invalid policy \"list\"",
+            ),
+            (
+                r#"key "k" { policy = "admin" }"#,
+                "invalid policy \"admin\"",
+            ),
             (r#"key "k" {}"#, "policy is missing"),
             (r#"key { policy = "read" }"#, "one name label"),
             ("key \"k\" { policy = ", "syntax"),

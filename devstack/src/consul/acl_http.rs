@@ -191,7 +191,10 @@ fn gate(store: &Store, method: &Method, path: &str, params: &Params, body: &Valu
                 .map(|c| c.service_id.clone())
                 .filter(|s| !s.is_empty());
             match svc {
-                Some(sid) => i.services.get(&sid).map(|s| (Resource::Service, s.name.clone())),
+                Some(sid) => i
+                    .services
+                    .get(&sid)
+                    .map(|s| (Resource::Service, s.name.clone())),
                 None => Some((Resource::Node, store.node.name.clone())),
             }
         })
@@ -234,12 +237,16 @@ fn gate(store: &Store, method: &Method, path: &str, params: &Params, body: &Valu
                 None => Gate::Need(Resource::Node, Access::Write, node),
             }
         }
-        ["v1", "agent", "check", "pass" | "warn" | "fail" | "update" | "deregister", id] => {
-            match check_target(id) {
-                Some((resource, name)) => Gate::Need(resource, Access::Write, name),
-                None => Gate::Open,
-            }
-        }
+        [
+            "v1",
+            "agent",
+            "check",
+            "pass" | "warn" | "fail" | "update" | "deregister",
+            id,
+        ] => match check_target(id) {
+            Some((resource, name)) => Gate::Need(resource, Access::Write, name),
+            None => Gate::Open,
+        },
         ["v1", "agent", "health", "service", "id", id] => match service_name_of(id) {
             Some(name) => Gate::Need(Resource::Service, Access::Read, name),
             None => Gate::Open,
@@ -354,7 +361,10 @@ fn visible(caller: &Caller, f: Filter, item: &Value) -> bool {
 async fn filter_response(resp: Response, f: Filter, caller: &Caller, pretty: bool) -> Response {
     let (mut parts, body) = resp.into_parts();
     let Ok(bytes) = to_bytes(body, usize::MAX).await else {
-        return text(StatusCode::INTERNAL_SERVER_ERROR, "response body unreadable");
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "response body unreadable",
+        );
     };
     let Ok(mut doc) = serde_json::from_slice::<Value>(&bytes) else {
         return Response::from_parts(parts, Body::from(bytes));

@@ -153,7 +153,9 @@ impl NomadPolicy {
             let ns = label.as_str().to_owned();
             let valid_name = !ns.is_empty()
                 && ns.len() <= 128
-                && ns.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*');
+                && ns
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*');
             if !valid_name {
                 return Err(fail(format!("invalid namespace name {ns:?}")));
             }
@@ -190,9 +192,7 @@ impl NomadPolicy {
                         }
                     }
                     (key @ ("policy" | "capabilities"), _) => {
-                        return Err(fail(format!(
-                            "namespace {ns:?}: {key} has the wrong type"
-                        )));
+                        return Err(fail(format!("namespace {ns:?}: {key} has the wrong type")));
                     }
                     (other, _) => {
                         return Err(fail(format!(
@@ -320,8 +320,12 @@ fn required(method: &Method, path: &str) -> Option<&'static [&'static str]> {
         ["v1", "job", _, _] => &["read-job"],
         ["v1", "deployment", "promote", _] => &["submit-job", "promote-deployment"],
         ["v1", "deployment", "fail", _] => &["submit-job", "fail-deployment"],
-        ["v1", "deployments" | "deployment" | "allocations" | "allocation" | "evaluations"
-        | "evaluation", ..] => &["read-job"],
+        [
+            "v1",
+            "deployments" | "deployment" | "allocations" | "allocation" | "evaluations"
+            | "evaluation",
+            ..,
+        ] => &["read-job"],
         _ => return None,
     })
 }
@@ -360,7 +364,11 @@ fn namespace_of(req: &Request) -> String {
         .to_owned()
 }
 
-pub(crate) async fn enforce(State(acl): State<Arc<NomadAcl>>, req: Request, next: Next) -> Response {
+pub(crate) async fn enforce(
+    State(acl): State<Arc<NomadAcl>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(ops) = required(req.method(), req.uri().path()) else {
         return next.run(req).await;
     };
@@ -368,8 +376,7 @@ pub(crate) async fn enforce(State(acl): State<Arc<NomadAcl>>, req: Request, next
         None => None,
         Some(secret) => match acl.tokens.get(&secret) {
             None => {
-                return ApiError::new(StatusCode::FORBIDDEN, "ACL token not found")
-                    .into_response();
+                return ApiError::new(StatusCode::FORBIDDEN, "ACL token not found").into_response();
             }
             Some(token) => match &token.policy {
                 None => return next.run(req).await,
@@ -396,7 +403,8 @@ mod tests {
 
     #[test]
     fn policies_expand_and_union_with_capabilities() {
-        let pol = p("namespace \"default\" {\n policy = \"read\"\n capabilities = [\"submit-job\"]\n}");
+        let pol =
+            p("namespace \"default\" {\n policy = \"read\"\n capabilities = [\"submit-job\"]\n}");
         assert!(pol.allows_any("default", &["read-job"]));
         assert!(pol.allows_any("default", &["submit-job"]));
         assert!(!pol.allows_any("default", &["alloc-exec"]));
@@ -441,7 +449,10 @@ mod tests {
                 "namespace \"default\" {\n variables {\n  path \"*\" {\n   capabilities = [\"read\"]\n  }\n }\n}",
                 "block \"variables\" is not modelled",
             ),
-            (r#"namespace "a b" { policy = "read" }"#, "invalid namespace name"),
+            (
+                r#"namespace "a b" { policy = "read" }"#,
+                "invalid namespace name",
+            ),
         ] {
             let err = NomadPolicy::parse("n.hcl", rules).unwrap_err().to_string();
             assert!(err.contains(needle), "{rules}: {err}");
@@ -477,10 +488,13 @@ mod tests {
 
     #[test]
     fn the_shipped_policy_loads() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/acl/nomad-operator.hcl");
-        let pol = NomadPolicy::parse("nomad-operator.hcl", &std::fs::read_to_string(path).unwrap())
-            .unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../config/acl/nomad-operator.hcl");
+        let pol = NomadPolicy::parse(
+            "nomad-operator.hcl",
+            &std::fs::read_to_string(path).unwrap(),
+        )
+        .unwrap();
         for op in ["list-jobs", "read-job", "parse-job", "submit-job"] {
             assert!(pol.allows_any("default", &[op]), "{op}");
         }
