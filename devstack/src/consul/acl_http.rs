@@ -231,7 +231,7 @@ fn gate(store: &Store, method: &Method, path: &str, params: &Params, body: &Valu
         ["v1", "agent", "services"] => Gate::Filter(Filter::AgentServices),
         ["v1", "agent", "checks"] => Gate::Filter(Filter::AgentChecks),
         ["v1", "agent", "check", "register"] => {
-            match str_field(body, "ServiceID").map(|sid| service_name_of(sid)) {
+            match str_field(body, "ServiceID").map(&service_name_of) {
                 Some(Some(name)) => Gate::Need(Resource::Service, Access::Write, name),
                 Some(None) => Gate::Open,
                 None => Gate::Need(Resource::Node, Access::Write, node),
