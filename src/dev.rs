@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::Value;
+use switchyard_devstack::connlimit::{ConnLimit, DEFAULT_MAX_CONNS_PER_CLIENT};
 use switchyard_devstack::consul::{ConsulConfig, DevConsul};
 use switchyard_devstack::nomad::{DevNomad, NomadConfig};
 use switchyard_hashi::QueryOptions;
@@ -49,6 +50,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+#[path = "dev_secure.rs"]
+mod secure;
 
 /// The demo job, built in so `switchyard dev` works outside the workspace.
 const EMBEDDED_JOB: &str = include_str!("../config/hello-service.nomad.hcl");
@@ -140,9 +144,17 @@ Tasks die with this process, even on kill -9; the next start stops any that an e
 and removes their Consul registrations before serving.
 Ctrl-C stops the proxy, then Nomad and every task it started, then Consul.")]
 pub(crate) struct DevArgs {
-    /// Dev Consul HTTP API address (port 0 picks a free port).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8500")]
-    consul_addr: SocketAddr,
+    /// Dev Consul HTTP API address (port 0 picks a free port) [default:
+    /// 127.0.0.1:8500; with --secure, the HTTPS API on 127.0.0.1:8501 and
+    /// no plain HTTP port].
+    #[arg(long, value_name = "ADDR")]
+    consul_addr: Option<SocketAddr>,
+    /// TLS and ACLs as in production: Consul and Nomad over HTTPS with a CA
+    /// generated into <data-dir>/tls/, ACLs enforced (default deny) with the
+    /// policies of config/acl/, a token each for the proxy, the operator and
+    /// Nomad; <data-dir>/dev.env exports the operator's variables.
+    #[arg(long)]
+    secure: bool,
     /// Dev Nomad HTTP API address (port 0 picks a free port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4646")]
     nomad_addr: SocketAddr,
@@ -201,8 +213,16 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
     let dev_json = args.data_dir.join(DEV_JSON);
+    let dev_env = args.data_dir.join(secure::DEV_ENV);
     // A file left by an earlier run would announce dead addresses.
     remove_if_exists(&dev_json);
+    remove_if_exists(&dev_env);
+    let secure = if args.secure {
+        Some(secure::prepare(&args.data_dir)?)
+    } else {
+        None
+    };
+    let scheme = if secure.is_some() { "https" } else { "http" };
 
     // Everything the proxy needs is decided before any socket is bound, so
     // a bad configuration fails fast.
@@ -222,9 +242,18 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
     };
 
     // Bind first: a busy port is reported before anything runs.
-    let consul_listener = bind(args.consul_addr, "Consul").await?;
+    let default_consul = if args.secure {
+        "127.0.0.1:8501"
+    } else {
+        "127.0.0.1:8500"
+    };
+    let consul_bind = match args.consul_addr {
+        Some(a) => a,
+        None => default_consul.parse()?,
+    };
+    let consul_listener = bind(consul_bind, "Consul").await?;
     let consul_addr = connectable(consul_listener.local_addr()?);
-    let consul_url = format!("http://{consul_addr}");
+    let consul_url = format!("{scheme}://{consul_addr}");
     let nomad_listener = match run_nomad {
         true => Some(bind(args.nomad_addr, "Nomad").await?),
         false => None,
@@ -244,6 +273,12 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
         config.listen = traffic.local_addr()?;
         config.admin.listen = Some(admin.local_addr()?);
         config.consul.client.address = consul_url.clone();
+        if let Some(s) = &secure {
+            // The proxy's own least-privilege token, over TLS.
+            config.consul.client.token = Some(s.tokens.consul_proxy.clone());
+            config.consul.client.token_file = None;
+            config.consul.client.tls.ca_cert = Some(secure::ca_path(s));
+        }
         let proxy_addr = connectable(config.listen);
         let admin_addr = connectable(admin.local_addr()?);
         let listeners = Listeners {
@@ -257,6 +292,7 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
     let consul_data = (!args.ephemeral).then(|| args.data_dir.join("consul"));
     let consul = DevConsul::new(ConsulConfig {
         data_dir: consul_data,
+        acl: secure.as_ref().map(|s| Arc::clone(&s.consul_acl)),
         ..ConsulConfig::default()
     })
     .context("starting the dev Consul")?;
@@ -289,6 +325,9 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
             extra_path: extra_path.clone(),
             task_launcher: Some(vec![exe.into_os_string(), LAUNCH_TASK.into()]),
             task_record: Some(args.data_dir.join(TASK_RECORD)),
+            consul_token: secure.as_ref().map(|s| s.tokens.consul_nomad_agent.clone()),
+            consul_ca_cert: secure.as_ref().map(secure::ca_path),
+            acl: secure.as_ref().map(|s| Arc::clone(&s.nomad_acl)),
             ..NomadConfig::default()
         })
         .context("starting the dev Nomad")?;
@@ -325,13 +364,15 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
         let g = gate.clone();
         let (done_tx, done_rx) = watch::channel(false);
         let alloc_root = nomad.alloc_dir();
+        let tls = secure.as_ref().map(|s| s.pki.clone());
         stages.push(spawn_stage(
             "nomad",
             async move {
-                nomad
-                    .serve(listener, wait_for(g))
-                    .await
-                    .map_err(anyhow::Error::from)
+                match tls {
+                    Some(pki) => nomad.serve(pki.listener(listener, None), wait_for(g)).await,
+                    None => nomad.serve(listener, wait_for(g)).await,
+                }
+                .map_err(anyhow::Error::from)
             },
             done_tx,
             stop_rx.clone(),
@@ -347,13 +388,21 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
     {
         let g = gate.clone();
         let (done_tx, _) = watch::channel(false);
+        let tls = secure.as_ref().map(|s| s.pki.clone());
+        // Consul's `limits.http_max_conns_per_client`.
+        let limit = ConnLimit::new(DEFAULT_MAX_CONNS_PER_CLIENT);
         stages.push(spawn_stage(
             "consul",
             async move {
-                consul
-                    .serve(consul_listener, wait_for(g))
-                    .await
-                    .map_err(anyhow::Error::from)
+                match tls {
+                    Some(pki) => {
+                        consul
+                            .serve(pki.listener(consul_listener, Some(limit)), wait_for(g))
+                            .await
+                    }
+                    None => consul.serve(limit.tcp(consul_listener), wait_for(g)).await,
+                }
+                .map_err(anyhow::Error::from)
             },
             done_tx,
             stop_rx.clone(),
@@ -363,11 +412,24 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
     drop(fail_tx);
 
     let deadline = Instant::now() + Duration::from_secs(args.ready_timeout);
+    // The dev command brings the demo up as the cluster's administrator
+    // (the bootstrap tokens), like an operator setting up a cluster.
+    let tls = switchyard_hashi::tls::TlsConfig {
+        ca_cert: secure.as_ref().map(secure::ca_path),
+        ..Default::default()
+    };
     let ctx = UpContext {
         consul: ConsulClient::new(switchyard_hashi::consul::ConsulConfig {
             address: consul_url.clone(),
+            token: secure.as_ref().map(|s| s.tokens.consul_management.clone()),
+            tls: tls.clone(),
             ..Default::default()
         })?,
+        nomad_auth: (
+            scheme,
+            secure.as_ref().map(|s| s.tokens.nomad_management.clone()),
+            tls,
+        ),
         nomad: nomad_info.as_ref(),
         proxy: view.as_ref(),
         job: args.job.as_deref(),
@@ -389,13 +451,38 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
                 nomad: nomad_info.as_ref().map(|n| n.addr),
                 proxy: view.as_ref().map(|v| (v.addr, v.admin)),
             };
-            match write_dev_json(&dev_json, &addrs) {
+            let env_written = match &secure {
+                Some(s) => {
+                    let nomad_url = addrs.nomad.map(|n| format!("{scheme}://{n}"));
+                    let admin_url = addrs.proxy.map(|(_, a)| format!("http://{a}"));
+                    secure::write_dev_env(
+                        &dev_env,
+                        &secure::dev_env(
+                            s,
+                            &consul_url,
+                            nomad_url.as_deref(),
+                            admin_url.as_deref(),
+                        ),
+                    )
+                }
+                None => Ok(()),
+            };
+            match env_written.and_then(|()| write_dev_json(&dev_json, &addrs)) {
                 Ok(()) => {
                     let access_log = (!args.no_access_log && view.is_some())
                         .then(|| args.data_dir.join(ACCESS_LOG));
+                    let env = secure
+                        .as_ref()
+                        .map(|s| (dev_env.as_path(), secure::ca_path(s)));
                     eprintln!(
                         "{}",
-                        tour(&addrs, view.as_ref(), &dev_json, access_log.as_deref())
+                        tour(
+                            &addrs,
+                            view.as_ref(),
+                            &dev_json,
+                            access_log.as_deref(),
+                            env.as_ref().map(|(p, ca)| (*p, ca.as_path())),
+                        )
                     );
                     tokio::select! {
                         () = &mut shutdown => Ok(()),
@@ -415,6 +502,7 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
         }
     }
     remove_if_exists(&dev_json);
+    remove_if_exists(&dev_env);
     if args.ephemeral
         && let Some(n) = &nomad_info
     {
@@ -443,6 +531,12 @@ struct ProxyView {
 
 struct UpContext<'a> {
     consul: ConsulClient,
+    /// Scheme, token and TLS of the Nomad API.
+    nomad_auth: (
+        &'static str,
+        Option<String>,
+        switchyard_hashi::tls::TlsConfig,
+    ),
     nomad: Option<&'a NomadView>,
     proxy: Option<&'a ProxyView>,
     job: Option<&'a Path>,
@@ -467,8 +561,11 @@ async fn bring_up(ctx: &UpContext<'_>) -> anyhow::Result<()> {
     let Some(nomad_view) = ctx.nomad else {
         return Ok(());
     };
+    let (scheme, token, tls) = &ctx.nomad_auth;
     let nomad = NomadClient::new(switchyard_hashi::nomad::NomadConfig {
-        address: format!("http://{}", nomad_view.addr),
+        address: format!("{scheme}://{}", nomad_view.addr),
+        token: token.clone(),
+        tls: tls.clone(),
         ..Default::default()
     })?;
     let job = submit_job(&nomad, ctx.job).await?;
@@ -909,17 +1006,42 @@ fn remove_ephemeral_alloc_root(alloc_root: &Path) {
     }
 }
 
-/// The "you are ready" message with commands that work as printed.
+/// The "you are ready" message with commands that work as printed. With
+/// `secure` (`dev.env` and the CA), the Consul and Nomad commands go over
+/// HTTPS with the operator's tokens from `dev.env`.
 fn tour(
     a: &Announce,
     proxy: Option<&ProxyView>,
     dev_json: &Path,
     access_log: Option<&Path>,
+    secure: Option<(&Path, &Path)>,
 ) -> String {
+    let scheme = if secure.is_some() { "https" } else { "http" };
+    // What a curl to Consul or Nomad needs besides the URL.
+    let (consul_curl, nomad_curl) = match secure {
+        Some((_, ca)) => (
+            format!(
+                "curl -s --cacert {} -H \"X-Consul-Token: $CONSUL_HTTP_TOKEN\"",
+                ca.display()
+            ),
+            format!(
+                "curl -s --cacert {} -H \"X-Nomad-Token: $NOMAD_TOKEN\"",
+                ca.display()
+            ),
+        ),
+        None => ("curl -s".to_owned(), "curl -s".to_owned()),
+    };
     let mut out = String::from("switchyard dev: ready\n\n");
-    out += &format!("  Consul  http://{}\n", a.consul);
+    out += &format!("  Consul  {scheme}://{}\n", a.consul);
     if let Some(n) = a.nomad {
-        out += &format!("  Nomad   http://{n}\n");
+        out += &format!("  Nomad   {scheme}://{n}\n");
+    }
+    if let Some((env, ca)) = secure {
+        out += &format!(
+            "  TLS and ACLs on: CA {}, operator tokens in {}\n",
+            ca.display(),
+            env.display()
+        );
     }
     if let Some((p, admin)) = a.proxy {
         out += &format!(
@@ -932,6 +1054,13 @@ fn tour(
     }
     out += "\nTry:\n";
     let mut tries: Vec<(String, &str)> = Vec::new();
+    if let Some((env, _)) = secure {
+        tries.push((
+            format!(". {}", env.display()),
+            "first: the operator's addresses, CA and tokens",
+        ));
+        tries.push(("switchyard status".to_owned(), "with the operator's tokens"));
+    }
     if let (Some((p, admin)), Some(view)) = (a.proxy, proxy) {
         let prefix = &view.config.preview.path_prefix;
         let header = view.config.preview.header.as_str();
@@ -959,32 +1088,33 @@ fn tour(
         ));
         tries.push((
             format!(
-                "curl -s 'http://{}/v1/health/service/{service}?passing'",
+                "{consul_curl} '{scheme}://{}/v1/health/service/{service}?passing'",
                 a.consul
             ),
             "what the proxy discovers",
         ));
     } else {
         tries.push((
-            format!("curl -s http://{}/v1/catalog/services", a.consul),
+            format!("{consul_curl} {scheme}://{}/v1/catalog/services", a.consul),
             "registered services",
         ));
     }
     if let Some(n) = a.nomad {
-        tries.push((format!("curl -s http://{n}/v1/jobs"), "jobs"));
+        tries.push((format!("{nomad_curl} {scheme}://{n}/v1/jobs"), "jobs"));
     }
     let width = tries.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
     for (cmd, why) in &tries {
         out += &format!("  {cmd:<width$}   # {why}\n");
     }
-    match a.nomad {
-        Some(n) => {
+    match (secure, a.nomad) {
+        (Some(_), _) => {}
+        (None, Some(n)) => {
             out += &format!(
                 "  export CONSUL_HTTP_ADDR=http://{} NOMAD_ADDR=http://{n}\n",
                 a.consul
             );
         }
-        None => out += &format!("  export CONSUL_HTTP_ADDR=http://{}\n", a.consul),
+        (None, None) => out += &format!("  export CONSUL_HTTP_ADDR=http://{}\n", a.consul),
     }
     out += "\nCtrl-C stops everything.";
     out

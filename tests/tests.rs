@@ -15,5 +15,6 @@ mod faults;
 mod prometheus;
 mod proxy;
 mod registration;
+mod secure;
 mod status_page;
 mod switch_under_load;

@@ -8,9 +8,14 @@
 //!   allocations, evaluations, deployments, `jobs/parse`) with a local
 //!   process driver that registers allocations' services in Consul over its
 //!   HTTP API.
+//! - [`tls`]: a CA and server certificate generated per run, and an HTTPS
+//!   listener (`switchyard dev --secure`); [`connlimit`]: Consul's
+//!   per-client connection limit.
 //!
 //! The proxy and the controller never know they are talking to this crate:
 //! they use the same HTTP clients they use against real clusters.
 
+pub mod connlimit;
 pub mod consul;
 pub mod nomad;
+pub mod tls;

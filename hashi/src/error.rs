@@ -60,18 +60,7 @@ pub enum Error {
 }
 
 /// What a 403 said: see [`Error::PermissionDenied`].
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "{api} refused {request} (403 Permission denied): {}{}",
-    match .permission {
-        Some(p) => format!("the token lacks permission {p}"),
-        None => format!("{message:?}: the token lacks a permission this call needs"),
-    },
-    match .token_env {
-        Some(var) => format!("; no token was sent (set {var})"),
-        None => String::new(),
-    }
-)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub struct Denied {
     /// `Consul` or `Nomad`.
@@ -85,6 +74,41 @@ pub struct Denied {
     /// When no token was sent: the variable that sets one.
     pub token_env: Option<&'static str>,
 }
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            api,
+            request,
+            permission,
+            message,
+            token_env,
+        } = self;
+        // An unknown token (Consul `ACL not found`, Nomad `ACL token not found`) is not a
+        // missing permission: say so.
+        if matches!(message.as_str(), "ACL not found" | "ACL token not found") {
+            write!(
+                f,
+                "{api} refused {request} (403 {message}): {api} does not know the token"
+            )?;
+        } else {
+            write!(f, "{api} refused {request} (403 Permission denied): ")?;
+            match permission {
+                Some(p) => write!(f, "the token lacks permission {p}")?,
+                None => write!(
+                    f,
+                    "{message:?}: the token lacks a permission this call needs"
+                )?,
+            }
+        }
+        if let Some(var) = token_env {
+            write!(f, "; no token was sent (set {var})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Denied {}
 
 impl From<reqwest::Error> for Error {
     fn from(e: reqwest::Error) -> Self {

@@ -272,6 +272,17 @@ pub fn http_client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder().tls_backend_preconfigured(system_roots_config())
 }
 
+/// A `reqwest` client builder that verifies `https://` servers as `tls` says (CA file or
+/// directory, client certificate, server name, skip-verify); `product` names the API in errors.
+/// For HTTP clients outside [`crate::consul`] and [`crate::nomad`] that talk to an agent with
+/// the same TLS settings.
+pub fn http_client_builder_with(
+    tls: &TlsConfig,
+    product: &str,
+) -> Result<reqwest::ClientBuilder, Error> {
+    Ok(reqwest::Client::builder().tls_backend_preconfigured(tls.client_config(product)?))
+}
+
 /// rustls with `ring` and the system's roots; with no roots to be found, a configuration that
 /// trusts nothing (plain `http://` still works, every `https://` fails verification).
 fn system_roots_config() -> rustls::ClientConfig {

@@ -233,6 +233,12 @@ fn missing_permission(body: &str) -> Option<String> {
     Some(match on {
         Some(object) if !object.is_empty() => {
             let object = object.lines().next().unwrap_or(object);
+            // The object is quoted; Consul may append a sentence after it (the anonymous token's
+            // "The anonymous token is used implicitly ...").
+            let object = match object.strip_prefix('"').and_then(|rest| rest.find('"')) {
+                Some(end) => object.get(..end + 2).unwrap_or(object),
+                None => object,
+            };
             format!("{permission} on {object}")
         }
         _ => permission.to_owned(),
@@ -526,6 +532,14 @@ mod tests {
             )
             .as_deref(),
             Some("service:read on web")
+        );
+        // The anonymous token's denial goes on after the object.
+        assert_eq!(
+            missing_permission(
+                "Permission denied: anonymous token lacks permission 'key:read' on \"a/b\". The anonymous token is used implicitly when a request does not specify a token."
+            )
+            .as_deref(),
+            Some("key:read on \"a/b\"")
         );
         assert_eq!(missing_permission("Permission denied"), None);
         assert_eq!(missing_permission("rpc error: Permission denied"), None);

@@ -22,11 +22,17 @@
 //! - `runner`: HTTP/TCP/TTL check execution and the critical-service reaper.
 //! - `persist`: atomic JSON snapshots in the data directory.
 //! - `http`, `duration`: query parsing, headers, errors, Go durations.
+//! - [`acl`]: policies in Consul's rule language, tokens, decisions;
+//!   `acl_http`: the enforcement in front of every endpoint (when
+//!   [`ConsulConfig::acl`] is set).
 //!
-//! Deliberate gaps: no ACLs, transactions, prepared queries, events or
-//! connect; script and gRPC checks are stored but not
-//! run; HTTP checks support plain `http://` only.
+//! Deliberate gaps: no ACL API (`/v1/acl/...`: tokens and policies are
+//! given at start), transactions, prepared queries, events or connect;
+//! script and gRPC checks are stored but not run; HTTP checks support plain
+//! `http://` only.
 
+pub mod acl;
+mod acl_http;
 mod agent;
 mod agent_self;
 mod catalog;
@@ -76,6 +82,9 @@ pub struct ConsulConfig {
     /// below 1 s to 1 s, and so does the dev agent by default; this is a
     /// dev-only knob for tests that need sub-second probes and say so.
     pub min_check_interval: Duration,
+    /// ACLs, enforced on every endpoint with default policy `deny`; `None`
+    /// serves everything to everyone (Consul with ACLs disabled).
+    pub acl: Option<Arc<acl::ConsulAcl>>,
 }
 
 impl Default for ConsulConfig {
@@ -88,6 +97,7 @@ impl Default for ConsulConfig {
             reap_interval: Duration::from_secs(30),
             session_ttl_min: Duration::from_secs(10),
             min_check_interval: Duration::from_secs(1),
+            acl: None,
         }
     }
 }
@@ -121,6 +131,7 @@ pub struct DevConsul {
     store: Arc<Store>,
     reap_interval: Duration,
     sessions: session::SessionConfig,
+    acl: Option<Arc<acl::ConsulAcl>>,
 }
 
 impl DevConsul {
@@ -148,6 +159,7 @@ impl DevConsul {
             sessions: session::SessionConfig {
                 ttl_min: cfg.session_ttl_min,
             },
+            acl: cfg.acl,
         })
     }
 
@@ -155,6 +167,17 @@ impl DevConsul {
     /// run while [`DevConsul::serve`] runs (or the background tasks are
     /// started with [`DevConsul::spawn_background`]).
     pub fn router(&self) -> Router {
+        let router = self.api_router();
+        match &self.acl {
+            Some(acl) => router.layer(axum::middleware::from_fn_with_state(
+                (Arc::clone(&self.store), Arc::clone(acl)),
+                acl_http::enforce,
+            )),
+            None => router,
+        }
+    }
+
+    fn api_router(&self) -> Router {
         Router::new()
             .route(
                 "/v1/kv",
@@ -244,14 +267,19 @@ impl DevConsul {
         self.store.flush();
     }
 
-    /// Serves the API on `listener`, with the check runner and the reaper,
-    /// until `shutdown` resolves; then answers pending blocking queries,
-    /// drains connections and flushes state to disk.
-    pub async fn serve(
+    /// Serves the API on `listener` (a `TcpListener`, or a
+    /// [`crate::tls::TlsListener`] for HTTPS), with the check runner and the
+    /// reaper, until `shutdown` resolves; then answers pending blocking
+    /// queries, drains connections and flushes state to disk.
+    pub async fn serve<L>(
         self,
-        listener: tokio::net::TcpListener,
+        listener: L,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<()>
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
         self.spawn_background();
         let this = self.clone();
         let mut stopped = self.store.shutdown.subscribe();
@@ -260,7 +288,7 @@ impl DevConsul {
             this.shutdown();
         });
         if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "consul: dev API listening");
+            tracing::info!(?addr, acl = self.acl.is_some(), "consul: dev API listening");
         }
         let result = axum::serve(listener, self.router())
             .with_graceful_shutdown(async move {

@@ -22,6 +22,9 @@ pub enum ConsulError {
     /// Transport failure (connection refused, timeout…).
     #[error("consul request failed: {0}")]
     Transport(#[from] reqwest::Error),
+    /// The client could not be set up (CA file, token).
+    #[error("consul client: {0}")]
+    Config(String),
     /// Consul answered with an error status.
     #[error("consul answered {status}: {body}")]
     Status {
@@ -56,17 +59,43 @@ pub(crate) struct Registration {
 }
 
 impl ConsulAgent {
-    pub(crate) fn new(addr: &str) -> Self {
+    /// A client of the agent at `addr`, sending `token` (the Nomad agent's
+    /// Consul token) in `X-Consul-Token`, trusting `ca_cert` for
+    /// `https://` when given (else the system's roots).
+    pub(crate) fn new(
+        addr: &str,
+        token: Option<&str>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Self, ConsulError> {
         let base = if addr.starts_with("http://") || addr.starts_with("https://") {
             addr.trim_end_matches('/').to_string()
         } else {
             format!("http://{}", addr.trim_end_matches('/'))
         };
-        let http = switchyard_hashi::tls::http_client_builder()
+        let builder = match ca_cert {
+            Some(ca) => switchyard_hashi::tls::http_client_builder_with(
+                &switchyard_hashi::tls::TlsConfig {
+                    ca_cert: Some(ca.to_path_buf()),
+                    ..Default::default()
+                },
+                "Consul",
+            )
+            .map_err(|e| ConsulError::Config(e.to_string()))?,
+            None => switchyard_hashi::tls::http_client_builder(),
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token.filter(|t| !t.is_empty()) {
+            let mut value = reqwest::header::HeaderValue::from_str(token).map_err(|_| {
+                ConsulError::Config("the Consul token is not a valid header value".to_owned())
+            })?;
+            value.set_sensitive(true);
+            headers.insert("X-Consul-Token", value);
+        }
+        let http = builder
+            .default_headers(headers)
             .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
-        Self { http, base }
+            .build()?;
+        Ok(Self { http, base })
     }
 
     async fn check_status(resp: reqwest::Response) -> Result<(), ConsulError> {

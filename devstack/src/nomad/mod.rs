@@ -23,6 +23,7 @@
 //! contract; anything not implemented answers as Nomad would for an unknown
 //! route rather than inventing behaviour.
 
+pub mod acl;
 mod consul;
 mod http;
 mod leftovers;
@@ -81,6 +82,15 @@ pub struct NomadConfig {
     /// an earlier run left behind; `None` defaults to `<data_dir>/tasks.json`
     /// (no record without a data directory).
     pub task_record: Option<PathBuf>,
+    /// The Nomad agent's Consul token (`consul { token = ... }`), sent with
+    /// every registration.
+    pub consul_token: Option<String>,
+    /// CA certificate for an `https://` Consul address (`consul { ca_file
+    /// = ... }`); `None` trusts the system's roots.
+    pub consul_ca_cert: Option<PathBuf>,
+    /// ACLs, enforced on every endpoint; `None` serves everything to
+    /// everyone (Nomad with ACLs disabled).
+    pub acl: Option<Arc<acl::NomadAcl>>,
 }
 
 impl Default for NomadConfig {
@@ -96,6 +106,9 @@ impl Default for NomadConfig {
             extra_path: Vec::new(),
             task_launcher: None,
             task_record: None,
+            consul_token: None,
+            consul_ca_cert: None,
+            acl: None,
         }
     }
 }
@@ -114,6 +127,9 @@ pub enum NomadError {
         /// Decoder error.
         reason: String,
     },
+    /// The Consul client could not be set up (CA file, token).
+    #[error("dev nomad: {0}")]
+    Consul(#[from] ConsulError),
 }
 
 /// An API error: Nomad answers errors as text/plain with a status code.
@@ -274,7 +290,11 @@ impl DevNomad {
         store.index = store.index.max(1);
         let (index_tx, _) = watch::channel(store.index);
         let (shutdown_tx, _) = watch::channel(false);
-        let consul = consul::ConsulAgent::new(&cfg.consul_addr);
+        let consul = consul::ConsulAgent::new(
+            &cfg.consul_addr,
+            cfg.consul_token.as_deref(),
+            cfg.consul_ca_cert.as_deref(),
+        )?;
         let task_record = cfg
             .task_record
             .clone()
@@ -304,7 +324,14 @@ impl DevNomad {
 
     /// The HTTP API as an axum router (for embedding or tests).
     pub fn router(&self) -> axum::Router {
-        http::router(self.inner.clone())
+        let router = http::router(self.inner.clone());
+        match &self.inner.cfg.acl {
+            Some(acl) => router.layer(axum::middleware::from_fn_with_state(
+                Arc::clone(acl),
+                acl::enforce,
+            )),
+            None => router,
+        }
     }
 
     /// Serves the API on `listener` until `shutdown` resolves. First stops
@@ -313,11 +340,15 @@ impl DevNomad {
     /// running jobs; on shutdown stops every allocation
     /// (deregister, shutdown delay, SIGTERM, SIGKILL after `kill_timeout`) and
     /// returns only once no child process is left.
-    pub async fn serve(
+    pub async fn serve<L>(
         self,
-        listener: tokio::net::TcpListener,
+        listener: L,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<()>
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
         leftovers::reap(&self.inner).await;
         sched::restore(&self.inner);
         let inner = self.inner.clone();
