@@ -30,6 +30,7 @@
 //! - [`controller`]: [`Controller`], the clients and settings every command uses.
 //! - [`refusal`]: [`Refusal`], [`refusal::validate_version`] and the route key check.
 //! - [`settings`]: addresses, tokens, deadlines, names; read from the environment.
+//! - [`version_check`]: how instances prove their version (set per service in the job's meta).
 //! - [`history`]: the switch and deploy history in Consul KV (`switchyard/state/<service>`).
 //! - [`state`]: the state directory: job backups.
 //! - [`error`]: [`ControllerError`] and its exit codes.
@@ -48,6 +49,7 @@ pub mod settings;
 pub mod state;
 pub mod status;
 pub mod switch;
+pub mod version_check;
 #[cfg(test)]
 pub(crate) mod testing;
 

@@ -22,14 +22,17 @@ use switchyard_controller::{Controller, ControllerError};
 const LOAD_PAUSE: Duration = Duration::from_millis(5);
 
 impl Stack {
-    /// Waits until Consul shows `n` passing instances per colour and the proxy serves `active`.
+    /// Waits until Consul shows `n` passing instances per colour (and every registered proxy
+    /// passing) and the proxy serves `active`.
     async fn wait_ready(&self, active: &str, active_version: &str) {
         let c = self.controller();
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             let obs = c.observe().await;
+            // Every registered proxy passes too: a switch refuses otherwise.
             let ok = obs.passing_count(0) >= 1
                 && obs.passing_count(1) >= 1
+                && obs.proxies.iter().all(|p| p.not_passing().is_none())
                 && matches!(&obs.proxies[0].status, Ok(Some(p)) if p.active_colour == active);
             let served = version_served(&self.proxy_url).await;
             if ok && served.as_deref() == Some(active_version) {
