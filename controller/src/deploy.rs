@@ -530,7 +530,11 @@ impl Controller {
     /// Asks every instance of the plan's colour for its version as the job's version check
     /// says; all must answer `version`. With the check `none`, Nomad's record is the proof
     /// instead ([`nomad_proof`]).
-    async fn verify_versions(&self, plan: &DeployPlan, version: &str) -> Result<Vec<String>, String> {
+    async fn verify_versions(
+        &self,
+        plan: &DeployPlan,
+        version: &str,
+    ) -> Result<Vec<String>, String> {
         let colour = plan.colour.as_str();
         let index = switchyard_model::colour_index(&self.settings.colours, colour)
             .ok_or_else(|| format!("{colour} is not one of {:?}", self.settings.colours))?;
@@ -541,11 +545,10 @@ impl Controller {
         let check = &plan.version_check;
         if *check == VersionCheck::None {
             let opts = QueryOptions::default();
-            let (job, _) = self
-                .nomad
-                .job(&plan.job_id, &opts)
-                .await
-                .map_err(|e| format!("cannot read job {} for Nomad's proof: {e}", plan.job_id))?;
+            let (job, _) =
+                self.nomad.job(&plan.job_id, &opts).await.map_err(|e| {
+                    format!("cannot read job {} for Nomad's proof: {e}", plan.job_id)
+                })?;
             let job = job.ok_or_else(|| format!("job {} no longer exists", plan.job_id))?;
             let (allocs, _) = self
                 .nomad

@@ -518,7 +518,12 @@ mod tests {
 
     /// `(version, settings)` of a `switchyard deploy` hint, as the command line would parse it.
     fn parse_deploy(next: &str) -> (String, crate::deploy_settings::StandbySettings) {
-        let words: Vec<&str> = next.split(" #").next().unwrap().split_whitespace().collect();
+        let words: Vec<&str> = next
+            .split(" #")
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
         assert_eq!(&words[..2], ["switchyard", "deploy"], "{next}");
         let mut settings = crate::deploy_settings::StandbySettings::default();
         let mut it = words[3..].iter();
@@ -551,12 +556,19 @@ mod tests {
         r.extend(diagnose(&obs, &[], &settings).findings);
         r.extend(diagnose(&observed(), &[], &settings).findings);
         let codes: Vec<&str> = r.iter().map(|f| f.code).collect();
-        for want in ["proxy-not-passing", "nomad-unreachable", "consul-unreachable", "job-missing"] {
+        for want in [
+            "proxy-not-passing",
+            "nomad-unreachable",
+            "consul-unreachable",
+            "job-missing",
+        ] {
             assert!(codes.contains(&want), "{want} missing from {codes:?}");
         }
         let not_passing = r.iter().find(|f| f.code == "proxy-not-passing").unwrap();
         assert!(
-            not_passing.message.contains("switchyard-proxy-10.0.0.2-8081"),
+            not_passing
+                .message
+                .contains("switchyard-proxy-10.0.0.2-8081"),
             "{}",
             not_passing.message
         );
@@ -575,8 +587,17 @@ mod tests {
         }
         let settings = Settings::from_lookup("web", |_| None);
         let r = diagnose(&obs, &[], &settings);
-        let f = r.findings.iter().find(|f| f.code == "version-mismatch").unwrap();
-        assert!(f.next.starts_with("switchyard deploy v2 --service web --meta redeploy=4"), "{}", f.next);
+        let f = r
+            .findings
+            .iter()
+            .find(|f| f.code == "version-mismatch")
+            .unwrap();
+        assert!(
+            f.next
+                .starts_with("switchyard deploy v2 --service web --meta redeploy=4"),
+            "{}",
+            f.next
+        );
         let (version, with) = parse_deploy(&f.next);
         assert!(crate::deploy::plan_deploy(&obs, &version).is_err());
         let plan = crate::deploy::plan_deploy_with(&obs, &version, &with).unwrap();
@@ -599,10 +620,17 @@ mod tests {
         };
         let r = diagnose(&obs, std::slice::from_ref(&backup), &settings);
         let f = r.findings.iter().find(|f| f.code == "backups").unwrap();
-        assert!(f.next.starts_with("switchyard deploy v0 --service web  #"), "{}", f.next);
+        assert!(
+            f.next.starts_with("switchyard deploy v0 --service web  #"),
+            "{}",
+            f.next
+        );
         let (version, with) = parse_deploy(&f.next);
         let plan = crate::deploy::plan_deploy_with(&obs, &version, &with).unwrap();
-        assert_eq!((plan.group.as_str(), plan.to_version.as_str()), ("green", "v0"));
+        assert_eq!(
+            (plan.group.as_str(), plan.to_version.as_str()),
+            ("green", "v0")
+        );
         // Once green is active (or back on v0) there is nothing to put back on the standby.
         crate::testing::with_route(&mut obs, "green", 1);
         let r = diagnose(&obs, &[backup], &settings);

@@ -49,9 +49,9 @@ pub mod settings;
 pub mod state;
 pub mod status;
 pub mod switch;
-pub mod version_check;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod version_check;
 
 pub use controller::{Controller, ProgressSink};
 pub use deploy::DeployOutcome;

@@ -350,7 +350,12 @@ pub fn render_status(r: &StatusReport) -> String {
         } else if p.reachable {
             let _ = writeln!(out, "proxy {}{consul}: does not route {}", p.url, r.service);
         } else {
-            let _ = writeln!(out, "proxy {}{consul}: unreachable: {}", p.url, opt(&p.error));
+            let _ = writeln!(
+                out,
+                "proxy {}{consul}: unreachable: {}",
+                p.url,
+                opt(&p.error)
+            );
         }
     }
     for e in &r.errors {

@@ -77,9 +77,9 @@ pub struct SwitchPlan {
     pub warnings: Vec<String>,
 }
 
-/// Plans `switch`: pre-flight (every proxy registered in Consul passing; standby passing count
-/// > 0 and at least the active's; every standby instance proves its `version=` tag by the
-/// job's version check), then the route key write.
+/// Plans `switch`: pre-flight (the standby has passing instances, at least as many as the
+/// active; every standby instance proves its `version=` tag by the job's version check; every
+/// proxy registered in Consul passes), then the route key write.
 /// `force` turns pre-flight refusals into warnings. `to` names the colour to make active
 /// (default: the standby); when it is already active the plan is [`Planned::Unchanged`].
 pub fn plan_switch(obs: &Observed, force: bool, to: Option<&str>) -> Result<Planned, Refusal> {
@@ -780,13 +780,20 @@ mod tests {
         assert!(matches!(r, Refusal::ProxyNotPassing { .. }), "{r}");
         let text = r.to_string();
         assert!(text.contains("switchyard-proxy-10.0.0.9-8081"), "{text}");
-        assert!(text.contains("edge-2") && text.contains("critical"), "{text}");
+        assert!(
+            text.contains("edge-2") && text.contains("critical"),
+            "{text}"
+        );
         let p = switching(plan_switch(&obs, true, None));
         assert_eq!(p.warnings, vec![text]);
         if let Some(r) = &mut obs.proxies[1].registration {
             r.health = switchyard_hashi::consul::CheckStatus::Passing;
         }
-        assert!(switching(plan_switch(&obs, false, None)).warnings.is_empty());
+        assert!(
+            switching(plan_switch(&obs, false, None))
+                .warnings
+                .is_empty()
+        );
     }
 
     /// The job's meta picks the version check: `none` takes Nomad's record (group meta and the
@@ -819,7 +826,10 @@ mod tests {
             allocations: vec![alloc("green", 4), alloc("green", 3)],
         });
         let r = plan_switch(&obs, false, None).unwrap_err();
-        assert!(matches!(&r, Refusal::Unproven(why) if why.contains("job version 3")), "{r}");
+        assert!(
+            matches!(&r, Refusal::Unproven(why) if why.contains("job version 3")),
+            "{r}"
+        );
         // An instance whose tag is not the registered version.
         obs.nomad = Ok(NomadView {
             job: Some(job.clone()),

@@ -188,7 +188,10 @@ mod tests {
 
     #[test]
     fn checks_parse_from_meta() {
-        assert_eq!(VersionCheck::parse(None, None).unwrap(), VersionCheck::default());
+        assert_eq!(
+            VersionCheck::parse(None, None).unwrap(),
+            VersionCheck::default()
+        );
         assert_eq!(
             VersionCheck::parse(Some("header:X-App-Version"), Some("/")).unwrap(),
             VersionCheck::Header {
@@ -202,7 +205,10 @@ mod tests {
                 path: "/build".into()
             }
         );
-        assert_eq!(VersionCheck::parse(Some("NONE"), None).unwrap(), VersionCheck::None);
+        assert_eq!(
+            VersionCheck::parse(Some("NONE"), None).unwrap(),
+            VersionCheck::None
+        );
         for (check, path) in [
             (Some("header:"), None),
             (Some("header:bad name"), None),
@@ -215,9 +221,15 @@ mod tests {
         }
         let job = Job(json!({"ID": "web", "Meta": {"switchyard_version_check": "nope"}}));
         let e = VersionCheck::from_job(&job).unwrap_err();
-        assert!(e.starts_with("job web meta: switchyard_version_check"), "{e}");
+        assert!(
+            e.starts_with("job web meta: switchyard_version_check"),
+            "{e}"
+        );
         let job = Job(json!({"ID": "web", "Meta": null}));
-        assert_eq!(VersionCheck::from_job(&job).unwrap(), VersionCheck::default());
+        assert_eq!(
+            VersionCheck::from_job(&job).unwrap(),
+            VersionCheck::default()
+        );
     }
 
     #[test]
@@ -230,12 +242,51 @@ mod tests {
             .read(&reqwest::header::HeaderMap::new(), "v3")
             .unwrap_err();
         assert!(e.contains("no X-App-Version header"), "{e}");
-        assert_eq!(VersionCheck::default().read(&headers, " v4\n").unwrap(), "v4");
+        assert_eq!(
+            VersionCheck::default().read(&headers, " v4\n").unwrap(),
+            "v4"
+        );
         assert!(
             VersionCheck::default()
                 .read(&headers, &"x".repeat(200))
                 .is_err()
         );
+    }
+
+    /// docs/config.md documents each meta key with its default, and documents no other
+    /// `switchyard_version_*` key.
+    #[test]
+    fn docs_state_the_keys_and_defaults_the_code_uses() {
+        let docs = include_str!("../../docs/config.md");
+        let documented: Vec<(String, String)> = docs
+            .lines()
+            .filter_map(|l| l.strip_prefix("- `switchyard_version_"))
+            .map(|rest| {
+                let (key, rest) = rest.split_once('`').unwrap();
+                let default = rest
+                    .split_once("(default `")
+                    .and_then(|(_, d)| d.split_once('`'))
+                    .map(|(d, _)| d.trim_matches('"').to_owned())
+                    .unwrap_or_default();
+                (format!("switchyard_version_{key}"), default)
+            })
+            .collect();
+        let code = vec![
+            (
+                VERSION_CHECK_META_KEY.to_owned(),
+                DEFAULT_VERSION_CHECK.to_owned(),
+            ),
+            (
+                VERSION_PATH_META_KEY.to_owned(),
+                DEFAULT_VERSION_PATH.to_owned(),
+            ),
+        ];
+        assert_eq!(documented, code, "docs/config.md, version verification");
+        // Every form the docs name parses.
+        for form in ["body", "header:X-App-Version", "none"] {
+            assert!(docs.contains(&format!("`\"{}", form.split(':').next().unwrap())));
+            assert!(VersionCheck::parse(Some(form), None).is_ok(), "{form}");
+        }
     }
 
     fn alloc(group: &str, client: &str, version: u64) -> AllocationListStub {

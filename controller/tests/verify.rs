@@ -88,12 +88,17 @@ async fn version_check_none_trusts_nomads_record() {
     let c = stack.controller();
     let obs = c.observe().await;
     assert!(
-        obs.instances_of(1).iter().all(|i| i.reported_version.is_none()),
+        obs.instances_of(1)
+            .iter()
+            .all(|i| i.reported_version.is_none()),
         "with none nobody is asked: {:?}",
         obs.instances
     );
     let outcome = c.deploy("v3").await.unwrap();
-    assert_eq!((outcome.colour.as_str(), outcome.version.as_str()), ("green", "v3"));
+    assert_eq!(
+        (outcome.colour.as_str(), outcome.version.as_str()),
+        ("green", "v3")
+    );
     let job = stack.job().await;
     assert_eq!(job.group_meta("green", "version"), Some("v3"));
     let sw = c.switch(false, None).await.unwrap();
@@ -141,9 +146,9 @@ async fn a_failing_registered_proxy_refuses_the_switch_until_forced() {
 
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let sink = lines.clone();
-    let c = stack
-        .controller()
-        .with_progress(Arc::new(move |l: &str| sink.lock().unwrap().push(l.to_owned())));
+    let c = stack.controller().with_progress(Arc::new(move |l: &str| {
+        sink.lock().unwrap().push(l.to_owned())
+    }));
     let obs = c.observe().await;
     assert_eq!(obs.proxies.len(), 2, "{:?}", obs.proxies);
 
@@ -165,9 +170,9 @@ async fn a_failing_registered_proxy_refuses_the_switch_until_forced() {
     assert_eq!(sw.proxies_skipped, vec![format!("http://{dead}")]);
     let printed = lines.lock().unwrap().clone();
     assert!(
-        printed
-            .iter()
-            .any(|l| l.starts_with("warning (forced): refusing to switch: proxy") && l.contains(&id)),
+        printed.iter().any(
+            |l| l.starts_with("warning (forced): refusing to switch: proxy") && l.contains(&id)
+        ),
         "{printed:?}"
     );
     stack.wait_serving("green", "v2").await;
