@@ -158,7 +158,13 @@ async fn deploy_under_load_then_switch_status_diagnose_and_rollback() {
             .unwrap()
             .starts_with("1 job backup(s)")
     );
-    assert!(backups["next"].as_str().unwrap().contains("/v1/jobs"));
+    // Green (the deployed colour) is active: nothing to put back on the standby, so the hint
+    // lists the backups rather than re-submitting a whole old job.
+    let next = backups["next"].as_str().unwrap();
+    assert!(
+        next.starts_with("ls -l ") && next.contains("backups"),
+        "{next}"
+    );
 
     // Rollback: blue (still v1) is active again.
     let rb = c.rollback().await.unwrap();
@@ -167,6 +173,17 @@ async fn deploy_under_load_then_switch_status_diagnose_and_rollback() {
         ("green", "blue")
     );
     assert_eq!(rb.plan.generation, 2);
+    // Green is the standby again and runs v3: the backup hint puts back what the deploy
+    // replaced, on the standby only.
+    let diag = c.diagnose().await;
+    let backups = diag.findings.iter().find(|f| f.code == "backups").unwrap();
+    assert!(
+        backups
+            .next
+            .starts_with("switchyard deploy v2 --service hello-service  #"),
+        "{}",
+        backups.next
+    );
     assert_eq!(
         version_served(&stack.proxy_url).await.as_deref(),
         Some("v1")
