@@ -118,7 +118,8 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
-    /// Show colours, roles, versions, instances and proxies of a service.
+    /// Show colours, roles, versions, instances and proxies of a service; without `--service`,
+    /// of every service the proxies route.
     Status {
         #[command(flatten)]
         common: CommonArgs,
@@ -133,9 +134,10 @@ enum Command {
 /// Options shared by the controller commands.
 #[derive(Args, Debug)]
 struct CommonArgs {
-    /// The Consul service (and proxy service) name.
-    #[arg(long, default_value = switchyard_controller::settings::DEFAULT_SERVICE)]
-    service: String,
+    /// The Consul service (and proxy service) name [default: hello-service; `status`: every
+    /// service the proxies route].
+    #[arg(long)]
+    service: Option<String>,
     /// The Nomad job; defaults to the service name.
     #[arg(long)]
     job: Option<String>,
@@ -156,7 +158,19 @@ struct CommonArgs {
 
 impl CommonArgs {
     fn controller(&self, tune: impl FnOnce(&mut Settings)) -> Result<Controller, Failure> {
-        let mut settings = Settings::from_env(&self.service);
+        let service = self
+            .service
+            .as_deref()
+            .unwrap_or(switchyard_controller::settings::DEFAULT_SERVICE);
+        self.controller_for(service, tune)
+    }
+
+    fn controller_for(
+        &self,
+        service: &str,
+        tune: impl FnOnce(&mut Settings),
+    ) -> Result<Controller, Failure> {
+        let mut settings = Settings::from_env(service);
         if let Some(job) = &self.job {
             settings.job.clone_from(job);
         }
@@ -355,6 +369,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(controller_failure)?;
             print_switch(&outcome, common.json)
         }
+        Command::Status { common } if common.service.is_none() => status_all(&common),
         Command::Status { common } => {
             let controller = common.controller(|_| {})?;
             let report = controller_runtime()?.block_on(controller.status());
@@ -432,6 +447,47 @@ fn run(cli: Cli) -> Result<(), Failure> {
             })?;
             Ok(())
         }
+    }
+}
+
+/// `status` without `--service`: the report of every service the proxies route (a JSON array
+/// with `--json`).
+fn status_all(common: &CommonArgs) -> Result<(), Failure> {
+    let runtime = controller_runtime()?;
+    let finder = common.controller(|_| {})?;
+    let services = runtime
+        .block_on(finder.routed_services())
+        .map_err(|e| anyhow::anyhow!("cannot list the routed services: {e}"))?;
+    if services.is_empty() {
+        return Err(anyhow::anyhow!(
+            "the proxies route no service yet; pass --service to show one anyway"
+        )
+        .into());
+    }
+    let mut reports = Vec::new();
+    for service in &services {
+        let controller = common.controller_for(service, |_| {})?;
+        reports.push(runtime.block_on(controller.status()));
+    }
+    if common.json {
+        print_json(switchyard_controller::to_json(&reports))?;
+    } else {
+        let texts: Vec<String> = reports
+            .iter()
+            .map(switchyard_controller::status::render_status)
+            .collect();
+        print!("{}", texts.join("\n"));
+    }
+    let errors: Vec<String> = reports
+        .iter()
+        .flat_map(|r| r.errors.iter().map(move |e| format!("{}: {e}", r.service)))
+        .collect();
+    match errors.first() {
+        Some(e) => Err(Failure {
+            reported: common.json,
+            ..anyhow::anyhow!("cannot read everything: {e}").into()
+        }),
+        None => Ok(()),
     }
 }
 

@@ -19,6 +19,7 @@ use crate::deploy_settings::{StandbySettings, apply, resolved_images};
 use crate::history::HistoryEntry;
 use crate::observe::Observed;
 use crate::refusal::{Refusal, check_route, validate_version};
+use crate::version_check::{VersionCheck, nomad_proof};
 use crate::{Controller, ControllerError};
 
 /// The result of a successful deploy.
@@ -82,6 +83,8 @@ pub struct DeployPlan {
     /// Whether the standby colour may still carry requests from before the last switch, so the
     /// deploy must wait for the proxies to drain it first.
     pub wait_for_drain: bool,
+    /// How the new instances prove their version (from the job's meta).
+    pub version_check: VersionCheck,
 }
 
 /// Plans `deploy <version>` without other settings.
@@ -136,6 +139,7 @@ pub fn plan_deploy_with(
             colour: colour.clone(),
         })?;
     apply(&mut modified, &group, settings)?;
+    let version_check = VersionCheck::from_job(&modified).map_err(Refusal::BadSetting)?;
     if from_version.as_deref() == Some(version) && (settings.is_empty() || modified == *job) {
         return Err(Refusal::AlreadyDeployed {
             colour,
@@ -170,6 +174,7 @@ pub fn plan_deploy_with(
         prior_job_version: job.version(),
         expected_count,
         wait_for_drain: was_active || standby_busy,
+        version_check,
         job: modified,
     })
 }
@@ -337,13 +342,14 @@ impl Controller {
         tracing::info!(eval = %registered.eval_id, job_version = new_version, "job registered");
         let deadline = started + self.settings.deadline;
         let failure = match self.wait_standby(&plan, version, deadline).await {
-            Ok(()) => match self.verify_versions(&plan.colour, version).await {
+            Ok(()) => match self.verify_versions(&plan, version).await {
                 Ok(instances) => {
                     let elapsed = started.elapsed();
                     self.say(&format!(
-                        "{} now runs {version} on {} instance(s), verified on /version; took {:.1}s",
+                        "{} now runs {version} on {} instance(s), verified by {}; took {:.1}s",
                         plan.colour,
                         instances.len(),
+                        plan.version_check.describe(),
                         elapsed.as_secs_f64()
                     ));
                     return Ok(DeployOutcome {
@@ -521,23 +527,48 @@ impl Controller {
         (d.job_version == version && d.status == "failed").then_some(d.status_description)
     }
 
-    /// Asks every instance of `colour` for its version; all must answer `version`.
-    async fn verify_versions(&self, colour: &str, version: &str) -> Result<Vec<String>, String> {
+    /// Asks every instance of the plan's colour for its version as the job's version check
+    /// says; all must answer `version`. With the check `none`, Nomad's record is the proof
+    /// instead ([`nomad_proof`]).
+    async fn verify_versions(
+        &self,
+        plan: &DeployPlan,
+        version: &str,
+    ) -> Result<Vec<String>, String> {
+        let colour = plan.colour.as_str();
         let index = switchyard_model::colour_index(&self.settings.colours, colour)
             .ok_or_else(|| format!("{colour} is not one of {:?}", self.settings.colours))?;
         let mut mine = self.live_instances_of(index).await?;
-        self.ask_versions(&mut mine).await;
+        if mine.is_empty() {
+            return Err(format!("no instance of {colour} is registered"));
+        }
+        let check = &plan.version_check;
+        if *check == VersionCheck::None {
+            let opts = QueryOptions::default();
+            let (job, _) =
+                self.nomad.job(&plan.job_id, &opts).await.map_err(|e| {
+                    format!("cannot read job {} for Nomad's proof: {e}", plan.job_id)
+                })?;
+            let job = job.ok_or_else(|| format!("job {} no longer exists", plan.job_id))?;
+            let (allocs, _) = self
+                .nomad
+                .job_allocations(&plan.job_id, false, &opts)
+                .await
+                .map_err(|e| format!("cannot read the allocations of {}: {e}", plan.job_id))?;
+            nomad_proof(&job, &allocs, &plan.group, version)
+                .map_err(|e| format!("Nomad does not prove {version}: {e}"))?;
+            return Ok(mine.into_iter().map(|i| i.address).collect());
+        }
+        self.ask_versions(&mut mine, check).await;
+        let asked = check.describe();
         let mut wrong = Vec::new();
         for i in &mine {
             match &i.reported_version {
                 Some(Ok(v)) if v == version => {}
                 Some(Ok(v)) => wrong.push(format!("{} answered version {v:?}", i.address)),
-                Some(Err(e)) => wrong.push(format!("{} did not answer /version ({e})", i.address)),
+                Some(Err(e)) => wrong.push(format!("{} did not answer {asked} ({e})", i.address)),
                 None => wrong.push(format!("{} was not asked", i.address)),
             }
-        }
-        if mine.is_empty() {
-            return Err(format!("no instance of {colour} is registered"));
         }
         if wrong.is_empty() {
             Ok(mine.into_iter().map(|i| i.address).collect())
@@ -702,6 +733,7 @@ mod tests {
                 standby_in_flight: 3,
                 ..ProxyService::default()
             })),
+            registration: None,
         }];
         assert!(plan_deploy(&obs, "v3").unwrap().wait_for_drain);
     }

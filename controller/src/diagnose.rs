@@ -1,6 +1,9 @@
 //! `diagnose`: findings with a severity and a concrete next command ([`diagnose`], a pure
 //! function of [`Observed`] state and the backups on disk), their rendering and
 //! [`Controller::diagnose`].
+//!
+//! Every next command runs as printed in a POSIX shell: no placeholders, explanations only
+//! after a `#`, and a `switchyard` command is one its planner accepts in the observed state.
 
 use std::fmt::Write as _;
 
@@ -9,6 +12,7 @@ use switchyard_model::DecidedBy;
 
 use crate::observe::{Observed, RouteKey};
 use crate::state::Backup;
+use crate::version_check::VersionCheck;
 use crate::{Controller, Settings};
 
 /// How bad a finding is.
@@ -32,7 +36,7 @@ pub struct Finding {
     pub code: &'static str,
     /// What is wrong.
     pub message: String,
-    /// The concrete next command.
+    /// The concrete next command; it runs as printed (any explanation follows a `#`).
     pub next: String,
 }
 
@@ -54,6 +58,52 @@ impl DiagnoseReport {
     }
 }
 
+/// `switchyard <command> --service S`, with `--job J` when the job is named otherwise: the
+/// start of every `switchyard` hint.
+fn switchyard(command: &str, obs: &Observed) -> String {
+    let mut out = format!("switchyard {command} --service {}", obs.service);
+    if obs.job_id != obs.service {
+        out.push_str(&format!(" --job {}", obs.job_id));
+    }
+    out
+}
+
+/// The hint for a standby instance that answers another version than its tag: deploy the
+/// same version again with a new meta value, which replaces the group's allocations
+/// (`deploy` refuses the same version without a change). The value is the job's current
+/// version, which no earlier `redeploy` can have written.
+fn redeploy_hint(obs: &Observed, tag: &str) -> String {
+    let job_version = obs.job().map_or(0, switchyard_hashi::nomad::Job::version);
+    format!(
+        "{} --meta redeploy={job_version}  # replaces the standby's allocations; if they still answer wrongly, check the build and the job meta {}",
+        switchyard(&format!("deploy {tag}"), obs),
+        crate::version_check::VERSION_CHECK_META_KEY
+    )
+}
+
+/// The hint that puts back what the last deploy replaced: a deploy of the version it replaced,
+/// when its colour is still the standby and runs something else now. Re-submitting a backup
+/// would change the active group too, so it is never suggested.
+fn restore_hint(obs: &Observed) -> Option<String> {
+    let history = obs.history.as_ref().ok()?;
+    let last = history
+        .entries
+        .iter()
+        .rev()
+        .find(|e| e.command == "deploy" && e.outcome == "ok")?;
+    let previous = last.from_version.as_deref()?;
+    let colour = obs.colour_index(&last.to)?;
+    let (active, _) = obs.active()?;
+    if colour == active || obs.version_of(colour).as_deref() == Some(previous) {
+        return None;
+    }
+    Some(format!(
+        "{}  # puts back {previous}, which {} ran before the last deploy",
+        switchyard(&format!("deploy {previous}"), obs),
+        last.to
+    ))
+}
+
 /// Builds the `diagnose` findings.
 pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> DiagnoseReport {
     let mut f = Vec::new();
@@ -72,7 +122,7 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
             "nomad-unreachable",
             format!("Nomad at {} cannot be read: {e}", settings.nomad.address),
             format!(
-                "curl -sS {}/v1/status/leader  (check NOMAD_ADDR / NOMAD_TOKEN)",
+                "curl -sS {}/v1/status/leader  # check NOMAD_ADDR / NOMAD_TOKEN",
                 settings.nomad.address
             ),
         ),
@@ -80,7 +130,7 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
             Severity::Error,
             "job-missing",
             format!("Nomad has no job {}", obs.job_id),
-            "nomad job run config/hello-service.nomad.hcl  (or pass --job)".to_owned(),
+            "nomad job status  # the jobs Nomad runs; name the service's with --job".to_owned(),
         ),
         Ok(_) => {}
     }
@@ -90,7 +140,7 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
             "consul-unreachable",
             format!("Consul at {} cannot be read: {e}", settings.consul.address),
             format!(
-                "curl -sS {}/v1/status/leader  (check CONSUL_HTTP_ADDR / CONSUL_HTTP_TOKEN)",
+                "curl -sS {}/v1/status/leader  # check CONSUL_HTTP_ADDR / CONSUL_HTTP_TOKEN",
                 settings.consul.address
             ),
         );
@@ -107,7 +157,7 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
             Severity::Error,
             "route-key-invalid",
             format!("route key {key} is unusable: {e}"),
-            format!("switchyard switch --service {svc} --force  (rewrites it)"),
+            format!("{} --force  # rewrites it", switchyard("switch", obs)),
         ),
         Ok(Some(RouteKey { value: Ok(v), .. })) if obs.colour_index(&v.active).is_none() => add(
             Severity::Error,
@@ -116,7 +166,7 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
                 "route key {key} names {:?}, not one of {:?}",
                 v.active, obs.colours
             ),
-            format!("switchyard switch --service {svc} --force  (rewrites it)"),
+            format!("{} --force  # rewrites it", switchyard("switch", obs)),
         ),
         _ => {}
     }
@@ -127,7 +177,7 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
                 "proxy-unreachable",
                 format!("proxy admin {} cannot be read: {e}", p.url),
                 format!(
-                    "curl -sS {}/status  (check --proxy / SWITCHYARD_PROXIES)",
+                    "curl -sS {}/status  # check --proxy / SWITCHYARD_PROXIES",
                     p.url
                 ),
             ),
@@ -148,7 +198,8 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
                             s.fail_static_reason.as_deref().unwrap_or("no reason given")
                         ),
                         format!(
-                            "switchyard status --service {svc}  (then fix the Consul data it distrusts)"
+                            "{}  # then fix the Consul data it distrusts",
+                            switchyard("status", obs)
                         ),
                     );
                 }
@@ -161,7 +212,7 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
                                 "proxy {} serves {} but the route key names {} (generation {} vs {})",
                                 p.url, s.active_colour, v.active, s.generation, v.generation
                             ),
-                            format!("curl -sS {}/status  (is its Consul watch stuck?)", p.url),
+                            format!("curl -sS {}/status  # is its Consul watch stuck?", p.url),
                         );
                     } else if s.generation < v.generation {
                         add(
@@ -176,6 +227,22 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
                     }
                 }
             }
+        }
+    }
+    for p in &obs.proxies {
+        if let Some(r) = p.not_passing() {
+            add(
+                Severity::Error,
+                "proxy-not-passing",
+                format!(
+                    "proxy {} ({}) on node {} is {} in Consul; switch refuses until it passes (--force overrides)",
+                    r.id, p.url, r.node, r.health
+                ),
+                format!(
+                    "curl -sS {}/readyz  # its Consul check; one gone for good: consul services deregister -id={}",
+                    p.url, r.id
+                ),
+            );
         }
     }
     let active = obs.active();
@@ -215,11 +282,32 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
                     "active-down",
                     format!("the active colour {colour} has no passing instance"),
                     format!(
-                        "switchyard rollback --service {svc}  (or switchyard switch --service {svc})"
+                        "{}  # or: {}",
+                        switchyard("rollback", obs),
+                        switchyard("switch", obs)
                     ),
                 );
             }
         }
+    }
+    let check = obs.version_check().unwrap_or_default();
+    let asked = check.describe();
+    let path = match &check {
+        VersionCheck::Body { path } | VersionCheck::Header { path, .. } => path.as_str(),
+        VersionCheck::None => "/",
+    };
+    if let Err(e) = obs.version_check() {
+        add(
+            Severity::Error,
+            "version-check-invalid",
+            e,
+            format!(
+                "nomad job inspect {}  # fix the job meta {} / {}",
+                obs.job_id,
+                crate::version_check::VERSION_CHECK_META_KEY,
+                crate::version_check::VERSION_PATH_META_KEY
+            ),
+        );
     }
     if let Ok(instances) = &obs.instances {
         for inst in instances {
@@ -262,29 +350,26 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
                     Severity::Error,
                     "version-mismatch",
                     format!(
-                        "instance {} is tagged version={tag} but answers {v:?} on /version",
+                        "instance {} is tagged version={tag} but answers {v:?} on {asked}",
                         inst.address
                     ),
                     if is_active {
                         format!(
-                            "nomad job status {}  (the active colour runs the wrong build)",
+                            "nomad job status {}  # the active colour runs the wrong build",
                             obs.job_id
                         )
                     } else {
-                        format!(
-                            "switchyard deploy {tag} --service {svc} --job {}",
-                            obs.job_id
-                        )
+                        redeploy_hint(obs, tag)
                     },
                 ),
                 (Some(Err(e)), _) if inst.passing() => add(
                     Severity::Warning,
                     "version-unanswered",
                     format!(
-                        "instance {} passes its checks but did not answer /version: {e}",
+                        "instance {} passes its checks but did not answer {asked}: {e}",
                         inst.address
                     ),
-                    format!("curl -sS http://{}/version", inst.address),
+                    format!("curl -sS -i http://{}{path}", inst.address),
                 ),
                 _ => {}
             }
@@ -307,7 +392,7 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
                         obs.colours[i]
                     ),
                     format!(
-                        "nomad job inspect {}  (set the {} group's role tag to {want}; traffic follows the route key meanwhile)",
+                        "nomad job inspect {}  # set the {} group's role tag to {want}; traffic follows the route key meanwhile",
                         obs.job_id, obs.colours[i]
                     ),
                 );
@@ -325,10 +410,12 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
                 b.path.display(),
                 b.group
             ),
-            format!(
-                "jq '{{Job: .}}' {} | curl -sS -X POST --data-binary @- $NOMAD_ADDR/v1/jobs  (restores it)",
-                b.path.display()
-            ),
+            restore_hint(obs).unwrap_or_else(|| {
+                format!(
+                    "ls -l {}  # whole-job copies: re-submitting one would change the active group too",
+                    settings.state_dir.join("backups").display()
+                )
+            }),
         ),
         None => add(
             Severity::Info,
@@ -337,9 +424,7 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
                 "no job backup in {}",
                 settings.state_dir.join("backups").display()
             ),
-            format!(
-                "switchyard deploy <version> --service {svc}  (takes one before changing the job)"
-            ),
+            "switchyard deploy --help  # a deploy saves the job here before changing it".to_owned(),
         ),
     }
     f.sort_by_key(|x| std::cmp::Reverse(x.severity));
@@ -416,9 +501,141 @@ mod tests {
             .unwrap();
         assert_eq!(
             mismatch.next,
-            "nomad job status web  (the active colour runs the wrong build)"
+            "nomad job status web  # the active colour runs the wrong build"
         );
+        assert!(r.findings.iter().all(|f| runs_as_printed(&f.next)));
         assert!(render_diagnose(&r).contains("next: "));
+    }
+
+    /// Whether `next` runs as printed: a known program, no placeholder, and any explanation
+    /// after a `#`.
+    fn runs_as_printed(next: &str) -> bool {
+        let command = next.split(" #").next().unwrap_or("");
+        let program = command.split_whitespace().next().unwrap_or("");
+        ["curl", "nomad", "switchyard", "ls", "consul"].contains(&program)
+            && !command.contains(['(', ')', '<', '>'])
+    }
+
+    /// `(version, settings)` of a `switchyard deploy` hint, as the command line would parse it.
+    fn parse_deploy(next: &str) -> (String, crate::deploy_settings::StandbySettings) {
+        let words: Vec<&str> = next
+            .split(" #")
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert_eq!(&words[..2], ["switchyard", "deploy"], "{next}");
+        let mut settings = crate::deploy_settings::StandbySettings::default();
+        let mut it = words[3..].iter();
+        while let Some(flag) = it.next() {
+            let value = it.next().unwrap();
+            match *flag {
+                "--meta" => settings
+                    .meta
+                    .push(crate::deploy_settings::parse_key_value(value).unwrap()),
+                "--service" => assert_eq!(*value, "web"),
+                other => panic!("unexpected {other} in {next}"),
+            }
+        }
+        (words[2].to_owned(), settings)
+    }
+
+    #[test]
+    fn every_hint_runs_as_printed() {
+        let settings = Settings::from_lookup("web", |_| None);
+        let mut obs = observed();
+        obs.proxies[1].registration = Some(crate::observe::ProxyRegistration {
+            id: "switchyard-proxy-10.0.0.2-8081".into(),
+            node: "n2".into(),
+            health: CheckStatus::Critical,
+        });
+        obs.nomad = Err("connection refused".into());
+        let mut r = diagnose(&obs, &[], &settings).findings;
+        obs.nomad = Ok(crate::observe::NomadView::default());
+        obs.instances = Err("timeout".into());
+        r.extend(diagnose(&obs, &[], &settings).findings);
+        r.extend(diagnose(&observed(), &[], &settings).findings);
+        let codes: Vec<&str> = r.iter().map(|f| f.code).collect();
+        for want in [
+            "proxy-not-passing",
+            "nomad-unreachable",
+            "consul-unreachable",
+            "job-missing",
+        ] {
+            assert!(codes.contains(&want), "{want} missing from {codes:?}");
+        }
+        let not_passing = r.iter().find(|f| f.code == "proxy-not-passing").unwrap();
+        assert!(
+            not_passing
+                .message
+                .contains("switchyard-proxy-10.0.0.2-8081"),
+            "{}",
+            not_passing.message
+        );
+        for f in &r {
+            assert!(runs_as_printed(&f.next), "[{}] {}", f.code, f.next);
+        }
+    }
+
+    /// A standby instance that answers another version: the hint is a deploy the planner
+    /// accepts (the plain same-version deploy would be refused as already deployed).
+    #[test]
+    fn the_standby_mismatch_hint_is_a_deploy_the_planner_accepts() {
+        let mut obs = crate::testing::observed();
+        if let Ok(list) = &mut obs.instances {
+            list[3].reported_version = Some(Ok("v9".into()));
+        }
+        let settings = Settings::from_lookup("web", |_| None);
+        let r = diagnose(&obs, &[], &settings);
+        let f = r
+            .findings
+            .iter()
+            .find(|f| f.code == "version-mismatch")
+            .unwrap();
+        assert!(
+            f.next
+                .starts_with("switchyard deploy v2 --service web --meta redeploy=4"),
+            "{}",
+            f.next
+        );
+        let (version, with) = parse_deploy(&f.next);
+        assert!(crate::deploy::plan_deploy(&obs, &version).is_err());
+        let plan = crate::deploy::plan_deploy_with(&obs, &version, &with).unwrap();
+        assert_eq!(plan.group, "green");
+    }
+
+    /// After a deploy, the backup hint deploys the version it replaced (only the standby group
+    /// changes), never a re-submission of the whole old job.
+    #[test]
+    fn the_restore_hint_deploys_the_replaced_version() {
+        let mut obs = crate::testing::observed();
+        let mut deploy = crate::testing::record("deploy", "green", "green", "v0");
+        deploy.to_version = Some("v2".into());
+        crate::testing::with_history(&mut obs, vec![deploy]);
+        let settings = Settings::from_lookup("web", |_| None);
+        let backup = Backup {
+            path: "/tmp/web.green.1.json".into(),
+            group: "green".into(),
+            taken_at_ms: 1,
+        };
+        let r = diagnose(&obs, std::slice::from_ref(&backup), &settings);
+        let f = r.findings.iter().find(|f| f.code == "backups").unwrap();
+        assert!(
+            f.next.starts_with("switchyard deploy v0 --service web  #"),
+            "{}",
+            f.next
+        );
+        let (version, with) = parse_deploy(&f.next);
+        let plan = crate::deploy::plan_deploy_with(&obs, &version, &with).unwrap();
+        assert_eq!(
+            (plan.group.as_str(), plan.to_version.as_str()),
+            ("green", "v0")
+        );
+        // Once green is active (or back on v0) there is nothing to put back on the standby.
+        crate::testing::with_route(&mut obs, "green", 1);
+        let r = diagnose(&obs, &[backup], &settings);
+        let f = r.findings.iter().find(|f| f.code == "backups").unwrap();
+        assert!(f.next.starts_with("ls -l "), "{}", f.next);
     }
 
     #[test]

@@ -30,6 +30,7 @@
 //! - [`controller`]: [`Controller`], the clients and settings every command uses.
 //! - [`refusal`]: [`Refusal`], [`refusal::validate_version`] and the route key check.
 //! - [`settings`]: addresses, tokens, deadlines, names; read from the environment.
+//! - [`version_check`]: how instances prove their version (set per service in the job's meta).
 //! - [`history`]: the switch and deploy history in Consul KV (`switchyard/state/<service>`).
 //! - [`state`]: the state directory: job backups.
 //! - [`error`]: [`ControllerError`] and its exit codes.
@@ -50,6 +51,7 @@ pub mod status;
 pub mod switch;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod version_check;
 
 pub use controller::{Controller, ProgressSink};
 pub use deploy::DeployOutcome;

@@ -15,6 +15,7 @@ use switchyard_model::{Classification, DecidedBy, RouteValue};
 use tokio::task::JoinSet;
 
 use crate::Controller;
+use crate::version_check::VersionCheck;
 
 /// The check ID of Consul's node liveness check.
 pub const SERF_HEALTH: &str = "serfHealth";
@@ -119,6 +120,29 @@ pub struct ProxyObservation {
     pub url: String,
     /// `Ok(None)`: the proxy answered but does not route this service.
     pub status: Result<Option<ProxyService>, String>,
+    /// Its registration in Consul (under the proxy service); `None` for a proxy known only
+    /// from `--proxy` / `SWITCHYARD_PROXIES`.
+    pub registration: Option<ProxyRegistration>,
+}
+
+/// A proxy as registered in Consul.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProxyRegistration {
+    /// Consul service ID.
+    pub id: String,
+    /// The node it is registered on.
+    pub node: String,
+    /// The worst status among its checks (its `/readyz` check and the node's).
+    pub health: CheckStatus,
+}
+
+impl ProxyObservation {
+    /// The proxy's registration when it is registered and not passing.
+    pub fn not_passing(&self) -> Option<&ProxyRegistration> {
+        self.registration
+            .as_ref()
+            .filter(|r| r.health != CheckStatus::Passing)
+    }
 }
 
 /// A proxy's view of one service (from `GET /status`).
@@ -308,6 +332,13 @@ impl Observed {
         self.instances_of(i).iter().filter(|x| x.passing()).count()
     }
 
+    /// How instances prove their version: from the job's meta
+    /// ([`VersionCheck::from_job`]); the default when the job could not be read.
+    pub fn version_check(&self) -> Result<VersionCheck, String> {
+        self.job()
+            .map_or_else(|| Ok(VersionCheck::default()), VersionCheck::from_job)
+    }
+
     /// The version colour `i` runs: the most common `version=` tag among its instances, else
     /// its group's `meta.version`.
     pub fn version_of(&self, i: usize) -> Option<String> {
@@ -332,7 +363,7 @@ impl Controller {
             self.observe_proxies(),
             history::read(&self.consul, &s.service),
         );
-        Observed {
+        let mut obs = Observed {
             service: s.service.clone(),
             job_id: s.job.clone(),
             colours: s.colours.clone(),
@@ -342,7 +373,20 @@ impl Controller {
             route,
             proxies,
             history: history.map(|(h, _)| h).map_err(|e| e.to_string()),
+        };
+        // The job says how instances prove their version, so they are asked once it is read.
+        let check = obs.version_check();
+        if let Ok(list) = &mut obs.instances {
+            match &check {
+                Ok(check) => self.ask_versions(list, check).await,
+                Err(e) => {
+                    for i in list.iter_mut() {
+                        i.reported_version = Some(Err(e.clone()));
+                    }
+                }
+            }
         }
+        obs
     }
 
     async fn observe_nomad(&self) -> Result<NomadView, String> {
@@ -367,12 +411,10 @@ impl Controller {
 
     async fn observe_instances(&self) -> Result<Vec<Instance>, String> {
         let entries = self.health_entries().await?;
-        let mut instances: Vec<Instance> = entries
+        Ok(entries
             .iter()
             .map(|e| to_instance(e, &self.settings.colours))
-            .collect();
-        self.ask_versions(&mut instances).await;
-        Ok(instances)
+            .collect())
     }
 
     /// The instances of colour `index` in Consul now, except those on failed nodes.
@@ -398,13 +440,19 @@ impl Controller {
             .map_err(|e| e.to_string())
     }
 
-    /// Asks every instance `GET /version`, concurrently.
-    pub(crate) async fn ask_versions(&self, instances: &mut [Instance]) {
+    /// Asks every instance its version as `check` says, concurrently (with
+    /// [`VersionCheck::None`] nobody is asked).
+    pub(crate) async fn ask_versions(&self, instances: &mut [Instance], check: &VersionCheck) {
+        let path = match check {
+            VersionCheck::Body { path } | VersionCheck::Header { path, .. } => path,
+            VersionCheck::None => return,
+        };
         let mut set = JoinSet::new();
         for (i, inst) in instances.iter().enumerate() {
             let http = self.http.clone();
-            let url = format!("http://{}/version", inst.address);
-            set.spawn(async move { (i, ask_version(&http, &url).await) });
+            let url = format!("http://{}{path}", inst.address);
+            let check = check.clone();
+            set.spawn(async move { (i, ask_version(&http, &url, &check).await) });
         }
         while let Some(joined) = set.join_next().await {
             if let Ok((i, answer)) = joined
@@ -428,15 +476,24 @@ impl Controller {
     /// The proxies to watch: those registered in Consul under `settings.proxy_service` plus
     /// every `--proxy` / `SWITCHYARD_PROXIES` entry, without duplicates. The built-in default
     /// (`http://127.0.0.1:8081`) stands in only when no proxy is registered.
-    async fn proxy_urls(&self) -> Vec<String> {
-        let registered = match self
+    async fn proxy_urls(&self) -> Vec<(String, Option<ProxyRegistration>)> {
+        let registered: Vec<(String, ProxyRegistration)> = match self
             .consul
             .service_instances(&self.settings.proxy_service)
             .await
         {
             Ok(found) => found
                 .into_iter()
-                .map(|p| format!("http://{}", p.address))
+                .map(|p| {
+                    (
+                        format!("http://{}", p.address),
+                        ProxyRegistration {
+                            id: p.id,
+                            node: p.node,
+                            health: p.status,
+                        },
+                    )
+                })
                 .collect(),
             Err(e) => {
                 tracing::warn!(service = %self.settings.proxy_service, error = %e, "cannot list the registered proxies");
@@ -444,27 +501,78 @@ impl Controller {
             }
         };
         let defaulted = self.settings.proxies == [crate::settings::DEFAULT_PROXY];
-        let mut urls: Vec<String> = if defaulted && !registered.is_empty() {
-            Vec::new()
-        } else {
-            self.settings.proxies.clone()
-        };
-        for url in registered {
-            if !urls.contains(&url) {
-                urls.push(url);
+        let mut urls: Vec<(String, Option<ProxyRegistration>)> =
+            if defaulted && !registered.is_empty() {
+                Vec::new()
+            } else {
+                self.settings
+                    .proxies
+                    .iter()
+                    .map(|u| (u.clone(), None))
+                    .collect()
+            };
+        for (url, reg) in registered {
+            match urls.iter_mut().find(|(u, _)| *u == url) {
+                Some((_, r)) => *r = Some(reg),
+                None => urls.push((url, Some(reg))),
             }
         }
         urls
     }
 
+    /// The services the proxies route (from each proxy's `/status`), in the order first seen.
+    /// An error when no proxy answered.
+    pub async fn routed_services(&self) -> Result<Vec<String>, String> {
+        let mut names: Vec<String> = Vec::new();
+        let mut errors = Vec::new();
+        let mut answered = 0;
+        for (url, _) in self.proxy_urls().await {
+            match fetch_status_doc(&self.http, &url).await {
+                Ok(doc) => {
+                    answered += 1;
+                    let routed = doc
+                        .get("services")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| s.get("name").and_then(Value::as_str));
+                    for name in routed {
+                        if !names.iter().any(|n| n == name) {
+                            names.push(name.to_owned());
+                        }
+                    }
+                }
+                Err(e) => errors.push(format!("{url}: {e}")),
+            }
+        }
+        if answered == 0 {
+            return Err(format!(
+                "no proxy answered /status ({}); pass --service or --proxy",
+                if errors.is_empty() {
+                    "none is registered or given".to_owned()
+                } else {
+                    errors.join("; ")
+                }
+            ));
+        }
+        Ok(names)
+    }
+
     pub(crate) async fn observe_proxies(&self) -> Vec<ProxyObservation> {
         let mut set = JoinSet::new();
-        for (i, url) in self.proxy_urls().await.into_iter().enumerate() {
+        for (i, (url, registration)) in self.proxy_urls().await.into_iter().enumerate() {
             let http = self.http.clone();
             let service = self.settings.service.clone();
             set.spawn(async move {
                 let status = fetch_proxy_status(&http, &url, &service).await;
-                (i, ProxyObservation { url, status })
+                (
+                    i,
+                    ProxyObservation {
+                        url,
+                        status,
+                        registration,
+                    },
+                )
             });
         }
         let mut out: Vec<(usize, ProxyObservation)> = Vec::new();
@@ -503,24 +611,25 @@ pub(crate) fn to_instance(e: &ServiceEntry, colours: &[String; 2]) -> Instance {
     }
 }
 
-async fn ask_version(http: &reqwest::Client, url: &str) -> Result<String, String> {
+async fn ask_version(
+    http: &reqwest::Client,
+    url: &str,
+    check: &VersionCheck,
+) -> Result<String, String> {
     let resp = http.get(url).send().await.map_err(|e| e.to_string())?;
     if !resp.status().is_success() {
         return Err(format!("HTTP {}", resp.status().as_u16()));
     }
-    let body = resp.text().await.map_err(|e| e.to_string())?;
-    let v = body.trim();
-    if v.len() > 128 {
-        return Err("the answer is too long to be a version".to_owned());
-    }
-    Ok(v.to_owned())
+    let headers = resp.headers().clone();
+    // A header check does not need the body; a long one is not read at all.
+    let body = match check {
+        VersionCheck::Header { .. } => String::new(),
+        _ => resp.text().await.map_err(|e| e.to_string())?,
+    };
+    check.read(&headers, &body)
 }
 
-async fn fetch_proxy_status(
-    http: &reqwest::Client,
-    base: &str,
-    service: &str,
-) -> Result<Option<crate::observe::ProxyService>, String> {
+async fn fetch_status_doc(http: &reqwest::Client, base: &str) -> Result<Value, String> {
     let resp = http
         .get(format!("{base}/status"))
         .send()
@@ -529,7 +638,15 @@ async fn fetch_proxy_status(
     if !resp.status().is_success() {
         return Err(format!("HTTP {}", resp.status().as_u16()));
     }
-    let doc: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+    resp.json().await.map_err(|e| e.to_string())
+}
+
+async fn fetch_proxy_status(
+    http: &reqwest::Client,
+    base: &str,
+    service: &str,
+) -> Result<Option<crate::observe::ProxyService>, String> {
+    let doc = fetch_status_doc(http, base).await?;
     crate::observe::parse_proxy_status(&doc, service)
 }
 

@@ -117,6 +117,24 @@ pub enum Refusal {
         /// What `/version` said, as a phrase.
         reported: String,
     },
+    /// With the version check `none`: Nomad's record does not prove that the standby runs
+    /// its version.
+    #[error("refusing to switch: {0} (--force overrides)")]
+    Unproven(String),
+    /// A proxy registered in Consul is not passing its checks: it might not follow the switch.
+    #[error(
+        "refusing to switch: proxy {id} ({url}) on node {node} is {health} in Consul (--force overrides)"
+    )]
+    ProxyNotPassing {
+        /// Its Consul service ID.
+        id: String,
+        /// Its admin URL.
+        url: String,
+        /// Its node.
+        node: String,
+        /// Its worst check status.
+        health: String,
+    },
     /// Rollback without a recorded switch.
     #[error(
         "no switch of {service} is recorded in {key}; use `switchyard switch --service {service}` to change colours"

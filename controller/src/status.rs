@@ -115,6 +115,10 @@ pub struct ProxySummary {
     pub fail_static_reason: Option<String>,
     /// Whether it has synced with Consul.
     pub synced: Option<bool>,
+    /// Its Consul service ID, when registered (a proxy given only with `--proxy` has none).
+    pub registered_id: Option<String>,
+    /// The status of its Consul checks, when registered (`passing`, `critical`, ...).
+    pub consul_health: Option<String>,
 }
 
 /// Builds the `status` document.
@@ -203,7 +207,8 @@ pub fn status_report(obs: &Observed) -> StatusReport {
     let proxies = obs
         .proxies
         .iter()
-        .map(|p| match &p.status {
+        .map(|p| (p, p.registration.as_ref()))
+        .map(|(p, reg)| match &p.status {
             Ok(Some(s)) => ProxySummary {
                 url: p.url.clone(),
                 reachable: true,
@@ -215,6 +220,8 @@ pub fn status_report(obs: &Observed) -> StatusReport {
                 fail_static: s.fail_static,
                 fail_static_reason: s.fail_static_reason.clone(),
                 synced: Some(s.synced),
+                registered_id: reg.map(|r| r.id.clone()),
+                consul_health: reg.map(|r| r.health.to_string()),
             },
             other => ProxySummary {
                 url: p.url.clone(),
@@ -227,6 +234,8 @@ pub fn status_report(obs: &Observed) -> StatusReport {
                 fail_static: false,
                 fail_static_reason: None,
                 synced: None,
+                registered_id: reg.map(|r| r.id.clone()),
+                consul_health: reg.map(|r| r.health.to_string()),
             },
         })
         .collect();
@@ -316,10 +325,14 @@ pub fn render_status(r: &StatusReport) -> String {
         }
     }
     for p in &r.proxies {
+        let consul = match &p.consul_health {
+            Some(h) if h != "passing" => format!(" [{h} in Consul]"),
+            _ => String::new(),
+        };
         if let Some(g) = p.generation {
             let _ = writeln!(
                 out,
-                "proxy {}: serves {} generation {}{}{}",
+                "proxy {}{consul}: serves {} generation {}{}{}",
                 p.url,
                 opt(&p.active),
                 g,
@@ -335,9 +348,14 @@ pub fn render_status(r: &StatusReport) -> String {
                 }
             );
         } else if p.reachable {
-            let _ = writeln!(out, "proxy {}: does not route {}", p.url, r.service);
+            let _ = writeln!(out, "proxy {}{consul}: does not route {}", p.url, r.service);
         } else {
-            let _ = writeln!(out, "proxy {}: unreachable: {}", p.url, opt(&p.error));
+            let _ = writeln!(
+                out,
+                "proxy {}{consul}: unreachable: {}",
+                p.url,
+                opt(&p.error)
+            );
         }
     }
     for e in &r.errors {

@@ -12,6 +12,7 @@ use switchyard_model::{ACTIVE_TAG, STANDBY_TAG};
 use crate::history::{History, HistoryEntry};
 use crate::observe::{NomadView, Observed};
 use crate::refusal::{Refusal, check_route};
+use crate::version_check::{VersionCheck, nomad_proof};
 use crate::{Controller, ControllerError};
 
 /// The result of a successful switch or rollback.
@@ -76,8 +77,9 @@ pub struct SwitchPlan {
     pub warnings: Vec<String>,
 }
 
-/// Plans `switch`: pre-flight (standby passing count > 0 and at least the active's; every
-/// standby instance's `/version` equals its `version=` tag), then the route key write.
+/// Plans `switch`: pre-flight (the standby has passing instances, at least as many as the
+/// active; every standby instance proves its `version=` tag by the job's version check; every
+/// proxy registered in Consul passes), then the route key write.
 /// `force` turns pre-flight refusals into warnings. `to` names the colour to make active
 /// (default: the standby); when it is already active the plan is [`Planned::Unchanged`].
 pub fn plan_switch(obs: &Observed, force: bool, to: Option<&str>) -> Result<Planned, Refusal> {
@@ -184,12 +186,61 @@ fn preflight(obs: &Observed, active: usize, standby: usize) -> Vec<Refusal> {
             active_passing: ap,
         });
     }
+    let check = match obs.version_check() {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(Refusal::BadSetting(e));
+            return out;
+        }
+    };
+    let registered = obs
+        .group_of(standby)
+        .and_then(|g| Some((obs.job()?.group_meta(&g, "version")?.to_owned(), g)));
+    if check == VersionCheck::None {
+        let proof = match (&registered, &obs.nomad) {
+            (Some((version, group)), Ok(nomad)) => obs
+                .job()
+                .ok_or_else(|| format!("job {} does not exist", obs.job_id))
+                .and_then(|job| nomad_proof(job, &nomad.allocations, group, version)),
+            _ => Err(format!(
+                "job {} has no meta.version for the standby colour {}",
+                obs.job_id, obs.colours[standby]
+            )),
+        };
+        if let Err(e) = proof {
+            out.push(Refusal::Unproven(e));
+        }
+    }
+    for p in &obs.proxies {
+        if let Some(r) = p.not_passing() {
+            out.push(Refusal::ProxyNotPassing {
+                id: r.id.clone(),
+                url: p.url.clone(),
+                node: r.node.clone(),
+                health: r.health.to_string(),
+            });
+        }
+    }
     for inst in obs.instances_of(standby) {
         let tagged = inst.version_tag().unwrap_or("").to_owned();
+        if check == VersionCheck::None {
+            // Nomad's proof: the tag is rendered from the registered group's meta.version.
+            match &registered {
+                Some((v, _)) if *v == tagged => continue,
+                Some((v, g)) => out.push(Refusal::VersionMismatch {
+                    address: inst.address.clone(),
+                    tagged: tagged.clone(),
+                    reported: format!("the job registers version {v} for group {g}"),
+                }),
+                None => {}
+            }
+            continue;
+        }
+        let asked = check.describe();
         let reported = match &inst.reported_version {
             Some(Ok(v)) if *v == tagged && !tagged.is_empty() => continue,
-            Some(Ok(v)) => format!("answers {v:?} on /version"),
-            Some(Err(e)) => format!("could not be asked its version ({e})"),
+            Some(Ok(v)) => format!("answers {v:?} on {asked}"),
+            Some(Err(e)) => format!("could not be asked its version by {asked} ({e})"),
             None => "was not asked its version".to_owned(),
         };
         out.push(Refusal::VersionMismatch {
@@ -312,10 +363,15 @@ impl Controller {
         let (confirmed, skipped) = self.wait_proxies(&plan, started).await?;
         let cutover_ms = started.elapsed().as_millis();
         self.say(&format!(
-            "{} proxy(ies) serve {} (generation {}) {cutover_ms} ms after the route key write",
+            "{} proxy(ies) serve {} (generation {}) {cutover_ms} ms after the route key write{}",
             confirmed.len(),
             plan.to,
-            plan.generation
+            plan.generation,
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; not waited for: {}", skipped.join(", "))
+            }
         ));
         let tags_updated = self.update_role_tags(&plan.to).await.map_err(|e| {
             let (RoleTags::Refused(why) | RoleTags::Failed(why)) = &e;
@@ -364,6 +420,9 @@ impl Controller {
                         p.url, s.active_colour, s.generation
                     )),
                     Ok(None) => skipped.push(p.url),
+                    // Forced past the pre-flight: a registered proxy that fails its checks and
+                    // does not answer is not waited for (it serves nobody).
+                    Err(_) if plan.forced && p.not_passing().is_some() => skipped.push(p.url),
                     Err(e) => behind.push(format!("{} unreachable ({e})", p.url)),
                 }
             }
@@ -520,12 +579,18 @@ pub fn render_switch(o: &SwitchOutcome) -> String {
         return reason.clone();
     }
     format!(
-        "{} now serves {} (was {}), generation {}; every proxy followed in {} ms{}",
+        "{} now serves {} (was {}), generation {}; {} proxy(ies) followed in {} ms{}{}",
         o.plan.service,
         o.plan.to,
         o.plan.from,
         o.plan.generation,
+        o.proxies_confirmed.len(),
         o.cutover_ms,
+        if o.proxies_skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} not waited for)", o.proxies_skipped.len())
+        },
         if o.tags_updated {
             "; role tags updated"
         } else {
@@ -696,6 +761,112 @@ mod tests {
             plan_switch(&obs, true, None).unwrap_err(),
             Refusal::Unobservable { what: "Nomad", .. }
         ));
+    }
+
+    /// A proxy registered in Consul that fails its checks refuses the switch, by name; `--force`
+    /// turns it into a warning. A proxy given only by URL has no registration to judge.
+    #[test]
+    fn a_registered_proxy_not_passing_refuses_the_switch() {
+        use crate::observe::ProxyRegistration;
+        let mut obs = observed();
+        let mut p = serving("blue");
+        p.registration = Some(ProxyRegistration {
+            id: "switchyard-proxy-10.0.0.9-8081".into(),
+            node: "edge-2".into(),
+            health: switchyard_hashi::consul::CheckStatus::Critical,
+        });
+        obs.proxies = vec![serving("blue"), p];
+        let r = plan_switch(&obs, false, None).unwrap_err();
+        assert!(matches!(r, Refusal::ProxyNotPassing { .. }), "{r}");
+        let text = r.to_string();
+        assert!(text.contains("switchyard-proxy-10.0.0.9-8081"), "{text}");
+        assert!(
+            text.contains("edge-2") && text.contains("critical"),
+            "{text}"
+        );
+        let p = switching(plan_switch(&obs, true, None));
+        assert_eq!(p.warnings, vec![text]);
+        if let Some(r) = &mut obs.proxies[1].registration {
+            r.health = switchyard_hashi::consul::CheckStatus::Passing;
+        }
+        assert!(
+            switching(plan_switch(&obs, false, None))
+                .warnings
+                .is_empty()
+        );
+    }
+
+    /// The job's meta picks the version check: `none` takes Nomad's record (group meta and the
+    /// allocations' job version) instead of what the instances answer; a bad value is refused.
+    #[test]
+    fn version_check_none_uses_nomads_record() {
+        let alloc = |group: &str, version: u64| -> switchyard_hashi::nomad::AllocationListStub {
+            serde_json::from_value(serde_json::json!({"ID": format!("{group}-{version}"),
+                "TaskGroup": group, "DesiredStatus": "run", "ClientStatus": "running",
+                "JobVersion": version}))
+            .unwrap()
+        };
+        let mut obs = observed();
+        let mut job = job();
+        job.0["Meta"]["switchyard_version_check"] = "none".into();
+        // The instances answer nonsense: with `none` nobody is asked, so it does not matter.
+        if let Ok(list) = &mut obs.instances {
+            for i in list.iter_mut() {
+                i.reported_version = None;
+            }
+        }
+        obs.nomad = Ok(NomadView {
+            job: Some(job.clone()),
+            allocations: vec![alloc("green", 4), alloc("green", 4), alloc("blue", 3)],
+        });
+        assert_eq!(switching(plan_switch(&obs, false, None)).to, "green");
+        // An allocation still on an older job version: not proven.
+        obs.nomad = Ok(NomadView {
+            job: Some(job.clone()),
+            allocations: vec![alloc("green", 4), alloc("green", 3)],
+        });
+        let r = plan_switch(&obs, false, None).unwrap_err();
+        assert!(
+            matches!(&r, Refusal::Unproven(why) if why.contains("job version 3")),
+            "{r}"
+        );
+        // An instance whose tag is not the registered version.
+        obs.nomad = Ok(NomadView {
+            job: Some(job.clone()),
+            allocations: vec![alloc("green", 4)],
+        });
+        if let Ok(list) = &mut obs.instances {
+            list[3].tags[2] = "version=v1".into();
+        }
+        let r = plan_switch(&obs, false, None).unwrap_err();
+        assert!(r.to_string().contains("registers version v2"), "{r}");
+        // A value the controller does not know.
+        job.0["Meta"]["switchyard_version_check"] = "json:version".into();
+        obs.nomad = Ok(NomadView {
+            job: Some(job),
+            allocations: vec![],
+        });
+        let r = plan_switch(&obs, false, None).unwrap_err();
+        assert!(matches!(r, Refusal::BadSetting(_)), "{r}");
+    }
+
+    #[test]
+    fn the_outcome_says_how_many_proxies_followed_and_how_fast() {
+        let mut o = unchanged_outcome(Unchanged {
+            service: "web".into(),
+            active: "green".into(),
+            generation: 3,
+            reason: String::new(),
+        });
+        o.unchanged = None;
+        o.plan.from = "blue".into();
+        o.cutover_ms = 42;
+        o.proxies_confirmed = vec!["http://a".into(), "http://b".into()];
+        o.proxies_skipped = vec!["http://c".into()];
+        assert_eq!(
+            render_switch(&o),
+            "web now serves green (was blue), generation 3; 2 proxy(ies) followed in 42 ms (1 not waited for)"
+        );
     }
 
     #[test]

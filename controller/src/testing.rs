@@ -83,6 +83,7 @@ pub(crate) fn serving(colour: &str) -> ProxyObservation {
             active_colour: colour.into(),
             ..ProxyService::default()
         })),
+        registration: None,
     }
 }
 
@@ -165,10 +166,12 @@ pub(crate) fn report_observed() -> Observed {
                     synced: true,
                     ..ProxyService::default()
                 })),
+                registration: None,
             },
             ProxyObservation {
                 url: "http://p2".into(),
                 status: Err("connection refused".into()),
+                registration: None,
             },
         ],
         ..observed()

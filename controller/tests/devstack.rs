@@ -22,14 +22,17 @@ use switchyard_controller::{Controller, ControllerError};
 const LOAD_PAUSE: Duration = Duration::from_millis(5);
 
 impl Stack {
-    /// Waits until Consul shows `n` passing instances per colour and the proxy serves `active`.
+    /// Waits until Consul shows `n` passing instances per colour (and every registered proxy
+    /// passing) and the proxy serves `active`.
     async fn wait_ready(&self, active: &str, active_version: &str) {
         let c = self.controller();
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             let obs = c.observe().await;
+            // Every registered proxy passes too: a switch refuses otherwise.
             let ok = obs.passing_count(0) >= 1
                 && obs.passing_count(1) >= 1
+                && obs.proxies.iter().all(|p| p.not_passing().is_none())
                 && matches!(&obs.proxies[0].status, Ok(Some(p)) if p.active_colour == active);
             let served = version_served(&self.proxy_url).await;
             if ok && served.as_deref() == Some(active_version) {
@@ -155,7 +158,13 @@ async fn deploy_under_load_then_switch_status_diagnose_and_rollback() {
             .unwrap()
             .starts_with("1 job backup(s)")
     );
-    assert!(backups["next"].as_str().unwrap().contains("/v1/jobs"));
+    // Green (the deployed colour) is active: nothing to put back on the standby, so the hint
+    // lists the backups rather than re-submitting a whole old job.
+    let next = backups["next"].as_str().unwrap();
+    assert!(
+        next.starts_with("ls -l ") && next.contains("backups"),
+        "{next}"
+    );
 
     // Rollback: blue (still v1) is active again.
     let rb = c.rollback().await.unwrap();
@@ -164,6 +173,17 @@ async fn deploy_under_load_then_switch_status_diagnose_and_rollback() {
         ("green", "blue")
     );
     assert_eq!(rb.plan.generation, 2);
+    // Green is the standby again and runs v3: the backup hint puts back what the deploy
+    // replaced, on the standby only.
+    let diag = c.diagnose().await;
+    let backups = diag.findings.iter().find(|f| f.code == "backups").unwrap();
+    assert!(
+        backups
+            .next
+            .starts_with("switchyard deploy v2 --service hello-service  #"),
+        "{}",
+        backups.next
+    );
     assert_eq!(
         version_served(&stack.proxy_url).await.as_deref(),
         Some("v1")

@@ -201,6 +201,8 @@ access_log = false
 address = "{consul_url}"
 wait = "2s"
 min_interval = "5ms"
+[registration]
+check_interval = "1s"
 [[services]]
 name = "hello-service"
 consul = {{}}
