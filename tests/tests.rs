@@ -17,3 +17,4 @@ mod proxy;
 mod registration;
 mod status_page;
 mod switch_under_load;
+mod upgrade;
