@@ -283,7 +283,7 @@ run_scenario() { # name
       ;;
     upgrade)
       script=switch-under-load.js
-      env=(-e "RATE=$RATE" -e "DURATION=$((UPGRADES * 6 + 6))s")
+      env=(-e "RATE=$RATE" -e "DURATION=$((UPGRADES * 6 + 12))s")
       ;;
   esac
 

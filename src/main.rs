@@ -449,11 +449,13 @@ async fn run_proxy(
         let (listeners, confirmation) = upgrade::take_over(&config)
             .await
             .context("taking the listeners over")?;
+        // Everything that can fail before the old process stops accepting.
+        let upgrade_socket = UpgradeSocket::bind(socket, true)?;
         confirmation
             .send()
             .await
             .context("confirming the handover")?;
-        (listeners, UpgradeSocket::bind(socket, true)?)
+        (listeners, upgrade_socket)
     } else {
         // Refuse before binding: a proxy serving the socket holds the ports too.
         let upgrade_socket = UpgradeSocket::bind(socket, false)?;

@@ -80,12 +80,16 @@ impl ProxyProcess {
         fields["address"].as_str().unwrap().parse().unwrap()
     }
 
-    /// Waits for the exit; panics after `within`.
+    /// Waits for the exit and its last log lines; panics after `within`.
     async fn exit_code(&mut self, within: Duration) -> Option<i32> {
         let status = tokio::time::timeout(within, self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("still running after {within:?}"))
             .unwrap();
+        // The reader ends at the end of stderr.
+        while let Ok(Some(v)) = tokio::time::timeout(within, self.lines.recv()).await {
+            self.seen.push(v);
+        }
         status.code()
     }
 
@@ -382,7 +386,7 @@ static = {{ active = ["{active}"], standby = ["{}"] }}
     write_config_with(
         &dir,
         &format!(
-            "{}[[services]]\nname = \"other\"\nstatic = {{ active = [\"{}\"] }}\n",
+            "{}[[services]]\nname = \"other\"\nstatic = {{ active = [\"{}\"] }}\n[[routes]]\npath_prefix = \"/api\"\nservice = \"svc\"\n[[routes]]\npath_prefix = \"/other\"\nservice = \"other\"\n",
             services(a.addr),
             a.addr
         ),

@@ -93,6 +93,10 @@ pub(crate) async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, Start
         .map_err(StartError::from_io(addr))
 }
 
+/// After the listeners close, how long connections accepted just before get
+/// to send their first request before the graceful shutdown begins.
+const FIRST_REQUEST_SETTLE: Duration = Duration::from_millis(500);
+
 /// Why [`Proxy::run_until`] stops serving.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
@@ -483,6 +487,7 @@ impl Proxy {
         let registering = registration
             .clone()
             .map(|r| tokio::spawn(r.register_until_done()));
+        let mut admin_task = None;
         if let Some(admin_listener) = listeners.admin {
             let admin = Arc::new(Admin {
                 router: Arc::clone(&router),
@@ -494,7 +499,7 @@ impl Proxy {
             if let Ok(a) = admin_listener.local_addr() {
                 tracing::info!(address = %a, "admin listening");
             }
-            background.spawn(admin::serve(admin_listener, admin));
+            admin_task = Some(background.spawn(admin::serve(admin_listener, admin)));
         }
 
         let builder = Arc::new(server::builder(&config.timeouts, &config.limits));
@@ -561,11 +566,23 @@ impl Proxy {
                     () = &mut accepting => {}
                 }
             }
-            // The new process registers the same service ID: keep it.
-            Stop::HandedOver => tracing::info!("listeners handed over: no longer accepting"),
+            Stop::HandedOver => {
+                // The admin socket is shared with the new process too: leave
+                // its connections to it. The new process registers the same
+                // service ID: keep the registration.
+                if let Some(task) = &admin_task {
+                    task.abort();
+                }
+                tracing::info!("listeners handed over: no longer accepting");
+            }
         }
         // Close the listeners (the accept loops own them).
         drop(accepting);
+        // A connection accepted in the last instant may not have shown its
+        // protocol yet, and a graceful shutdown during the HTTP/1-or-2 sniff
+        // closes it unanswered: let first requests arrive before asking
+        // every connection to finish.
+        tokio::time::sleep(FIRST_REQUEST_SETTLE.min(config.timeouts.shutdown_grace)).await;
         let grace = config.timeouts.shutdown_grace;
         tracing::info!(
             grace_secs = grace.as_secs_f64(),
