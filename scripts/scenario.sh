@@ -361,8 +361,8 @@ run_scenario() { # name
 ensure_tools
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-scenario.XXXXXX")
 if [ "$1" = all ]; then
-  SCENARIOS=(quick switch deploy websocket)
-  [ "$STACK" = dev ] || SCENARIOS=(quick switch websocket)
+  SCENARIOS=(quick switch deploy websocket upgrade)
+  [ "$STACK" = dev ] || SCENARIOS=(quick switch websocket upgrade)
 else
   SCENARIOS=("$1")
 fi

@@ -475,7 +475,12 @@ async fn graceful_shutdown_fails_readiness_then_stops_accepting_and_drains() {
     ))
     .await;
     assert_eq!(
-        client().get(p.admin_url("/readyz")).send().await.unwrap().status(),
+        client()
+            .get(p.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
     let url = p.url("/slow?ms=1500");
@@ -498,7 +503,10 @@ async fn graceful_shutdown_fails_readiness_then_stops_accepting_and_drains() {
     assert_eq!(ready.status(), 503);
     let fresh = client().get(p.url("/")).send().await.unwrap();
     assert_eq!(fresh.status(), 200);
-    assert!(started.elapsed() < Duration::from_millis(800), "too slow to check");
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "too slow to check"
+    );
     // After the delay the listener is closed.
     tokio::time::sleep(Duration::from_millis(900).saturating_sub(started.elapsed())).await;
     assert!(tokio::net::TcpStream::connect(p.addr).await.is_err());

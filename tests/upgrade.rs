@@ -201,7 +201,14 @@ async fn upgrade_hands_the_listeners_over_without_refusing_or_cutting() {
     let admin = old.address("admin listening").await;
     old.wait_for("upgrade socket listening").await;
     let c = client();
-    assert_eq!(c.get(format!("http://{traffic}/")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("http://{traffic}/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // A second proxy without --upgrade on the same socket is refused.
     let mut second = ProxyProcess::spawn(&config, false);
@@ -238,9 +245,13 @@ async fn upgrade_hands_the_listeners_over_without_refusing_or_cutting() {
                 .position(|v| v["fields"]["message"] == msg)
                 .unwrap_or_else(|| panic!("round {round}: no {msg:?} in {log:#?}"))
         };
-        assert!(position("listeners handed over to the new process") < position("all connections closed"));
         assert!(
-            !log.iter().any(|v| v["fields"]["message"] == "deregistered from Consul"),
+            position("listeners handed over to the new process")
+                < position("all connections closed")
+        );
+        assert!(
+            !log.iter()
+                .any(|v| v["fields"]["message"] == "deregistered from Consul"),
             "round {round}"
         );
         next.wait_for("upgrade socket listening").await;
@@ -251,18 +262,39 @@ async fn upgrade_hands_the_listeners_over_without_refusing_or_cutting() {
 
     stop.store(true, Ordering::SeqCst);
     let (answered, failures) = load.await.unwrap();
-    assert!(failures.is_empty(), "{} failed: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
     assert!(answered > 20, "only {answered} answered");
 
     // The last process serves on the same ports and is ready.
-    let ready = c.get(format!("http://{admin}/readyz")).send().await.unwrap();
+    let ready = c
+        .get(format!("http://{admin}/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
-    assert_eq!(c.get(format!("http://{traffic}/")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("http://{traffic}/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // SIGTERM: not ready at once, still accepting during the delay, then gone; exit 0.
     current.signal("TERM");
-    current.wait_for("not ready: accepting until the deregister delay is over").await;
-    let ready = client().get(format!("http://{admin}/readyz")).send().await.unwrap();
+    current
+        .wait_for("not ready: accepting until the deregister delay is over")
+        .await;
+    let ready = client()
+        .get(format!("http://{admin}/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 503);
     assert_eq!(current.exit_code(Duration::from_secs(15)).await, Some(0));
     assert!(tokio::net::TcpStream::connect(traffic).await.is_err());
@@ -350,7 +382,10 @@ static = {{ active = ["{active}"], standby = ["{}"] }}
     assert_eq!(done["routes_changed"], true, "{done}");
 
     // The open connection carries on, to the new pool and routes.
-    assert_eq!(get(&mut kept, "/api").await, (200, "hello from b".to_owned()));
+    assert_eq!(
+        get(&mut kept, "/api").await,
+        (200, "hello from b".to_owned())
+    );
     assert_eq!(get(&mut kept, "/").await.0, 404);
     assert_eq!(inflight.await.unwrap(), (200, "slow a".to_owned()));
     // A new connection uses the new preview header.
@@ -397,7 +432,10 @@ static = {{ active = ["{active}"], standby = ["{}"] }}
         refused["error"].as_str().unwrap().contains("restart"),
         "{refused}"
     );
-    assert_eq!(get(&mut kept, "/api").await, (200, "hello from b".to_owned()));
+    assert_eq!(
+        get(&mut kept, "/api").await,
+        (200, "hello from b".to_owned())
+    );
     let again = c.get(format!("http://{traffic}/api")).send().await.unwrap();
     assert_eq!(again.text().await.unwrap(), "hello from b");
 

@@ -291,9 +291,22 @@ fn restart_only_changes(a: &Config, b: &Config) -> Vec<&'static str> {
         (
             "timeouts.connect, client_header, client_idle, upstream_idle, shutdown_grace, drain",
             differ(
-                &(ta.connect, ta.client_header, ta.client_idle, ta.upstream_idle),
-                &(tb.connect, tb.client_header, tb.client_idle, tb.upstream_idle),
-            ) || differ(&(ta.shutdown_grace, ta.drain), &(tb.shutdown_grace, tb.drain)),
+                &(
+                    ta.connect,
+                    ta.client_header,
+                    ta.client_idle,
+                    ta.upstream_idle,
+                ),
+                &(
+                    tb.connect,
+                    tb.client_header,
+                    tb.client_idle,
+                    tb.upstream_idle,
+                ),
+            ) || differ(
+                &(ta.shutdown_grace, ta.drain),
+                &(tb.shutdown_grace, tb.drain),
+            ),
         ),
         ("limits", differ(&a.limits, &b.limits)),
         (

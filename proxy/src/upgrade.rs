@@ -152,8 +152,7 @@ impl UpgradeSocket {
             _ => {}
         }
         let listener = UnixListener::bind(path).map_err(bind_err)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(bind_err)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
         tracing::info!(socket = %path.display(), "upgrade socket listening");
         Ok(Self {
             listener,
