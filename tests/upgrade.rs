@@ -249,11 +249,6 @@ async fn upgrade_hands_the_listeners_over_without_refusing_or_cutting() {
             position("listeners handed over to the new process")
                 < position("all connections closed")
         );
-        assert!(
-            !log.iter()
-                .any(|v| v["fields"]["message"] == "deregistered from Consul"),
-            "round {round}"
-        );
         next.wait_for("upgrade socket listening").await;
         current = next;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -441,5 +436,74 @@ static = {{ active = ["{active}"], standby = ["{}"] }}
 
     p.signal("TERM");
     assert_eq!(p.exit_code(Duration::from_secs(15)).await, Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Across an upgrade the proxy's Consul registration stays: the new process registers the same
+/// service ID (same admin socket) and the old one leaves it in place when it exits; a SIGTERM
+/// then takes it out.
+#[tokio::test]
+async fn the_consul_registration_survives_an_upgrade() {
+    use switchyard_devstack::consul::{ConsulConfig as DevConsulConfig, DevConsul};
+    use switchyard_hashi::consul::{ConsulClient, ConsulConfig};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let consul_addr = listener.local_addr().unwrap();
+    let consul = DevConsul::new(DevConsulConfig::default()).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(consul.serve(listener, async move {
+        let _ = stop_rx.await;
+    }));
+    let client = ConsulClient::new(ConsulConfig {
+        address: format!("http://{consul_addr}"),
+        ..ConsulConfig::default()
+    })
+    .unwrap();
+    let dir = tempdir("upgrade-consul");
+    let config = write_config_with(
+        &dir,
+        &format!(
+            r#"[consul]
+address = "http://{consul_addr}"
+wait = "2s"
+[registration]
+check_interval = "1s"
+check_timeout = "1s"
+[[services]]
+name = "hello-service"
+consul = {{}}
+"#
+        ),
+    );
+    let mut old = ProxyProcess::spawn(&config, false);
+    let id = old.wait_for("registered in Consul").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(client.agent_services().await.unwrap().contains_key(&id));
+
+    let mut new = ProxyProcess::spawn(&config, true);
+    assert_eq!(
+        new.wait_for("registered in Consul").await["id"],
+        id.as_str()
+    );
+    assert_eq!(old.exit_code(Duration::from_secs(15)).await, Some(0));
+    let said = old.drain();
+    assert!(
+        !said
+            .iter()
+            .any(|v| v["fields"]["message"] == "deregistered from Consul"),
+        "{said:#?}"
+    );
+    assert!(
+        client.agent_services().await.unwrap().contains_key(&id),
+        "the registration left with the old process"
+    );
+
+    new.signal("TERM");
+    assert_eq!(new.exit_code(Duration::from_secs(15)).await, Some(0));
+    assert!(!client.agent_services().await.unwrap().contains_key(&id));
+    let _ = stop_tx.send(());
+    let _ = server.await;
     let _ = std::fs::remove_dir_all(&dir);
 }
