@@ -444,27 +444,13 @@ static = {{ active = ["{active}"], standby = ["{}"] }}
 /// then takes it out.
 #[tokio::test]
 async fn the_consul_registration_survives_an_upgrade() {
-    use switchyard_devstack::consul::{ConsulConfig as DevConsulConfig, DevConsul};
-    use switchyard_hashi::consul::{ConsulClient, ConsulConfig};
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let consul_addr = listener.local_addr().unwrap();
-    let consul = DevConsul::new(DevConsulConfig::default()).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(consul.serve(listener, async move {
-        let _ = stop_rx.await;
-    }));
-    let client = ConsulClient::new(ConsulConfig {
-        address: format!("http://{consul_addr}"),
-        ..ConsulConfig::default()
-    })
-    .unwrap();
+    let (consul_url, client, stop_consul, server) = crate::cli::dev_consul().await;
     let dir = tempdir("upgrade-consul");
     let config = write_config_with(
         &dir,
         &format!(
             r#"[consul]
-address = "http://{consul_addr}"
+address = "{consul_url}"
 wait = "2s"
 [registration]
 check_interval = "1s"
@@ -503,7 +489,7 @@ consul = {{}}
     new.signal("TERM");
     assert_eq!(new.exit_code(Duration::from_secs(15)).await, Some(0));
     assert!(!client.agent_services().await.unwrap().contains_key(&id));
-    let _ = stop_tx.send(());
+    let _ = stop_consul.send(());
     let _ = server.await;
     let _ = std::fs::remove_dir_all(&dir);
 }
