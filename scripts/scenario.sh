@@ -2,7 +2,7 @@
 # Zero-downtime proof: run a k6 scenario against a local switchyard stack
 # while switches (and deploys) happen, then judge the run with stale-check.
 #
-#   scripts/scenario.sh <quick|switch|deploy|websocket|all>
+#   scripts/scenario.sh <quick|switch|deploy|websocket|upgrade|all>
 #
 # For each scenario it starts a fresh `switchyard dev --ephemeral` on
 # ephemeral ports, waits for dev.json and the proxy's /readyz, runs k6 with
@@ -12,6 +12,10 @@
 # stale-check and prints one line:
 #
 #   scenario=switch requests=N failed=N stale=N p50=… p95=… p99=… posts=N switches=N deploys=N
+#
+# The upgrade scenario runs the static stack (always) and, under load, replaces
+# the proxy process with `switchyard proxy --upgrade` and reloads it with
+# SIGHUP, alternately, UPGRADES times each; every old process must exit 0.
 #
 # The switch and deploy loads send a quarter of their requests as POST /echo
 # with a 4 KiB body (k6/lib/common.js); those runs must contain POSTs.
@@ -25,7 +29,8 @@
 #                           with static pools (no Consul/Nomad; not for deploy)
 #   SWITCHES=62             switches in the switch scenario (at least 60)
 #   ROUNDS=4                deploy+switch rounds in the deploy scenario
-#   RATE=200                requests per second (switch / deploy scenarios)
+#   RATE=200                requests per second (switch / deploy / upgrade scenarios)
+#   UPGRADES=4              binary upgrades (and as many reloads) in the upgrade scenario
 #   KEEP=1                  keep the work directory (k6 JSON, logs) on success
 #   BUILD=0                 use the binaries already built instead of building
 set -euo pipefail
@@ -38,13 +43,14 @@ STACK=${STACK:-dev}
 SWITCHES=${SWITCHES:-62}
 ROUNDS=${ROUNDS:-4}
 RATE=${RATE:-200}
+UPGRADES=${UPGRADES:-4}
 
 usage() {
-  echo "usage: $0 <quick|switch|deploy|websocket|all>" >&2
+  echo "usage: $0 <quick|switch|deploy|websocket|upgrade|all>" >&2
   exit 2
 }
 [ $# -eq 1 ] || usage
-case "$1" in quick | switch | deploy | websocket | all) ;; *) usage ;; esac
+case "$1" in quick | switch | deploy | websocket | upgrade | all) ;; *) usage ;; esac
 
 ensure_tools() {
   require_tools
@@ -77,13 +83,18 @@ address = "$PROXY"
 address = "$ADMIN"
 [log]
 access_log = false
-level = "warn"
+level = "info"
+[shutdown]
+deregister_delay = "1s"
+[upgrade]
+socket = "$dir/upgrade.sock"
 [[services]]
 name = "$SERVICE"
 static = { active = ["127.0.0.1:${ports[0]}", "127.0.0.1:${ports[1]}"], standby = ["127.0.0.1:${ports[2]}", "127.0.0.1:${ports[3]}"], active_version = "v1", standby_version = "v2" }
 EOF
   "$BIN_DIR/switchyard" proxy --config "$dir/proxy.toml" >"$dir/proxy.log" 2>&1 &
-  PIDS+=("$!")
+  PROXY_PID=$!
+  PIDS+=("$PROXY_PID")
 }
 
 start_stack() { # dir
@@ -144,6 +155,56 @@ cli() {
     "$BIN_DIR/switchyard" "$@"
 }
 
+# Every 3 s, alternately: a binary upgrade (`proxy --upgrade`, then the old
+# process must exit 0 within its grace period) or a SIGHUP reload of a changed
+# file (retry attempts, log level), UPGRADES times each. Writes
+# "upgrades reloads failures" to $1.
+upgrade_loop() { # out
+  local out=$1 dir=$2 upgrades=0 reloads=0 fails=0 round old rc seen
+  for round in $(seq 1 $((UPGRADES * 2))); do
+    sleep 3
+    if [ $((round % 2)) -eq 1 ]; then
+      old=$PROXY_PID
+      "$BIN_DIR/switchyard" proxy --config "$dir/proxy.toml" --upgrade >"$dir/proxy-$round.log" 2>&1 &
+      PROXY_PID=$!
+      PIDS+=("$PROXY_PID")
+      # The old process drains within its grace period (default 30 s), then exits.
+      for _ in $(seq 1 350); do
+        kill -0 "$old" 2>/dev/null || break
+        sleep 0.1
+      done
+      rc=0
+      if kill -0 "$old" 2>/dev/null; then
+        rc=timeout
+      else
+        wait "$old" || rc=$?
+      fi
+      if [ "$rc" = 0 ] && kill -0 "$PROXY_PID" 2>/dev/null; then
+        upgrades=$((upgrades + 1))
+        log "upgrade $upgrades: process $old handed over to $PROXY_PID and exited 0"
+      else
+        fails=$((fails + 1))
+        log "upgrade round $round: old process exited $rc (new one alive: $(kill -0 "$PROXY_PID" 2>/dev/null && echo yes || echo no))"
+      fi
+    else
+      sed -i "s/^level = .*/level = \"info,round$round=debug\"/" "$dir/proxy.toml"
+      seen=$(cat "$dir"/proxy*.log | grep -c 'configuration reloaded' || true)
+      kill -HUP "$PROXY_PID"
+      for _ in $(seq 1 50); do
+        [ "$(cat "$dir"/proxy*.log | grep -c 'configuration reloaded' || true)" -gt "$seen" ] && break
+        sleep 0.1
+      done
+      if [ "$(cat "$dir"/proxy*.log | grep -c 'configuration reloaded' || true)" -gt "$seen" ]; then
+        reloads=$((reloads + 1))
+      else
+        fails=$((fails + 1))
+        log "reload round $round: no 'configuration reloaded' in the proxy log"
+      fi
+    fi
+  done
+  echo "$upgrades $reloads $fails" >"$out"
+}
+
 # deploy vN to the standby colour, switch to it; ROUNDS times.
 deploy_loop() { # log deploys_file
   local file=$1 out=$2 round v before t0 t1 after i deploys=0 fails=0
@@ -194,7 +255,11 @@ run_scenario() { # name
     die "the deploy scenario needs STACK=dev"
   fi
   CONSUL="" NOMAD=""
+  local stack=$STACK upgrades="" reloads=""
+  # An upgrade replaces the `switchyard proxy` process: the static stack.
+  [ "$name" = upgrade ] && STACK=static
   start_stack "$dir"
+  STACK=$stack
   local switchlog="$dir/switches.jsonl"
   : >"$switchlog"
   log_start "$switchlog"
@@ -215,6 +280,10 @@ run_scenario() { # name
     websocket)
       script=websocket.js
       env=(-e VUS=10 -e DURATION=40s -e SESSION_S=12)
+      ;;
+    upgrade)
+      script=switch-under-load.js
+      env=(-e "RATE=$RATE" -e "DURATION=$((UPGRADES * 6 + 12))s")
       ;;
   esac
 
@@ -243,6 +312,12 @@ run_scenario() { # name
     PIDS+=("$loop_pid")
     wait "$loop_pid" || fails=$((fails + 1))
   fi
+  if [ "$name" = upgrade ]; then
+    # In this shell: the processes it starts are its children (wait needs that).
+    upgrade_loop "$dir/upgrades" "$dir"
+    read -r upgrades reloads ufails <"$dir/upgrades"
+    fails=$((fails + ufails))
+  fi
   wait "$k6pid" || k6rc=$?
   stop_all
 
@@ -255,7 +330,7 @@ run_scenario() { # name
 
   local verdict vrc=0
   verdict=$("$BIN_DIR/stale-check" --k6 "$dir/k6.json" --switches "$switchlog" 2>"$dir/stale-check.log") || vrc=$?
-  echo "scenario=$name ${verdict:-requests=? failed=? stale=?} switches=$switches deploys=$deploys"
+  echo "scenario=$name ${verdict:-requests=? failed=? stale=?} switches=$switches deploys=$deploys${upgrades:+ upgrades=$upgrades reloads=$reloads}"
 
   local bad=0
   [ $vrc -eq 0 ] || { bad=1; sed 's/^/  /' "$dir/stale-check.log" >&2; }
@@ -265,11 +340,13 @@ run_scenario() { # name
     switch) [ $switches -ge 60 ] || { bad=1; log "switch: only $switches switches (need 60)"; } ;;
     websocket) [ $switches -ge 20 ] || { bad=1; log "websocket: only $switches switches"; } ;;
     deploy) [ "$deploys" -ge "$ROUNDS" ] || { bad=1; log "deploy: only $deploys of $ROUNDS deploys"; } ;;
+    upgrade) [ "${upgrades:-0}" -ge "$UPGRADES" ] && [ "${reloads:-0}" -ge "$UPGRADES" ] ||
+      { bad=1; log "upgrade: only $upgrades upgrades and $reloads reloads of $UPGRADES"; } ;;
   esac
   # The switch and deploy loads mix POSTs with a body into the GETs; a run
   # without any proves nothing about non-idempotent traffic.
   case "$name" in
-    switch | deploy)
+    switch | deploy | upgrade)
       local posts
       posts=$(sed -n 's/.* posts=\([0-9]*\).*/\1/p' <<<"$verdict")
       [ "${posts:-0}" -gt 0 ] || { bad=1; log "$name: no POST in the run"; }
@@ -284,8 +361,8 @@ run_scenario() { # name
 ensure_tools
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-scenario.XXXXXX")
 if [ "$1" = all ]; then
-  SCENARIOS=(quick switch deploy websocket)
-  [ "$STACK" = dev ] || SCENARIOS=(quick switch websocket)
+  SCENARIOS=(quick switch deploy websocket upgrade)
+  [ "$STACK" = dev ] || SCENARIOS=(quick switch websocket upgrade)
 else
   SCENARIOS=("$1")
 fi

@@ -5,7 +5,9 @@
 #   2. unit and end-to-end tests (real sockets on 127.0.0.1:0),
 #   3. a short fuzz smoke run of every fuzz target,
 #   4. the zero-downtime proofs with real k6 against `switchyard dev`:
-#      switch-under-load and deploy-under-load, judged by stale-check.
+#      switch-under-load and deploy-under-load, judged by stale-check; and
+#      against `switchyard proxy` replaced by `proxy --upgrade` and reloaded
+#      with SIGHUP under load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,7 @@ if [ -x scripts/fuzz-smoke.sh ]; then
   scripts/fuzz-smoke.sh "${FUZZ_SECONDS:-10}"
 fi
 
-echo "==> k6: switch under load, deploy under load"
+echo "==> k6: switch under load, deploy under load, upgrade and reload under load"
 PROFILE=debug BUILD=0 scripts/scenario.sh switch
 PROFILE=debug BUILD=0 scripts/scenario.sh deploy
+PROFILE=debug BUILD=0 scripts/scenario.sh upgrade

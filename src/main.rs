@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use switchyard_controller::{Controller, ControllerError, Settings};
+use switchyard_proxy::Stop;
 use switchyard_proxy::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
@@ -51,6 +52,10 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Take the listening sockets over from the proxy running on `upgrade.socket`, which
+        /// then stops accepting, drains and exits (a binary upgrade without refused connections).
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Run Consul, Nomad, the demo job and the proxy on this machine.
     #[cfg(feature = "dev")]
@@ -429,22 +434,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             println!("{}", check::check(&file).map_err(bad_input)?);
             Ok(())
         }
-        Command::Proxy { config } => {
-            let config = Config::load(&config).map_err(bad_input)?;
-            init_logging(&config.log.level, config.log.format);
+        Command::Proxy {
+            config: path,
+            upgrade,
+        } => {
+            let config = Config::load(&path).map_err(bad_input)?;
+            let log = init_logging(&config.log.level, config.log.format);
             let runtime = runtime(config.worker_threads)?;
-            runtime.block_on(async move {
-                let proxy =
-                    switchyard_proxy::Proxy::new(config.clone()).context("starting the proxy")?;
-                let listeners = switchyard_proxy::Listeners::bind(&config)
-                    .await
-                    .context("binding listeners")?;
-                proxy
-                    .run(listeners, shutdown_signal())
-                    .await
-                    .context("running the proxy")?;
-                Ok::<_, anyhow::Error>(())
-            })?;
+            runtime.block_on(run_proxy(config, path, upgrade, log))?;
             Ok(())
         }
     }
@@ -491,6 +488,98 @@ fn status_all(common: &CommonArgs) -> Result<(), Failure> {
     }
 }
 
+/// `switchyard proxy`: binds (or, with `--upgrade`, takes over) the listeners, serves the
+/// upgrade socket, reloads the file on SIGHUP, and runs until SIGTERM/SIGINT or until a new
+/// process took the listeners.
+async fn run_proxy(
+    config: Config,
+    path: PathBuf,
+    upgrade: bool,
+    log: LogLevel,
+) -> anyhow::Result<()> {
+    use switchyard_proxy::upgrade::{self, Handover, UpgradeSocket};
+    let proxy = switchyard_proxy::Proxy::new(config.clone()).context("starting the proxy")?;
+    let reloading = tokio::spawn(reload_on_sighup(path, proxy.reloader(), log));
+    let socket = &config.upgrade.socket;
+    let (listeners, upgrade_socket) = if upgrade {
+        let (listeners, confirmation) = upgrade::take_over(&config)
+            .await
+            .context("taking the listeners over")?;
+        // Everything that can fail before the old process stops accepting.
+        let upgrade_socket = UpgradeSocket::bind(socket, true)?;
+        confirmation
+            .send()
+            .await
+            .context("confirming the handover")?;
+        (listeners, upgrade_socket)
+    } else {
+        // Refuse before binding: a proxy serving the socket holds the ports too.
+        let upgrade_socket = UpgradeSocket::bind(socket, false)?;
+        let listeners = switchyard_proxy::Listeners::bind(&config)
+            .await
+            .context("binding listeners")?;
+        (listeners, upgrade_socket)
+    };
+    let handover = Handover::of(&listeners).context("duplicating the listeners")?;
+    let stop = async {
+        tokio::select! {
+            () = shutdown_signal() => Stop::Terminate,
+            () = upgrade_socket.handed_over(handover) => Stop::HandedOver,
+        }
+    };
+    let stopped = proxy.run_until(listeners, stop).await;
+    reloading.abort();
+    stopped.context("running the proxy")?;
+    Ok(())
+}
+
+/// Reloads the configuration file on every SIGHUP: a valid file is applied (see
+/// [`switchyard_proxy::Reloader`]) and the log level follows it; an invalid one is reported with
+/// every problem, as `check-config` does, and the running configuration stays.
+async fn reload_on_sighup(path: PathBuf, reloader: switchyard_proxy::Reloader, log: LogLevel) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: reload is off");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+        let next = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(
+                    error = %format!("{:#}", anyhow::Error::from(e)),
+                    "configuration reload refused: the running configuration stays"
+                );
+                continue;
+            }
+        };
+        let level = next.log.level.clone();
+        match reloader.apply(next) {
+            Ok(done) => {
+                if let Err(e) = log.modify(|f| *f = log_filter(&level)) {
+                    tracing::warn!(error = %e, "cannot change the log level");
+                }
+                tracing::info!(
+                    pools = ?done.pools,
+                    routes_changed = done.routes,
+                    "configuration reloaded"
+                );
+                if !done.restart_only.is_empty() {
+                    tracing::warn!(
+                        keys = ?done.restart_only,
+                        "changed keys that apply only after a restart or `proxy --upgrade`"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "configuration reload refused"),
+        }
+    }
+}
+
 fn print_switch(o: &switchyard_controller::SwitchOutcome, json: bool) -> Result<(), Failure> {
     if json {
         return print_json(switchyard_controller::to_json(o));
@@ -528,17 +617,29 @@ fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(Failure::from)
 }
 
-fn init_logging(level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
+/// Changes the log filter of a running process.
+type LogLevel = tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+/// The log filter: `RUST_LOG` when set, else `level`.
+fn log_filter(level: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+fn init_logging(level: &str, format: LogFormat) -> LogLevel {
+    use tracing_subscriber::prelude::*;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(log_filter(level));
+    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let output = match format {
+        LogFormat::Json => output.json().boxed(),
+        LogFormat::Text => output.boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .init();
+    handle
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

@@ -27,7 +27,7 @@ fn switchyard(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// A dev Consul on an ephemeral port: its URL, a client, and how to stop it.
-async fn dev_consul() -> (
+pub(crate) async fn dev_consul() -> (
     String,
     ConsulClient,
     tokio::sync::oneshot::Sender<()>,

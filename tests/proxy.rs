@@ -462,16 +462,28 @@ async fn connections_over_the_cap_get_503_at_once_and_are_counted() {
     }
 }
 
+/// The SIGTERM sequence: readiness fails at once while the proxy still accepts and serves for
+/// `shutdown.deregister_delay`; then new connections are refused and the request in flight
+/// finishes within the grace period.
 #[tokio::test]
-async fn graceful_shutdown_lets_a_slow_request_finish() {
+async fn graceful_shutdown_fails_readiness_then_stops_accepting_and_drains() {
     let a = Upstream::start("a").await;
     let mut p = ProxyHandle::start(&static_config(
         &[a.addr],
         &[],
-        "[timeouts]\nshutdown_grace = \"5s\"\n",
+        "[timeouts]\nshutdown_grace = \"5s\"\n[shutdown]\nderegister_delay = \"800ms\"\n",
     ))
     .await;
-    let url = p.url("/slow?ms=700");
+    assert_eq!(
+        client()
+            .get(p.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let url = p.url("/slow?ms=1500");
     let inflight = tokio::spawn(async move {
         client()
             .get(url)
@@ -483,9 +495,20 @@ async fn graceful_shutdown_lets_a_slow_request_finish() {
             .unwrap()
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
     let task = p.begin_shutdown();
-    // New connections are refused once the listener is closed.
     tokio::time::sleep(Duration::from_millis(100)).await;
+    // Not ready any more, but still accepting and serving new connections.
+    let ready = client().get(p.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let fresh = client().get(p.url("/")).send().await.unwrap();
+    assert_eq!(fresh.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "too slow to check"
+    );
+    // After the delay the listener is closed.
+    tokio::time::sleep(Duration::from_millis(900).saturating_sub(started.elapsed())).await;
     assert!(tokio::net::TcpStream::connect(p.addr).await.is_err());
     assert_eq!(inflight.await.unwrap(), "slow a");
     tokio::time::timeout(Duration::from_secs(5), task)

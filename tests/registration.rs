@@ -35,6 +35,8 @@ wait = "2s"
 service = "edge-proxies"
 check_interval = "1s"
 check_timeout = "1s"
+[shutdown]
+deregister_delay = "3s"
 [[services]]
 name = "hello-service"
 consul = {{}}
@@ -83,10 +85,23 @@ consul = {{}}
         vec![extra, format!("http://{admin}")]
     );
 
-    // Shutdown takes it back out.
-    proxy.begin_shutdown().await.unwrap();
+    // Shutdown takes it back out first, while the proxy still accepts (the deregister delay).
+    let stopping = proxy.begin_shutdown();
+    let left = eventually(Duration::from_secs(2), async || {
+        client
+            .service_instances("edge-proxies")
+            .await
+            .is_ok_and(|list| list.is_empty())
+    })
+    .await;
     let list = client.service_instances("edge-proxies").await.unwrap();
-    assert!(list.is_empty(), "still registered after shutdown: {list:?}");
+    assert!(left, "still registered after shutdown began: {list:?}");
+    assert!(
+        tokio::net::TcpStream::connect(proxy.addr).await.is_ok(),
+        "stopped accepting before the deregister delay was over"
+    );
+    stopping.await.unwrap();
+    assert!(tokio::net::TcpStream::connect(proxy.addr).await.is_err());
 
     let _ = stop_tx.send(());
     let _ = server.await;

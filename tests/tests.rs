@@ -19,3 +19,4 @@ mod registration;
 mod secure;
 mod status_page;
 mod switch_under_load;
+mod upgrade;

@@ -134,7 +134,10 @@ impl Admin {
     /// Whether the proxy may take traffic.
     pub fn ready(&self) -> Result<(), String> {
         if !*self.listening.borrow() {
-            return Err("listeners not bound yet".into());
+            return Err(
+                "not accepting traffic: starting, shutting down or handed over to a new process"
+                    .into(),
+            );
         }
         if !self.watches.all_synced() {
             return Err("waiting for the first Consul sync".into());

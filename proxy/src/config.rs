@@ -65,6 +65,11 @@ pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_millis(800);
 pub const DEFAULT_UPSTREAM_TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 /// `timeouts.shutdown_grace`
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// `shutdown.deregister_delay`: after SIGTERM, how long the proxy keeps accepting with its
+/// readiness failed and its Consul registration gone, so load balancers stop sending first.
+pub const DEFAULT_DEREGISTER_DELAY: Duration = Duration::from_secs(5);
+/// `upgrade.socket`: the Unix socket a `proxy --upgrade` process takes the listeners over from.
+pub const DEFAULT_UPGRADE_SOCKET: &str = "/tmp/switchyard_upgrade.sock";
 /// `timeouts.drain`
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 /// `forwarding.trusted_peers`: none, so every client's forwarding headers are replaced.
@@ -180,6 +185,31 @@ pub struct FileConfig {
     /// Runtime settings.
     #[serde(default)]
     pub runtime: FileRuntime,
+    /// The SIGTERM sequence.
+    #[serde(default)]
+    pub shutdown: FileShutdown,
+    /// Binary upgrades (listener handover).
+    #[serde(default)]
+    pub upgrade: FileUpgrade,
+}
+
+/// `[shutdown]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileShutdown {
+    /// After SIGTERM: readiness fails and the registration is removed, then the proxy keeps
+    /// accepting this long before it stops. `"0s"` stops at once. Default
+    /// [`DEFAULT_DEREGISTER_DELAY`].
+    pub deregister_delay: Option<String>,
+}
+
+/// `[upgrade]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpgrade {
+    /// Unix socket path the running proxy hands its listeners over on. Default
+    /// [`DEFAULT_UPGRADE_SOCKET`].
+    pub socket: Option<PathBuf>,
 }
 
 /// `[listener]`
@@ -483,6 +513,24 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Worker threads, if set.
     pub worker_threads: Option<usize>,
+    /// The SIGTERM sequence.
+    pub shutdown: ShutdownConfig,
+    /// Binary upgrades.
+    pub upgrade: UpgradeConfig,
+}
+
+/// The SIGTERM sequence (see `docs/config.md`, `[shutdown]`).
+#[derive(Clone, Copy, Debug)]
+pub struct ShutdownConfig {
+    /// How long the proxy keeps accepting after readiness failed and the registration left.
+    pub deregister_delay: Duration,
+}
+
+/// Binary upgrades (see `docs/config.md`, `[upgrade]`).
+#[derive(Clone, Debug)]
+pub struct UpgradeConfig {
+    /// The Unix socket the listeners are handed over on.
+    pub socket: PathBuf,
 }
 
 /// TLS listener settings.
@@ -685,7 +733,7 @@ pub struct ServiceConfig {
 }
 
 /// A validated route.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteConfig {
     /// Lower-case host without port, or any.
     pub host: Option<String>,
@@ -827,6 +875,14 @@ impl Config {
         );
         let routes = routes_section(&mut v, file.routes, &services, &names);
         runtime_section(&mut v, &file.runtime);
+        let shutdown = ShutdownConfig {
+            deregister_delay: v.duration_or_zero(
+                "shutdown.deregister_delay",
+                file.shutdown.deregister_delay.as_deref(),
+                DEFAULT_DEREGISTER_DELAY,
+            ),
+        };
+        let upgrade = upgrade_section(&mut v, file.upgrade);
 
         if !v.issues.is_empty() {
             return Err(v.issues);
@@ -848,6 +904,8 @@ impl Config {
             services,
             routes,
             worker_threads: file.runtime.worker_threads,
+            shutdown,
+            upgrade,
         })
     }
 }
@@ -1326,6 +1384,17 @@ fn runtime_section(v: &mut Validator, file: &FileRuntime) {
     }
 }
 
+/// `[upgrade]`: the handover socket path (absolute, so every process finds the same one).
+fn upgrade_section(v: &mut Validator, file: FileUpgrade) -> UpgradeConfig {
+    let socket = file
+        .socket
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_UPGRADE_SOCKET));
+    if !socket.is_absolute() {
+        v.issue("upgrade.socket", "must be an absolute path");
+    }
+    UpgradeConfig { socket }
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -1358,6 +1427,14 @@ impl Validator {
                 );
                 SocketAddr::from(([0, 0, 0, 0], 0))
             }
+        }
+    }
+
+    /// Like [`Self::duration`], but zero is allowed (it turns the wait off).
+    fn duration_or_zero(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
+        match value {
+            Some(z) if humantime::parse_duration(z).is_ok_and(|d| d.is_zero()) => Duration::ZERO,
+            _ => self.duration(path, value, default),
         }
     }
 
@@ -1613,6 +1690,8 @@ mod tests {
             ("services.balance", quoted(DEFAULT_BALANCE)),
             ("services.colours", format!("{DEFAULT_COLOURS:?}")),
             ("routes.path_prefix", quoted(DEFAULT_ROUTE_PATH_PREFIX)),
+            ("shutdown.deregister_delay", dur(DEFAULT_DEREGISTER_DELAY)),
+            ("upgrade.socket", quoted(DEFAULT_UPGRADE_SOCKET)),
         ];
         // Bounds, as the meaning column states them.
         let bounds: Vec<(&str, String)> = vec![

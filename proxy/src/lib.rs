@@ -17,6 +17,7 @@
 //! - [`metrics`]: the Prometheus registry.
 //! - [`config`]: the TOML file, loaded in two stages.
 //! - [`tls`]: rustls setup.
+//! - [`upgrade`]: handing the listening sockets to a new process.
 //!
 //! The library never binds sockets on its own: [`Listeners::bind`] does it,
 //! and tests pass listeners bound to `127.0.0.1:0` straight to
@@ -36,6 +37,7 @@ pub mod routing;
 pub mod server;
 pub mod tls;
 mod tunnel;
+pub mod upgrade;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -43,6 +45,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -76,6 +79,38 @@ pub enum StartError {
     Consul(#[from] switchyard_hashi::Error),
 }
 
+impl StartError {
+    /// Maps an I/O error on the listener for `addr`.
+    pub(crate) fn from_io(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| StartError::Bind { addr, source }
+    }
+}
+
+/// Binds one listener.
+pub(crate) async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(StartError::from_io(addr))
+}
+
+/// After the listeners close, how long connections accepted just before get
+/// to send their first request before the graceful shutdown begins.
+const FIRST_REQUEST_SETTLE: Duration = Duration::from_millis(500);
+
+/// Why [`Proxy::run_until`] stops serving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM or SIGINT: readiness fails and the Consul registration is
+    /// removed at once, the listeners keep accepting for
+    /// `shutdown.deregister_delay`, then close and in-flight requests get
+    /// `timeouts.shutdown_grace`.
+    Terminate,
+    /// A new process holds the listeners (see [`upgrade`]): readiness fails,
+    /// this process stops accepting at once and drains, and the Consul
+    /// registration, which the new process renews, stays.
+    HandedOver,
+}
+
 /// Bound listeners.
 #[derive(Debug)]
 pub struct Listeners {
@@ -90,11 +125,7 @@ pub struct Listeners {
 impl Listeners {
     /// Binds every listener the configuration asks for.
     pub async fn bind(config: &Config) -> Result<Self, StartError> {
-        async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })
-        }
+        let bind = bind_listener;
         Ok(Self {
             traffic: bind(config.listen).await?,
             tls: match &config.tls {
@@ -109,11 +140,203 @@ impl Listeners {
     }
 }
 
+/// The request-path settings a configuration gives.
+fn forward_settings(config: &Config) -> ForwardSettings {
+    ForwardSettings {
+        timeouts: config.timeouts,
+        retry_attempts: config.retry_attempts,
+        preview: config.preview.clone(),
+        forwarding: config.forwarding.clone(),
+        max_ejected_percent: config.ejection.max_ejected_percent,
+        access_log: config.log.access_log,
+    }
+}
+
+/// Serves a service's static pools (no-op for a Consul-backed one), at the
+/// given generation.
+fn apply_static(router: &Router, s: &config::ServiceConfig, generation: u64) -> bool {
+    let PoolSource::Static {
+        active,
+        standby,
+        active_version,
+        standby_version,
+    } = &s.source
+    else {
+        return false;
+    };
+    let spec = |colour: &str, addrs: &[SocketAddr], version: &Option<String>| {
+        let version = version.clone().unwrap_or_else(|| "static".into());
+        PoolSpec {
+            colour: colour.to_owned(),
+            version: version.clone(),
+            instances: addrs
+                .iter()
+                .map(|a| InstanceSpec {
+                    addr: *a,
+                    id: None,
+                    version: Some(version.clone()),
+                })
+                .collect(),
+        }
+    };
+    router.apply(ServiceSnapshot {
+        name: s.name.clone(),
+        active: spec(&s.colours[0], active, active_version),
+        standby: spec(&s.colours[1], standby, standby_version),
+        generation,
+        decided_by: "static",
+        last_sync: Some(SystemTime::now()),
+        ..ServiceSnapshot::default()
+    })
+}
+
+/// Why a reloaded configuration was not applied (the running one stays).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The service list changed in a way only a restart can apply.
+    #[error(
+        "services were added, removed or changed (name, colours, balance or discovery); the running configuration stays: restart or `proxy --upgrade` to apply"
+    )]
+    ServicesChanged,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Static services whose pools were replaced.
+    pub pools: Vec<String>,
+    /// Whether the routes changed.
+    pub routes: bool,
+    /// Keys that changed but take effect only on a restart or an upgrade.
+    pub restart_only: Vec<&'static str>,
+}
+
+/// Applies a reloaded configuration to a running proxy: routes, static
+/// pools and the request-path settings (response timeouts, retries, preview,
+/// forwarding, ejection percentage, access log) at once; connections
+/// accepted from then on use the new settings, open ones finish with those
+/// they started with. Everything else needs a restart or `--upgrade`.
+#[derive(Clone, Debug)]
+pub struct Reloader {
+    router: Arc<Router>,
+    forwarder: Arc<ArcSwap<Forwarder>>,
+    running: Arc<std::sync::Mutex<Config>>,
+}
+
+impl Reloader {
+    /// Applies `next` (already validated), or refuses it whole.
+    pub fn apply(&self, next: Config) -> Result<Reloaded, ReloadError> {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let same_service = |a: &config::ServiceConfig, b: &config::ServiceConfig| {
+            a.name == b.name
+                && a.colours == b.colours
+                && a.balance == b.balance
+                && match (&a.source, &b.source) {
+                    (PoolSource::Consul { .. }, PoolSource::Consul { .. }) => {
+                        format!("{:?}", a.source) == format!("{:?}", b.source)
+                    }
+                    (PoolSource::Static { .. }, PoolSource::Static { .. }) => true,
+                    _ => false,
+                }
+        };
+        if running.services.len() != next.services.len()
+            || running
+                .services
+                .iter()
+                .zip(&next.services)
+                .any(|(a, b)| !same_service(a, b))
+        {
+            return Err(ReloadError::ServicesChanged);
+        }
+        let mut done = Reloaded::default();
+        for (was, now) in running.services.iter().zip(&next.services) {
+            if format!("{:?}", was.source) == format!("{:?}", now.source) {
+                // Unchanged in the file: a local `POST /switch` stays in force.
+                continue;
+            }
+            let generation = self
+                .router
+                .table()
+                .service(&now.name)
+                .map_or(0, |s| s.snapshot.generation);
+            if apply_static(&self.router, now, generation + 1) {
+                done.pools.push(now.name.clone());
+            }
+        }
+        done.routes = self.router.set_routes(next.routes.clone());
+        self.forwarder.store(Arc::new(Forwarder::new(
+            Arc::clone(&self.router),
+            forward_settings(&next),
+        )));
+        done.restart_only = restart_only_changes(&running, &next);
+        *running = next;
+        Ok(done)
+    }
+}
+
+/// Keys that differ between `a` and `b` and that a reload does not apply.
+fn restart_only_changes(a: &Config, b: &Config) -> Vec<&'static str> {
+    fn differ(a: &impl std::fmt::Debug, b: &impl std::fmt::Debug) -> bool {
+        format!("{a:?}") != format!("{b:?}")
+    }
+    let (ta, tb) = (&a.timeouts, &b.timeouts);
+    [
+        ("listener", differ(&(a.listen, &a.tls), &(b.listen, &b.tls))),
+        ("admin", differ(&a.admin, &b.admin)),
+        ("log.format", a.log.format != b.log.format),
+        (
+            "timeouts.connect, client_header, client_idle, upstream_idle, shutdown_grace, drain",
+            differ(
+                &(
+                    ta.connect,
+                    ta.client_header,
+                    ta.client_idle,
+                    ta.upstream_idle,
+                ),
+                &(
+                    tb.connect,
+                    tb.client_header,
+                    tb.client_idle,
+                    tb.upstream_idle,
+                ),
+            ) || differ(
+                &(ta.shutdown_grace, ta.drain),
+                &(tb.shutdown_grace, tb.drain),
+            ),
+        ),
+        ("limits", differ(&a.limits, &b.limits)),
+        (
+            "upstream",
+            a.max_idle_per_instance != b.max_idle_per_instance,
+        ),
+        (
+            "ejection.consecutive_failures, cool_down",
+            differ(
+                &(a.ejection.consecutive_failures, a.ejection.cool_down),
+                &(b.ejection.consecutive_failures, b.ejection.cool_down),
+            ),
+        ),
+        ("consul", differ(&a.consul, &b.consul)),
+        ("registration", differ(&a.registration, &b.registration)),
+        ("runtime", a.worker_threads != b.worker_threads),
+        ("shutdown", differ(&a.shutdown, &b.shutdown)),
+        ("upgrade", a.upgrade.socket != b.upgrade.socket),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
+}
+
 /// A configured proxy, ready to run.
 pub struct Proxy {
     config: Config,
     router: Arc<Router>,
-    forwarder: Arc<Forwarder>,
+    /// Swapped by a reload; each new connection takes the current one.
+    forwarder: Arc<ArcSwap<Forwarder>>,
     watches: Watches,
     tls: Option<TlsAcceptor>,
     /// The Consul client, when a service uses Consul discovery.
@@ -159,36 +382,8 @@ impl Proxy {
         let mut client = None;
         for s in &config.services {
             match &s.source {
-                PoolSource::Static {
-                    active,
-                    standby,
-                    active_version,
-                    standby_version,
-                } => {
-                    let spec = |colour: &str, addrs: &[SocketAddr], version: &Option<String>| {
-                        let version = version.clone().unwrap_or_else(|| "static".into());
-                        PoolSpec {
-                            colour: colour.to_owned(),
-                            version: version.clone(),
-                            instances: addrs
-                                .iter()
-                                .map(|a| InstanceSpec {
-                                    addr: *a,
-                                    id: None,
-                                    version: Some(version.clone()),
-                                })
-                                .collect(),
-                        }
-                    };
-                    router.apply(ServiceSnapshot {
-                        name: s.name.clone(),
-                        active: spec(&s.colours[0], active, active_version),
-                        standby: spec(&s.colours[1], standby, standby_version),
-                        generation: 1,
-                        decided_by: "static",
-                        last_sync: Some(SystemTime::now()),
-                        ..ServiceSnapshot::default()
-                    });
+                PoolSource::Static { .. } => {
+                    apply_static(&router, s, 1);
                 }
                 PoolSource::Consul { service, route_key } => {
                     let client = match &client {
@@ -221,17 +416,10 @@ impl Proxy {
             Some(t) => Some(tls::acceptor(&t.cert, &t.key)?),
             None => None,
         };
-        let forwarder = Arc::new(Forwarder::new(
+        let forwarder = Arc::new(ArcSwap::from_pointee(Forwarder::new(
             Arc::clone(&router),
-            ForwardSettings {
-                timeouts: config.timeouts,
-                retry_attempts: config.retry_attempts,
-                preview: config.preview.clone(),
-                forwarding: config.forwarding.clone(),
-                max_ejected_percent: config.ejection.max_ejected_percent,
-                access_log: config.log.access_log,
-            },
-        ));
+            forward_settings(&config),
+        )));
         Ok(Self {
             config,
             router,
@@ -247,12 +435,36 @@ impl Proxy {
         &self.router
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, lets
-    /// in-flight requests finish within the grace period, and returns.
+    /// What applies a reloaded configuration to this proxy, before and
+    /// while it runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            router: Arc::clone(&self.router),
+            forwarder: Arc::clone(&self.forwarder),
+            running: Arc::new(std::sync::Mutex::new(self.config.clone())),
+        }
+    }
+
+    /// Serves until `shutdown` resolves, then stops as on SIGTERM
+    /// ([`Stop::Terminate`]).
     pub async fn run(
         self,
         listeners: Listeners,
         shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), StartError> {
+        self.run_until(listeners, async {
+            shutdown.await;
+            Stop::Terminate
+        })
+        .await
+    }
+
+    /// Serves until `stop` resolves, then stops the way it says, lets
+    /// in-flight requests finish within the grace period, and returns.
+    pub async fn run_until(
+        self,
+        listeners: Listeners,
+        stop: impl std::future::Future<Output = Stop>,
     ) -> Result<(), StartError> {
         let Proxy {
             config,
@@ -288,6 +500,7 @@ impl Proxy {
         let registering = registration
             .clone()
             .map(|r| tokio::spawn(r.register_until_done()));
+        let mut admin_task = None;
         if let Some(admin_listener) = listeners.admin {
             let admin = Arc::new(Admin {
                 router: Arc::clone(&router),
@@ -299,7 +512,7 @@ impl Proxy {
             if let Ok(a) = admin_listener.local_addr() {
                 tracing::info!(address = %a, "admin listening");
             }
-            background.spawn(admin::serve(admin_listener, admin));
+            admin_task = Some(background.spawn(admin::serve(admin_listener, admin)));
         }
 
         let builder = Arc::new(server::builder(&config.timeouts, &config.limits));
@@ -337,20 +550,52 @@ impl Proxy {
             }
         };
         listening_tx.send_replace(true);
-        tokio::select! {
-            () = async { tokio::join!(plain, secure); } => {}
-            () = shutdown => {}
-        }
-        // Listeners are closed now (the accept loops were dropped).
+        let mut accepting = Box::pin(async {
+            tokio::join!(plain, secure);
+        });
+        let why = tokio::select! {
+            () = &mut accepting => Stop::Terminate,
+            why = stop => why,
+        };
+        // Readiness fails first, while the listeners still accept.
         listening_tx.send_replace(false);
-        // Leave Consul first, so nobody waits on this proxy while it drains.
         if let Some(task) = registering {
             task.abort();
             let _ = task.await;
         }
-        if let Some(r) = &registration {
-            r.deregister().await;
+        match why {
+            Stop::Terminate => {
+                // Leave Consul, then give whoever sends traffic time to notice.
+                if let Some(r) = &registration {
+                    r.deregister().await;
+                }
+                let delay = config.shutdown.deregister_delay;
+                tracing::info!(
+                    delay_secs = delay.as_secs_f64(),
+                    "not ready: accepting until the deregister delay is over"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = &mut accepting => {}
+                }
+            }
+            Stop::HandedOver => {
+                // The admin socket is shared with the new process too: leave
+                // its connections to it. The new process registers the same
+                // service ID: keep the registration.
+                if let Some(task) = &admin_task {
+                    task.abort();
+                }
+                tracing::info!("listeners handed over: no longer accepting");
+            }
         }
+        // Close the listeners (the accept loops own them).
+        drop(accepting);
+        // A connection accepted in the last instant may not have shown its
+        // protocol yet, and a graceful shutdown during the HTTP/1-or-2 sniff
+        // closes it unanswered: let first requests arrive before asking
+        // every connection to finish.
+        tokio::time::sleep(FIRST_REQUEST_SETTLE.min(config.timeouts.shutdown_grace)).await;
         let grace = config.timeouts.shutdown_grace;
         tracing::info!(
             grace_secs = grace.as_secs_f64(),

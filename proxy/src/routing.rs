@@ -333,13 +333,14 @@ struct Registry {
     drains: HashMap<(String, String), Arc<DrainSignal>>,
     /// Per service: the service config (balance).
     balance: HashMap<String, Balance>,
+    /// The configured routes, compiled into every table.
+    routes: Vec<RouteConfig>,
 }
 
 /// Owns the current table and builds the next one.
 pub struct Router {
     table: ArcSwap<RouteTable>,
     registry: Mutex<Registry>,
-    routes: Vec<RouteConfig>,
     settings: PoolSettings,
     drain_after: Duration,
     metrics: Arc<Metrics>,
@@ -384,10 +385,10 @@ impl Router {
             services: built,
             version: 0,
         };
+        registry.routes = routes;
         Self {
             table: ArcSwap::from_pointee(table),
             registry: Mutex::new(registry),
-            routes,
             settings,
             drain_after,
             metrics,
@@ -455,7 +456,7 @@ impl Router {
         let mut services = old.services.clone();
         services[idx] = Arc::clone(&next);
         let table = RouteTable {
-            routes: compile_routes(&self.routes, &services),
+            routes: compile_routes(&registry.routes, &services),
             services,
             version: old.version + 1,
         };
@@ -521,6 +522,32 @@ impl Router {
             fail_static = next.snapshot.fail_static,
             "routing table updated"
         );
+        true
+    }
+
+    /// Replaces the routes (a configuration reload): the same pools behind
+    /// new host / path-prefix rules, swapped in as one new table. Returns
+    /// false when they equal the routes served already.
+    pub fn set_routes(&self, routes: Vec<RouteConfig>) -> bool {
+        let Ok(mut registry) = self.registry.lock() else {
+            return false;
+        };
+        if registry.routes == routes {
+            return false;
+        }
+        let old = self.table.load_full();
+        let table = RouteTable {
+            routes: compile_routes(&routes, &old.services),
+            services: old.services.clone(),
+            version: old.version + 1,
+        };
+        registry.routes = routes;
+        let version = table.version;
+        self.table.store(Arc::new(table));
+        drop(registry);
+        self.metrics.table_updated();
+        self.applied.send_replace(version);
+        tracing::info!(table = version, "routes replaced");
         true
     }
 

@@ -14,6 +14,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -51,17 +52,19 @@ pub fn builder(timeouts: &Timeouts, limits: &Limits) -> auto::Builder<TokioExecu
     b
 }
 
-/// Accepts connections until the future is dropped.
+/// Accepts connections until the future is dropped. Each connection is
+/// served by the forwarder current when it was accepted (a reload swaps it).
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    forwarder: Arc<Forwarder>,
+    current: Arc<ArcSwap<Forwarder>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     graceful: &GracefulShutdown,
     limits: Limits,
     timeouts: Timeouts,
 ) {
-    let (handshake_timeout, send_idle) = (timeouts.client_header, timeouts.send_idle);
+    let handshake_timeout = timeouts.client_header;
+    let forwarder = current.load_full();
     let client_stalled = forwarder
         .router()
         .metrics()
@@ -88,6 +91,8 @@ pub(crate) async fn accept_loop(
             refuse(stream, tls.is_none(), &metrics);
             continue;
         };
+        let forwarder = current.load_full();
+        let send_idle = forwarder.settings().timeouts.send_idle;
         let _ = stream.set_nodelay(true);
         let stream = TrackedStream::new(stream, send_idle, client_stalled.clone());
         let client = ClientInfo {
