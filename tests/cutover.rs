@@ -687,7 +687,14 @@ async fn forced_switch_to_a_colour_without_instances_is_a_conflict_and_can_be_re
     let blue = Upstream::start("blue").await;
     let consul = Consul::start().await;
     consul
-        .register("b1", blue.addr, "blue", "active", "v1", CheckStatus::Passing)
+        .register(
+            "b1",
+            blue.addr,
+            "blue",
+            "active",
+            "v1",
+            CheckStatus::Passing,
+        )
         .await;
     let p = ProxyHandle::start(&config(&consul.url(), "")).await;
     wait_serving(&p, "blue").await;

@@ -527,7 +527,10 @@ async fn who_answers(p: &ProxyHandle, path: &str, headers: &[(&str, &str)]) -> (
 
 #[tokio::test]
 async fn preview_access_is_per_service_and_a_refused_preview_is_an_ordinary_request() {
-    let (blue, green) = (Upstream::start("blue").await, Upstream::start("green").await);
+    let (blue, green) = (
+        Upstream::start("blue").await,
+        Upstream::start("green").await,
+    );
     let (o_blue, o_green) = (
         Upstream::start("other-blue").await,
         Upstream::start("other-green").await,
@@ -556,7 +559,10 @@ async fn preview_access_is_per_service_and_a_refused_preview_is_an_ordinary_requ
 
 #[tokio::test]
 async fn restricted_preview_lets_in_listed_addresses_or_the_token() {
-    let (blue, green) = (Upstream::start("blue").await, Upstream::start("green").await);
+    let (blue, green) = (
+        Upstream::start("blue").await,
+        Upstream::start("green").await,
+    );
     let (o_blue, o_green) = (
         Upstream::start("other-blue").await,
         Upstream::start("other-green").await,
@@ -573,7 +579,12 @@ async fn restricted_preview_lets_in_listed_addresses_or_the_token() {
     .await;
     let (up, _) = who_answers(&p, "/preview/headers", &[]).await;
     assert_eq!(up, "blue", "no token, address not listed");
-    let (up, _) = who_answers(&p, "/preview/headers", &[("x-preview-key", "wrong-token-0123456789")]).await;
+    let (up, _) = who_answers(
+        &p,
+        "/preview/headers",
+        &[("x-preview-key", "wrong-token-0123456789")],
+    )
+    .await;
     assert_eq!(up, "blue", "wrong token");
     let (up, seen) = who_answers(&p, "/preview/headers", &[("x-preview-key", token)]).await;
     assert_eq!(up, "green");
@@ -589,7 +600,10 @@ async fn restricted_preview_lets_in_listed_addresses_or_the_token() {
 
 #[tokio::test]
 async fn behind_a_trusted_balancer_the_forwarded_client_decides_the_preview() {
-    let (blue, green) = (Upstream::start("blue").await, Upstream::start("green").await);
+    let (blue, green) = (
+        Upstream::start("blue").await,
+        Upstream::start("green").await,
+    );
     // The test client plays a load balancer on loopback; by default only
     // loopback and private clients may preview.
     let p = ProxyHandle::start(&static_config(
@@ -603,7 +617,10 @@ async fn behind_a_trusted_balancer_the_forwarded_client_decides_the_preview() {
     assert_eq!(up, "blue", "an internet client must not preview");
     let spoofed = [("x-forwarded-for", "10.0.0.1, 203.0.113.9")];
     let (up, _) = who_answers(&p, "/standby/", &spoofed).await;
-    assert_eq!(up, "blue", "a client-written entry left of the last hop decides nothing");
+    assert_eq!(
+        up, "blue",
+        "a client-written entry left of the last hop decides nothing"
+    );
     let office = [("x-forwarded-for", "10.1.2.3")];
     let (up, _) = who_answers(&p, "/standby/", &office).await;
     assert_eq!(up, "green");
@@ -658,7 +675,16 @@ async fn websockets_count_against_the_connection_cap_and_gauge() {
     // Both are upgraded and spliced now; their HTTP connections are over.
     for ws in [&mut one, &mut two] {
         ws.send("hi".into()).await.unwrap();
-        assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "a: hi");
+        assert_eq!(
+            ws.next()
+                .await
+                .unwrap()
+                .unwrap()
+                .into_text()
+                .unwrap()
+                .as_str(),
+            "a: hi"
+        );
     }
     assert_eq!(metric(&p, "switchyard_client_connections").await, 2.0);
     let third = raw_exchange(
@@ -706,7 +732,10 @@ async fn shutdown_drains_websockets_to_their_deadline_then_closes_them() {
     ws.send("still there".into()).await.unwrap();
     let msg = ws.next().await.unwrap().unwrap();
     assert_eq!(msg.into_text().unwrap().as_str(), "a: still there");
-    assert!(!task.is_finished(), "shutdown did not wait for the WebSocket");
+    assert!(
+        !task.is_finished(),
+        "shutdown did not wait for the WebSocket"
+    );
     // Closed at the deadline: the stream ends.
     let end = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
@@ -738,10 +767,14 @@ async fn only_configured_upgrade_protocols_are_passed_on() {
     let p = ProxyHandle::start(&static_config(&[a.addr], &[], "")).await;
     let seen = raw_exchange(p.addr, request, Duration::from_millis(500)).await;
     assert!(seen.contains("upgrade: websocket\n"), "{seen}");
-    let request = b"GET /headers HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: spdy/3\r\n\r\n";
+    let request =
+        b"GET /headers HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: spdy/3\r\n\r\n";
     let seen = raw_exchange(p.addr, request, Duration::from_millis(500)).await;
     assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
-    assert!(!seen.to_ascii_lowercase().contains("upgrade"), "an unlisted protocol reached the upstream: {seen}");
+    assert!(
+        !seen.to_ascii_lowercase().contains("upgrade"),
+        "an unlisted protocol reached the upstream: {seen}"
+    );
     let p = ProxyHandle::start(&static_config(
         &[a.addr],
         &[],
@@ -821,14 +854,25 @@ async fn retries_are_drawn_from_a_budget() {
         }
     }
     let retries = metric(&p, r#"switchyard_retries_total{service="svc"}"#).await;
-    let refused = metric(&p, r#"switchyard_retry_budget_exhausted_total{service="svc"}"#).await;
+    let refused = metric(
+        &p,
+        r#"switchyard_retry_budget_exhausted_total{service="svc"}"#,
+    )
+    .await;
     assert!(
         retries <= (requests as f64) * 0.2 + 1.0,
         "{retries} retries for {requests} requests"
     );
-    assert!(refused >= 1.0 && passed_on >= 1, "bad took {} requests", bad.requests());
+    assert!(
+        refused >= 1.0 && passed_on >= 1,
+        "bad took {} requests",
+        bad.requests()
+    );
     assert_eq!(refused as usize, passed_on);
-    assert_eq!(good.requests() + bad.requests(), requests + retries as usize);
+    assert_eq!(
+        good.requests() + bad.requests(),
+        requests + retries as usize
+    );
 }
 
 #[tokio::test]
@@ -851,7 +895,10 @@ async fn a_response_broken_mid_body_is_not_counted_as_a_success() {
     };
     let deadline = Instant::now() + Duration::from_secs(3);
     while metric(&p, &series("5xx")).await < 1.0 {
-        assert!(Instant::now() < deadline, "the broken response was never counted");
+        assert!(
+            Instant::now() < deadline,
+            "the broken response was never counted"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(metric(&p, &series("2xx")).await, 0.0);

@@ -589,7 +589,12 @@ fn caller(req: &Request<Incoming>, peer: SocketAddr, token: bool) -> String {
         .headers()
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
-        .map(|a| a.chars().filter(|c| !c.is_control()).take(80).collect::<String>());
+        .map(|a| {
+            a.chars()
+                .filter(|c| !c.is_control())
+                .take(80)
+                .collect::<String>()
+        });
     match agent {
         Some(a) if !a.is_empty() => format!("{peer}, {how}, {a}"),
         _ => format!("{peer}, {how}"),

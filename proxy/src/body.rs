@@ -204,6 +204,9 @@ impl Drop for ResponseGuard {
     }
 }
 
+/// One poll of a body sent to a client.
+type PolledFrame = Poll<Option<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>>;
+
 /// How a proxied response ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ending {
@@ -249,8 +252,9 @@ pub struct AccessLine {
 pub struct Finish {
     pool: Arc<Pool>,
     status: u16,
-    /// Set when access logging is on.
-    pub log: Option<AccessLine>,
+    /// Set when access logging is on (boxed: most responses carry none,
+    /// and the body stays small).
+    pub log: Option<Box<AccessLine>>,
 }
 
 impl Finish {
@@ -315,12 +319,7 @@ impl ProxyBody {
     /// Wraps an upstream body; if it is already finished (HEAD, 204, 304)
     /// the connection is released at once. A pause longer than `idle`
     /// between two frames abandons it.
-    pub fn upstream(
-        inner: Incoming,
-        guard: ResponseGuard,
-        idle: Duration,
-        finish: Finish,
-    ) -> Self {
+    pub fn upstream(inner: Incoming, guard: ResponseGuard, idle: Duration, finish: Finish) -> Self {
         let guard = if inner.is_end_stream() {
             guard.complete();
             None
@@ -413,10 +412,7 @@ impl Drop for ProxyBody {
 }
 
 impl ProxyBody {
-    fn poll_upstream(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>> {
+    fn poll_upstream(&mut self, cx: &mut Context<'_>) -> PolledFrame {
         match self {
             ProxyBody::Local(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream {

@@ -1103,7 +1103,9 @@ fn preview_section(v: &mut Validator, file: &FilePreview) -> PreviewConfig {
         _ => {
             v.issue(
                 "preview.token_header",
-                format!("{token_header_name:?} is not a valid header name other than preview.header"),
+                format!(
+                    "{token_header_name:?} is not a valid header name other than preview.header"
+                ),
             );
             http::HeaderName::from_static(DEFAULT_PREVIEW_TOKEN_HEADER)
         }
@@ -1123,7 +1125,9 @@ fn preview_access(
     own: Option<&FilePreviewAccess>,
     global: &FilePreviewAccess,
 ) -> PreviewAccess {
-    let pick = |f: fn(&FilePreviewAccess) -> bool| own.filter(|o| f(o)).map_or(("preview", global), |o| (p, o));
+    let pick = |f: fn(&FilePreviewAccess) -> bool| {
+        own.filter(|o| f(o)).map_or(("preview", global), |o| (p, o))
+    };
     let (ap, a) = pick(|o| o.access.is_some());
     let access = a.access.as_deref().unwrap_or(DEFAULT_PREVIEW_ACCESS);
     let (lp, l) = pick(|o| o.allow.is_some());

@@ -54,7 +54,9 @@ use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 
 use crate::body::{AccessLine, Finish, Progress, ProxyBody, RequestBody, ResponseGuard};
-use crate::config::{ForwardingConfig, PreviewConfig, RETRY_BUDGET_WINDOW, RetryBudgetConfig, Timeouts};
+use crate::config::{
+    ForwardingConfig, PreviewConfig, RETRY_BUDGET_WINDOW, RetryBudgetConfig, Timeouts,
+};
 use crate::error::ProxyError;
 use crate::headers::{self, ClientInfo};
 use crate::metrics::Abandon;
@@ -146,7 +148,7 @@ impl Forwarder {
                     };
                     // Logged when the body ends, with how it ended.
                     match resp.body_mut().finish_mut() {
-                        Some(f) => f.log = Some(line),
+                        Some(f) => f.log = Some(Box::new(line)),
                         None => tracing::info!(
                             target: "access",
                             client = %line.client,
@@ -857,8 +859,7 @@ impl RetryBudget {
         let b = &self.buckets[(now % len) as usize];
         let seen = b.second.load(Ordering::Acquire);
         if seen != now
-            && b
-                .second
+            && b.second
                 .compare_exchange(seen, now, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {

@@ -351,7 +351,9 @@ pub fn describe_preview(preview: &PreviewConfig) -> Vec<(String, String)> {
         .iter()
         .map(|(name, a)| {
             let who = match a {
-                PreviewAccess::Off => "off: the prefix and header reach the active colour".to_owned(),
+                PreviewAccess::Off => {
+                    "off: the prefix and header reach the active colour".to_owned()
+                }
                 PreviewAccess::Open => "open to every client".to_owned(),
                 PreviewAccess::Restricted { allow, token } => {
                     let nets: Vec<String> = allow.iter().map(ToString::to_string).collect();
