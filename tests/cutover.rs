@@ -681,3 +681,81 @@ async fn bad_admin_input_gets_precise_4xx() {
     assert_eq!(who(&c, &s.proxy.url("/")).await.as_deref(), Some("blue"));
     drop((s.blue, s.green));
 }
+
+#[tokio::test]
+async fn forced_switch_to_a_colour_without_instances_is_a_conflict_and_can_be_repaired() {
+    let blue = Upstream::start("blue").await;
+    let consul = Consul::start().await;
+    consul
+        .register(
+            "b1",
+            blue.addr,
+            "blue",
+            "active",
+            "v1",
+            CheckStatus::Passing,
+        )
+        .await;
+    let p = ProxyHandle::start(&config(&consul.url(), "")).await;
+    wait_serving(&p, "blue").await;
+    let c = client();
+    let q = format!("service={SERVICE}");
+
+    // Green has no instance at all: the route moves, the proxy keeps blue.
+    let (status, body) = switch(&c, &p, &format!("{q}&force=true")).await;
+    assert_eq!(status, 409, "success claimed while blue is served: {body}");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["requested"], "green", "{body}");
+    assert_eq!(doc["active"], "blue", "{body}");
+    assert!(
+        doc["error"].as_str().unwrap().contains("still serves blue"),
+        "{body}"
+    );
+    assert_eq!(consul.route().await.unwrap().active, "green");
+    assert_eq!(who(&c, &p.url("/")).await.as_deref(), Some("blue"));
+
+    // The repair: switching again writes the route back to what is served.
+    let (status, body) = switch(&c, &p, &q).await;
+    assert_eq!(status, 200, "{body}");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["active"], "blue", "{body}");
+    let route = consul.route().await.unwrap();
+    assert_eq!(route.active, "blue");
+    assert!(
+        route.updated_by.contains("127.0.0.1"),
+        "who switched is recorded: {route:?}"
+    );
+    let st: serde_json::Value = c
+        .get(p.admin_url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(st["services"][0]["fail_static"], false, "{st}");
+}
+
+#[tokio::test]
+async fn cross_site_browser_switch_is_refused() {
+    let s = stack("").await;
+    let c = client();
+    for site in ["cross-site", "same-site"] {
+        let r = c
+            .post(s.proxy.admin_url(&format!("/switch?service={SERVICE}")))
+            .header("sec-fetch-site", site)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{site}");
+        assert!(r.text().await.unwrap().contains("cross-site"));
+    }
+    assert_eq!(s.consul.route().await, None);
+    let r = c
+        .post(s.proxy.admin_url(&format!("/switch?service={SERVICE}")))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -482,3 +482,424 @@ async fn upstream_closing_idle_connections_after_1s_costs_no_post() {
     assert_eq!(statuses, [200; 5], "a POST lost to a keep-alive race");
     assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 5);
 }
+
+/// Two static services, `svc` (under `/`) and `other` (under `/other`),
+/// each with its own blue and green upstream, and `svc_preview` as the
+/// inline `preview` table of `svc`.
+fn two_services(
+    svc: (&Upstream, &Upstream),
+    other: (&Upstream, &Upstream),
+    svc_preview: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+[log]
+access_log = false
+{extra}
+[[services]]
+name = "svc"
+static = {{ active = ["{}"], standby = ["{}"] }}
+preview = {svc_preview}
+[[services]]
+name = "other"
+static = {{ active = ["{}"], standby = ["{}"] }}
+[[routes]]
+service = "svc"
+[[routes]]
+path_prefix = "/other"
+service = "other"
+"#,
+        svc.0.addr, svc.1.addr, other.0.addr, other.1.addr
+    )
+}
+
+/// Who answered a GET: the upstream's name and the request line it saw.
+async fn who_answers(p: &ProxyHandle, path: &str, headers: &[(&str, &str)]) -> (String, String) {
+    let mut req = client().get(p.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    let upstream = r.headers()["x-upstream"].to_str().unwrap().to_owned();
+    (upstream, r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn preview_access_is_per_service_and_a_refused_preview_is_an_ordinary_request() {
+    let (blue, green) = (
+        Upstream::start("blue").await,
+        Upstream::start("green").await,
+    );
+    let (o_blue, o_green) = (
+        Upstream::start("other-blue").await,
+        Upstream::start("other-green").await,
+    );
+    // `svc` lets nobody preview; `other` has the default (loopback and
+    // private ranges: this test's client).
+    let p = ProxyHandle::start(&two_services(
+        (&blue, &green),
+        (&o_blue, &o_green),
+        r#"{ access = "off" }"#,
+        "",
+    ))
+    .await;
+    // The application's own path under the prefix reaches it unchanged.
+    let (up, _) = who_answers(&p, "/standby/headers", &[]).await;
+    assert_eq!(up, "blue");
+    let (up, seen) = who_answers(&p, "/headers", &[("x-switchyard-pool", "standby")]).await;
+    assert_eq!(up, "blue");
+    assert!(!seen.contains("x-switchyard-pool"), "{seen}");
+    // The other service still previews from loopback.
+    let (up, _) = who_answers(&p, "/standby/other/x", &[]).await;
+    assert_eq!(up, "other-green");
+    let (up, _) = who_answers(&p, "/other/x", &[("x-switchyard-pool", "standby")]).await;
+    assert_eq!(up, "other-green");
+}
+
+#[tokio::test]
+async fn restricted_preview_lets_in_listed_addresses_or_the_token() {
+    let (blue, green) = (
+        Upstream::start("blue").await,
+        Upstream::start("green").await,
+    );
+    let (o_blue, o_green) = (
+        Upstream::start("other-blue").await,
+        Upstream::start("other-green").await,
+    );
+    let token = "preview-0123456789abcdef";
+    // 127.0.0.1 is not in svc's list: only the token lets this client in.
+    // `other` inherits [preview], whose list the test client is in.
+    let p = ProxyHandle::start(&two_services(
+        (&blue, &green),
+        (&o_blue, &o_green),
+        &format!(r#"{{ allow = ["192.0.2.0/24"], token = "{token}" }}"#),
+        "[preview]\npath_prefix = \"/preview\"\ntoken_header = \"x-preview-key\"\nallow = [\"127.0.0.1\"]\n",
+    ))
+    .await;
+    let (up, _) = who_answers(&p, "/preview/headers", &[]).await;
+    assert_eq!(up, "blue", "no token, address not listed");
+    let (up, _) = who_answers(
+        &p,
+        "/preview/headers",
+        &[("x-preview-key", "wrong-token-0123456789")],
+    )
+    .await;
+    assert_eq!(up, "blue", "wrong token");
+    let (up, seen) = who_answers(&p, "/preview/headers", &[("x-preview-key", token)]).await;
+    assert_eq!(up, "green");
+    assert!(seen.starts_with("GET /headers "), "prefix stripped: {seen}");
+    assert!(!seen.contains("x-preview-key"), "token forwarded: {seen}");
+    // The old prefix is an ordinary path now.
+    let (up, _) = who_answers(&p, "/standby/", &[("x-preview-key", token)]).await;
+    assert_eq!(up, "blue");
+    // By address.
+    let (up, _) = who_answers(&p, "/preview/other", &[]).await;
+    assert_eq!(up, "other-green");
+}
+
+#[tokio::test]
+async fn behind_a_trusted_balancer_the_forwarded_client_decides_the_preview() {
+    let (blue, green) = (
+        Upstream::start("blue").await,
+        Upstream::start("green").await,
+    );
+    // The test client plays a load balancer on loopback; by default only
+    // loopback and private clients may preview.
+    let p = ProxyHandle::start(&static_config(
+        &[blue.addr],
+        &[green.addr],
+        "[forwarding]\ntrusted_peers = [\"127.0.0.1\"]\n",
+    ))
+    .await;
+    let internet = [("x-forwarded-for", "203.0.113.9")];
+    let (up, _) = who_answers(&p, "/standby/", &internet).await;
+    assert_eq!(up, "blue", "an internet client must not preview");
+    let spoofed = [("x-forwarded-for", "10.0.0.1, 203.0.113.9")];
+    let (up, _) = who_answers(&p, "/standby/", &spoofed).await;
+    assert_eq!(
+        up, "blue",
+        "a client-written entry left of the last hop decides nothing"
+    );
+    let office = [("x-forwarded-for", "10.1.2.3")];
+    let (up, _) = who_answers(&p, "/standby/", &office).await;
+    assert_eq!(up, "green");
+}
+
+#[test]
+fn preview_config_is_checked() {
+    use switchyard_proxy::config::{Config, ConfigError, Env};
+    let err = Config::parse(
+        "[preview]\naccess = \"sometimes\"\n[[services]]\nname = \"a\"\nstatic = { active = [\"127.0.0.1:1\"] }\npreview = { allow = [\"nope\"], token = \"short\" }\n",
+        std::path::Path::new("x.toml"),
+        &Env::default(),
+    )
+    .unwrap_err();
+    let ConfigError::Invalid { issues, .. } = err else {
+        panic!("{err}")
+    };
+    let paths: Vec<_> = issues.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "services[0].preview.allow[0]",
+            "services[0].preview.token",
+            "preview.access"
+        ],
+        "{issues:?}"
+    );
+}
+
+async fn websocket(
+    p: &ProxyHandle,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
+    let (ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", p.addr))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+#[tokio::test]
+async fn websockets_count_against_the_connection_cap_and_gauge() {
+    use futures_util::{SinkExt, StreamExt};
+    let a = Upstream::start("a").await;
+    let p = ProxyHandle::start(&static_config(
+        &[a.addr],
+        &[],
+        "[limits]\nmax_connections = 2\n",
+    ))
+    .await;
+    let mut one = websocket(&p).await;
+    let mut two = websocket(&p).await;
+    // Both are upgraded and spliced now; their HTTP connections are over.
+    for ws in [&mut one, &mut two] {
+        ws.send("hi".into()).await.unwrap();
+        assert_eq!(
+            ws.next()
+                .await
+                .unwrap()
+                .unwrap()
+                .into_text()
+                .unwrap()
+                .as_str(),
+            "a: hi"
+        );
+    }
+    assert_eq!(metric(&p, "switchyard_client_connections").await, 2.0);
+    let third = raw_exchange(
+        p.addr,
+        b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(third.starts_with("HTTP/1.1 503"), "over the cap: {third}");
+    // One closes: its place is free again.
+    one.close(None).await.unwrap();
+    drop(one);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let r = raw_exchange(
+            p.addr,
+            b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            Duration::from_secs(2),
+        )
+        .await;
+        if r.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "place never freed: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(two);
+}
+
+#[tokio::test]
+async fn shutdown_drains_websockets_to_their_deadline_then_closes_them() {
+    use futures_util::{SinkExt, StreamExt};
+    let a = Upstream::start("a").await;
+    let mut p = ProxyHandle::start(&static_config(
+        &[a.addr],
+        &[],
+        &timeouts("drain = \"1s\"\nshutdown_grace = \"10s\""),
+    ))
+    .await;
+    let mut ws = websocket(&p).await;
+    let started = Instant::now();
+    let task = p.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Still spliced during the drain.
+    ws.send("still there".into()).await.unwrap();
+    let msg = ws.next().await.unwrap().unwrap();
+    assert_eq!(msg.into_text().unwrap().as_str(), "a: still there");
+    assert!(
+        !task.is_finished(),
+        "shutdown did not wait for the WebSocket"
+    );
+    // Closed at the deadline: the stream ends.
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(e.to_string()),
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .expect("the WebSocket was never closed");
+    let closed_after = started.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(900),
+        "closed before the deadline: {closed_after:?}"
+    );
+    let _ = end;
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("shutdown never finished")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn only_configured_upgrade_protocols_are_passed_on() {
+    let a = Upstream::start("a").await;
+    let request = b"GET /headers HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: spdy/3, websocket\r\n\r\n";
+    let p = ProxyHandle::start(&static_config(&[a.addr], &[], "")).await;
+    let seen = raw_exchange(p.addr, request, Duration::from_millis(500)).await;
+    assert!(seen.contains("upgrade: websocket\n"), "{seen}");
+    let request =
+        b"GET /headers HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: spdy/3\r\n\r\n";
+    let seen = raw_exchange(p.addr, request, Duration::from_millis(500)).await;
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(
+        !seen.to_ascii_lowercase().contains("upgrade"),
+        "an unlisted protocol reached the upstream: {seen}"
+    );
+    let p = ProxyHandle::start(&static_config(
+        &[a.addr],
+        &[],
+        "[forwarding]\nupgrade_protocols = [\"websocket\", \"SPDY\"]\n",
+    ))
+    .await;
+    let seen = raw_exchange(p.addr, request, Duration::from_millis(500)).await;
+    assert!(seen.contains("upgrade: spdy/3\n"), "{seen}");
+}
+
+#[tokio::test]
+async fn an_early_answer_is_forwarded_even_when_the_upstream_resets_the_upload() {
+    // The upstream answers 413 as soon as it has the head and closes with
+    // the body unread (the kernel resets the connection), while the client
+    // is still sending 8 MiB. The proxy's next write fails; the answer is in
+    // its socket all the same and must reach the client, not a 502.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                read_head(&mut s).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large")
+                    .await;
+                // Closing with unread data sends a reset.
+                drop(s);
+            });
+        }
+    });
+    let p = ProxyHandle::start(&static_config(&[up], &[], "")).await;
+    let body = vec![b'x'; 8 << 20];
+    for round in 0..5 {
+        let r = client()
+            .post(p.url("/upload"))
+            .body(body.clone())
+            .send()
+            .await;
+        let r = match r {
+            Ok(r) => r,
+            // The client may itself see the close while still sending.
+            Err(e) => panic!("round {round}: no answer: {e}"),
+        };
+        assert_eq!(r.status(), 413, "round {round}");
+        assert_eq!(r.text().await.unwrap(), "too large", "round {round}");
+    }
+}
+
+#[tokio::test]
+async fn retries_are_drawn_from_a_budget() {
+    use crate::support::faulty::StatusUpstream;
+    // Half the instances fail; without a budget every failed try would be
+    // retried on the healthy one.
+    let bad = StatusUpstream::start("bad", 503).await;
+    let good = StatusUpstream::start("good", 200).await;
+    let p = ProxyHandle::start(&static_config(
+        &[bad.addr, good.addr],
+        &[],
+        "[retry]\nbudget_percent = 20\nbudget_min_per_second = 0\n[ejection]\nconsecutive_failures = 0\n",
+    ))
+    .await;
+    let c = client();
+    let requests = 100;
+    let mut passed_on = 0;
+    for _ in 0..requests {
+        let r = c.get(p.url("/")).send().await.unwrap();
+        match r.status().as_u16() {
+            200 => {}
+            503 => {
+                assert_eq!(r.headers()["x-upstream"], "bad");
+                passed_on += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let retries = metric(&p, r#"switchyard_retries_total{service="svc"}"#).await;
+    let refused = metric(
+        &p,
+        r#"switchyard_retry_budget_exhausted_total{service="svc"}"#,
+    )
+    .await;
+    assert!(
+        retries <= (requests as f64) * 0.2 + 1.0,
+        "{retries} retries for {requests} requests"
+    );
+    assert!(
+        refused >= 1.0 && passed_on >= 1,
+        "bad took {} requests",
+        bad.requests()
+    );
+    assert_eq!(refused as usize, passed_on);
+    assert_eq!(
+        good.requests() + bad.requests(),
+        requests + retries as usize
+    );
+}
+
+#[tokio::test]
+async fn a_response_broken_mid_body_is_not_counted_as_a_success() {
+    let (up, _) = raw_upstream(|mut s| async move {
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
+            .await
+            .unwrap();
+        // Closed 91 bytes short.
+    })
+    .await;
+    let p = ProxyHandle::start(&static_config(&[up], &[], "")).await;
+    let r = client().get(p.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.is_err(), "a truncated body must fail");
+    let series = |class: &str| {
+        format!(
+            r#"switchyard_requests_total{{class="{class}",colour="blue",service="svc",version="v1"}}"#
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while metric(&p, &series("5xx")).await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the broken response was never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(&p, &series("2xx")).await, 0.0);
+}

@@ -8,14 +8,21 @@
 //! | GET | `/readyz` | 200 once every Consul-backed service has synced, else 503 |
 //! | GET | `/status` | JSON: every service's colours, versions, instances, generation, sync and fail-static state |
 //! | GET | `/metrics` | Prometheus text |
-//! | POST | `/switch?service=S[&force=true]` | flip active and standby (check-and-set on the route key); answers once this proxy serves the new colour |
+//! | POST | `/switch?service=S[&force=true]` | flip active and standby (check-and-set on the route key); 200 once this proxy serves the new colour, 409 when it keeps serving the old one |
 //!
 //! Mutating calls need `Authorization: Bearer <token>` when a token is
 //! configured (compared in constant time); with no token configured they are
 //! accepted from loopback peers only. The token is never logged. A mutating
 //! call whose `Origin` names another host than the one it was sent to is
-//! refused, so a web page elsewhere cannot make a browser on the operator's
-//! machine switch through the loopback rule.
+//! refused, and so is one a browser marks `Sec-Fetch-Site: cross-site` or
+//! `same-site`, so a web page elsewhere cannot make a browser on the
+//! operator's machine switch through the loopback rule. Every switch is
+//! logged with who asked (peer address, token or loopback, user agent).
+//!
+//! `POST /switch` answers 200 only when this proxy serves the requested
+//! colour. When the route names it but the proxy keeps serving the old one
+//! (the new colour has no passing instance), it answers 409 saying so; a
+//! switch from that state writes the route back to the colour served.
 
 mod history;
 
@@ -200,7 +207,9 @@ impl Admin {
                         );
                     }
                 };
-                self.switch(&service, force).await
+                let who = caller(&req, peer, self.token.is_some());
+                tracing::info!(service = %service, force, by = %who, "switch requested");
+                self.switch(&service, force, &who).await
             }
             (_, "/" | "/healthz" | "/readyz" | "/metrics" | "/status") => {
                 let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
@@ -235,6 +244,15 @@ impl Admin {
             return Err(Box::new(error(
                 StatusCode::FORBIDDEN,
                 "cross-origin admin call refused: Origin does not name this admin address",
+            )));
+        }
+        if let Some(site) = req.headers().get("sec-fetch-site")
+            && !matches!(site.as_bytes(), b"same-origin" | b"none")
+        {
+            tracing::warn!(peer = %peer, site = ?site, "cross-site admin call refused");
+            return Err(Box::new(error(
+                StatusCode::FORBIDDEN,
+                "cross-site admin call refused: Sec-Fetch-Site is not same-origin",
             )));
         }
         match &self.token {
@@ -307,7 +325,7 @@ impl Admin {
         })
     }
 
-    async fn switch(&self, service: &str, force: bool) -> AdminResponse {
+    async fn switch(&self, service: &str, force: bool, who: &str) -> AdminResponse {
         let started = Instant::now();
         let table = self.router.table_full();
         let Some(current) = table.service(service).cloned() else {
@@ -349,7 +367,7 @@ impl Admin {
         }
         let target = to.colour.clone();
         let generation = match self.watches.0.get(service) {
-            Some(w) => match self.write_route(w, &current, &target).await {
+            Some(w) => match self.write_route(w, &current, &target, who).await {
                 Ok(g) => g,
                 Err(resp) => return *resp,
             },
@@ -368,7 +386,7 @@ impl Admin {
                 g
             }
         };
-        // Answer once this proxy serves the new colour.
+        // Answer once this proxy has applied the route, with what it serves.
         let mut rx = self.router.subscribe();
         let served = tokio::time::timeout(SWITCH_ACK_TIMEOUT, async {
             loop {
@@ -377,26 +395,47 @@ impl Admin {
                     if let Some(s) = t.service(service)
                         && s.snapshot.generation >= generation
                     {
-                        return s.active.colour.clone();
+                        return Arc::clone(s);
                     }
                 }
                 if rx.changed().await.is_err() {
-                    return String::new();
+                    std::future::pending::<()>().await;
                 }
             }
         })
         .await;
         match served {
-            Ok(active) => {
-                tracing::info!(service, active = %active, generation, "switch served");
+            Ok(now) if now.active.colour == target => {
+                tracing::info!(service, active = %target, previous = %from.colour, generation, by = %who, "switch served");
                 json_response(
                     StatusCode::OK,
                     &json!({
                         "service": service,
-                        "active": active,
+                        "active": target,
                         "previous": from.colour,
                         "generation": generation,
                         "cutover_ms": started.elapsed().as_secs_f64() * 1000.0,
+                    }),
+                )
+            }
+            Ok(now) => {
+                let why = now
+                    .snapshot
+                    .fail_static_reason
+                    .clone()
+                    .unwrap_or_else(|| format!("{target} has no passing instance"));
+                tracing::warn!(service, requested = %target, serving = %now.active.colour, generation, by = %who, reason = %why, "switch not served");
+                json_response(
+                    StatusCode::CONFLICT,
+                    &json!({
+                        "error": format!(
+                            "the route names {target} active (generation {generation}) but this proxy still serves {}: {why}. Once {target} has passing instances the proxy follows; to go back, switch again",
+                            now.active.colour
+                        ),
+                        "service": service,
+                        "requested": target,
+                        "active": now.active.colour,
+                        "generation": generation,
                     }),
                 )
             }
@@ -416,17 +455,28 @@ impl Admin {
         w: &ServiceWatch,
         current: &ServiceRoutes,
         target: &str,
+        who: &str,
     ) -> Result<u64, Box<AdminResponse>> {
+        // The colour the route decided: the one that is not standby. It
+        // differs from the pool served when the proxy kept the last good
+        // pool because the decided colour had no passing instance; a switch
+        // from there writes the route back to the colour actually served.
+        let colours = w.colours();
+        let decided = colours
+            .iter()
+            .find(|c| **c != current.standby.colour)
+            .map_or(current.active.colour.as_str(), String::as_str);
+        let by = format!("switchyard proxy admin API ({who})");
         let request = FlipRequest {
             key: w.route_key(),
-            colours: w.colours(),
-            from: &current.active.colour,
+            colours,
+            from: decided,
             to: target,
             based_on: None,
             generation_floor: current.snapshot.generation,
             // An unusable key does not route anything; the switch replaces it.
             overwrite_unusable: true,
-            by: "switchyard proxy admin API",
+            by: &by,
         };
         let behind = |active: &str, generation: u64| {
             Box::new(error(
@@ -532,6 +582,26 @@ fn same_origin(origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
     origin
         .split_once("://")
         .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+}
+
+/// Who made an authorized mutating call, for the log and the route key's
+/// `updated_by`: the peer, how it was let in, and its user agent.
+fn caller(req: &Request<Incoming>, peer: SocketAddr, token: bool) -> String {
+    let how = if token { "token" } else { "loopback" };
+    let agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|a| {
+            a.chars()
+                .filter(|c| !c.is_control())
+                .take(80)
+                .collect::<String>()
+        });
+    match agent {
+        Some(a) if !a.is_empty() => format!("{peer}, {how}, {a}"),
+        _ => format!("{peer}, {how}"),
+    }
 }
 
 /// Whether a peer counts as local for token-less mutating calls. On a

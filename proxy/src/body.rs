@@ -204,6 +204,93 @@ impl Drop for ResponseGuard {
     }
 }
 
+/// One poll of a body sent to a client.
+type PolledFrame = Poll<Option<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>>;
+
+/// How a proxied response ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The whole body went out.
+    Complete,
+    /// The upstream broke or stalled mid-body: the client got a truncated
+    /// response, counted as a 502.
+    UpstreamBroken,
+    /// The client went away before the end.
+    ClientGone,
+}
+
+impl Ending {
+    fn as_str(self) -> &'static str {
+        match self {
+            Ending::Complete => "complete",
+            Ending::UpstreamBroken => "upstream_broken",
+            Ending::ClientGone => "client_gone",
+        }
+    }
+}
+
+/// The access-log line of a proxied request, written when its response ends.
+#[derive(Debug)]
+pub struct AccessLine {
+    /// Client address.
+    pub client: std::net::IpAddr,
+    /// Method.
+    pub method: http::Method,
+    /// Path as received.
+    pub path: String,
+    /// Service name.
+    pub service: String,
+    /// Instance that answered.
+    pub upstream: std::net::SocketAddr,
+    /// When the request arrived.
+    pub start: Instant,
+}
+
+/// Counts (and logs) a proxied response once, when its body ends: a
+/// response broken mid-body is not a success.
+#[derive(Debug)]
+pub struct Finish {
+    pool: Arc<Pool>,
+    status: u16,
+    /// Set when access logging is on (boxed: most responses carry none,
+    /// and the body stays small).
+    pub log: Option<Box<AccessLine>>,
+}
+
+impl Finish {
+    /// A response with `status` from `pool`.
+    pub fn new(pool: Arc<Pool>, status: u16) -> Self {
+        Self {
+            pool,
+            status,
+            log: None,
+        }
+    }
+
+    /// Counts and logs the response's end.
+    pub fn end(self, how: Ending) {
+        let counted = match how {
+            Ending::UpstreamBroken => 502,
+            Ending::Complete | Ending::ClientGone => self.status,
+        };
+        self.pool.metrics.count(counted);
+        if let Some(l) = self.log {
+            tracing::info!(
+                target: "access",
+                client = %l.client,
+                method = %l.method,
+                path = %l.path,
+                status = self.status,
+                service = %l.service,
+                colour = %self.pool.colour,
+                upstream = %l.upstream,
+                ending = how.as_str(),
+                micros = l.start.elapsed().as_micros() as u64,
+            );
+        }
+    }
+}
+
 /// A body sent to a client.
 pub enum ProxyBody {
     /// Streamed from an upstream.
@@ -212,6 +299,8 @@ pub enum ProxyBody {
         inner: Incoming,
         /// Released at end of stream.
         guard: Option<ResponseGuard>,
+        /// Counted and logged at the end.
+        finish: Option<Finish>,
         /// Longest pause between two frames.
         idle: Duration,
         /// Armed while the upstream keeps us waiting.
@@ -230,18 +319,42 @@ impl ProxyBody {
     /// Wraps an upstream body; if it is already finished (HEAD, 204, 304)
     /// the connection is released at once. A pause longer than `idle`
     /// between two frames abandons it.
-    pub fn upstream(inner: Incoming, guard: ResponseGuard, idle: Duration) -> Self {
+    pub fn upstream(inner: Incoming, guard: ResponseGuard, idle: Duration, finish: Finish) -> Self {
         let guard = if inner.is_end_stream() {
             guard.complete();
             None
         } else {
             Some(guard)
         };
+        // A body that has already ended (HEAD, 204, 304) is counted now.
+        let finish = if inner.is_end_stream() {
+            finish.end(Ending::Complete);
+            None
+        } else {
+            Some(finish)
+        };
         ProxyBody::Upstream {
             inner,
             guard,
+            finish,
             idle,
             timer: None,
+        }
+    }
+
+    /// The response's pending count and log line, if it has not ended yet.
+    pub fn finish_mut(&mut self) -> Option<&mut Finish> {
+        match self {
+            ProxyBody::Upstream { finish, .. } => finish.as_mut(),
+            ProxyBody::Local(_) => None,
+        }
+    }
+
+    fn ended(&mut self, how: Ending) {
+        if let ProxyBody::Upstream { finish, .. } = self
+            && let Some(f) = finish.take()
+        {
+            f.end(how);
         }
     }
 }
@@ -264,13 +377,50 @@ impl Body for ProxyBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.get_mut() {
+        let this = self.get_mut();
+        let res = this.poll_upstream(cx);
+        match &res {
+            Poll::Ready(None) => this.ended(Ending::Complete),
+            Poll::Ready(Some(Err(_))) => this.ended(Ending::UpstreamBroken),
+            Poll::Ready(Some(Ok(_))) if this.is_end_stream() => this.ended(Ending::Complete),
+            _ => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Local(b) => b.is_none(),
+            ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ProxyBody::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away (a complete body
+        // has already been counted).
+        self.ended(Ending::ClientGone);
+    }
+}
+
+impl ProxyBody {
+    fn poll_upstream(&mut self, cx: &mut Context<'_>) -> PolledFrame {
+        match self {
             ProxyBody::Local(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream {
                 inner,
                 guard,
                 idle,
                 timer,
+                ..
             } => {
                 let res = Pin::new(&mut *inner).poll_frame(cx);
                 match &res {
@@ -317,20 +467,6 @@ impl Body for ProxyBody {
                 }
                 res.map(|o| o.map(|r| r.map_err(Into::into)))
             }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ProxyBody::Local(b) => b.is_none(),
-            ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ProxyBody::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            ProxyBody::Upstream { inner, .. } => inner.size_hint(),
         }
     }
 }

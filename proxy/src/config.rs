@@ -74,6 +74,8 @@ pub const DEFAULT_UPGRADE_SOCKET: &str = "/tmp/switchyard_upgrade.sock";
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 /// `forwarding.trusted_peers`: none, so every client's forwarding headers are replaced.
 pub const DEFAULT_TRUSTED_PEERS: &[&str] = &[];
+/// `forwarding.upgrade_protocols`: the `Upgrade` protocols passed on to the upstream.
+pub const DEFAULT_UPGRADE_PROTOCOLS: &[&str] = &["websocket"];
 /// `forwarding.forwarded`: whether an RFC 7239 `Forwarded` header is sent upstream.
 pub const DEFAULT_EMIT_FORWARDED: bool = false;
 /// `ejection.max_ejected_percent`: the largest share of a pool passive ejection may take out.
@@ -82,10 +84,33 @@ pub const DEFAULT_MAX_EJECTED_PERCENT: u32 = 50;
 pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
 /// `retry.attempts`: the most accepted.
 pub const MAX_RETRY_ATTEMPTS: u32 = 10;
+/// `retry.budget_percent`: retries a service may make, as a share of its requests over
+/// [`RETRY_BUDGET_WINDOW`].
+pub const DEFAULT_RETRY_BUDGET_PERCENT: u32 = 20;
+/// `retry.budget_min_per_second`: retries allowed on top of the share, so a quiet service can
+/// still retry.
+pub const DEFAULT_RETRY_BUDGET_MIN_PER_SECOND: u32 = 10;
+/// The window over which the retry budget counts requests and retries.
+pub const RETRY_BUDGET_WINDOW: Duration = Duration::from_secs(10);
 /// `preview.header`: a request with this header set to `standby` goes to the standby pool.
 pub const DEFAULT_PREVIEW_HEADER: &str = "x-switchyard-pool";
 /// `preview.path_prefix`: requests under this prefix go to the standby pool.
 pub const DEFAULT_PREVIEW_PREFIX: &str = "/standby";
+/// `preview.access`: who may preview the standby colour.
+pub const DEFAULT_PREVIEW_ACCESS: &str = "restricted";
+/// `preview.allow`: loopback and private ranges (RFC 1918, RFC 4193 unique local).
+pub const DEFAULT_PREVIEW_ALLOW: &[&str] = &[
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+];
+/// `preview.token_header`: the header carrying `preview.token`.
+pub const DEFAULT_PREVIEW_TOKEN_HEADER: &str = "x-switchyard-preview-token";
+/// `preview.token`: the shortest token accepted.
+pub const MIN_PREVIEW_TOKEN_LEN: usize = 16;
 /// `limits.max_header_bytes`
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// `limits.max_header_bytes`: the least accepted.
@@ -298,6 +323,10 @@ pub struct FileRetry {
     /// Extra tries on another instance. Default [`DEFAULT_RETRY_ATTEMPTS`], at most
     /// [`MAX_RETRY_ATTEMPTS`].
     pub attempts: Option<u32>,
+    /// Retries as a share (percent) of requests. Default [`DEFAULT_RETRY_BUDGET_PERCENT`].
+    pub budget_percent: Option<u32>,
+    /// Retries per second allowed on top. Default [`DEFAULT_RETRY_BUDGET_MIN_PER_SECOND`].
+    pub budget_min_per_second: Option<u32>,
 }
 
 /// `[preview]`
@@ -310,6 +339,29 @@ pub struct FilePreview {
     /// Path prefix that selects the standby pool (stripped before forwarding). Default
     /// [`DEFAULT_PREVIEW_PREFIX`].
     pub path_prefix: Option<String>,
+    /// Header carrying the preview token. Default [`DEFAULT_PREVIEW_TOKEN_HEADER`].
+    pub token_header: Option<String>,
+    /// Who may preview, for every service that does not say otherwise: `off`, `open` or
+    /// `restricted`. Default [`DEFAULT_PREVIEW_ACCESS`].
+    pub access: Option<String>,
+    /// `restricted`: client addresses (CIDRs) let in. Default [`DEFAULT_PREVIEW_ALLOW`].
+    pub allow: Option<Vec<String>>,
+    /// `restricted`: a request carrying this token in `token_header` is let in from anywhere.
+    pub token: Option<String>,
+}
+
+/// Who may preview a service's standby colour: `[preview]` for every
+/// service, `services[].preview` for one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePreviewAccess {
+    /// `off`, `open` or `restricted`. Default [`DEFAULT_PREVIEW_ACCESS`].
+    pub access: Option<String>,
+    /// `restricted`: client addresses (CIDRs) let in. Default [`DEFAULT_PREVIEW_ALLOW`].
+    pub allow: Option<Vec<String>>,
+    /// `restricted`: a request carrying this token in `token_header` is let in from anywhere;
+    /// at least [`MIN_PREVIEW_TOKEN_LEN`] characters.
+    pub token: Option<String>,
 }
 
 /// `[limits]`
@@ -358,6 +410,9 @@ pub struct FileForwarding {
     pub trusted_peers: Option<Vec<String>>,
     /// Also send RFC 7239 `Forwarded`. Default [`DEFAULT_EMIT_FORWARDED`].
     pub forwarded: Option<bool>,
+    /// `Upgrade` protocols passed on; others are dropped. Default
+    /// [`DEFAULT_UPGRADE_PROTOCOLS`].
+    pub upgrade_protocols: Option<Vec<String>>,
 }
 
 /// `[consul]`
@@ -426,6 +481,8 @@ pub struct FileService {
     pub static_pools: Option<FileStaticPools>,
     /// Consul discovery for this service.
     pub consul: Option<FileServiceConsul>,
+    /// Who may preview this service's standby colour; unset keys come from `[preview]`.
+    pub preview: Option<FilePreviewAccess>,
 }
 
 /// `[services.static]`
@@ -493,6 +550,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Extra tries on another instance.
     pub retry_attempts: u32,
+    /// How many retries a service may make.
+    pub retry_budget: RetryBudgetConfig,
     /// How the standby pool is selected.
     pub preview: PreviewConfig,
     /// Forwarding headers.
@@ -612,6 +671,25 @@ impl Default for Timeouts {
     }
 }
 
+/// How many retries a service may make: `percent` of its requests over
+/// [`RETRY_BUDGET_WINDOW`], plus `min_per_second`.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryBudgetConfig {
+    /// Share of requests, in percent.
+    pub percent: u32,
+    /// Retries per second on top of the share.
+    pub min_per_second: u32,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        Self {
+            percent: DEFAULT_RETRY_BUDGET_PERCENT,
+            min_per_second: DEFAULT_RETRY_BUDGET_MIN_PER_SECOND,
+        }
+    }
+}
+
 /// Standby preview settings.
 #[derive(Clone, Debug)]
 pub struct PreviewConfig {
@@ -619,6 +697,26 @@ pub struct PreviewConfig {
     pub header: http::HeaderName,
     /// Path prefix, without a trailing slash.
     pub path_prefix: String,
+    /// Header carrying a preview token.
+    pub token_header: http::HeaderName,
+    /// Who may preview each service, by service name.
+    pub access: std::collections::HashMap<String, PreviewAccess>,
+}
+
+/// Who may preview one service's standby colour.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PreviewAccess {
+    /// Nobody: the prefix and the header are ordinary parts of a request to the active colour.
+    Off,
+    /// Anyone.
+    Open,
+    /// Clients whose address is in `allow`, or whose request carries `token`.
+    Restricted {
+        /// Client address ranges let in.
+        allow: Vec<ipnet::IpNet>,
+        /// A token that lets a request in from anywhere.
+        token: Option<String>,
+    },
 }
 
 /// Forwarding-header settings.
@@ -628,6 +726,8 @@ pub struct ForwardingConfig {
     pub trusted_peers: Vec<ipnet::IpNet>,
     /// Whether RFC 7239 `Forwarded` is sent upstream.
     pub emit_forwarded: bool,
+    /// Lower-case `Upgrade` protocol names passed on to the upstream.
+    pub upgrade_protocols: Vec<String>,
 }
 
 impl ForwardingConfig {
@@ -730,6 +830,8 @@ pub struct ServiceConfig {
     pub colours: [String; 2],
     /// Pool source.
     pub source: PoolSource,
+    /// Who may preview the standby colour.
+    pub preview: PreviewAccess,
 }
 
 /// A validated route.
@@ -847,8 +949,13 @@ impl Config {
         let admin = admin_section(&mut v, file.admin, env);
         let log = log_section(&mut v, file.log);
         let timeouts = timeouts_section(&mut v, &file.timeouts);
-        let retry_attempts = retry_section(&mut v, &file.retry);
+        let (retry_attempts, retry_budget) = retry_section(&mut v, &file.retry);
         let preview = preview_section(&mut v, &file.preview);
+        let preview_global = &FilePreviewAccess {
+            access: file.preview.access.clone(),
+            allow: file.preview.allow.clone(),
+            token: file.preview.token.clone(),
+        };
         let forwarding = forwarding_section(&mut v, &file.forwarding);
         let limits = limits_section(&mut v, &file.limits);
         let max_idle_per_instance = file
@@ -857,7 +964,12 @@ impl Config {
             .unwrap_or(DEFAULT_MAX_IDLE_PER_INSTANCE);
         let ejection = ejection_section(&mut v, &file.ejection);
         let consul = consul_section(&mut v, file.consul, env);
-        let (services, names) = services_section(&mut v, file.services);
+        let (services, names) = services_section(&mut v, file.services, preview_global);
+        let mut preview = preview;
+        preview.access = services
+            .iter()
+            .map(|s| (s.name.clone(), s.preview.clone()))
+            .collect();
         let uses_consul = services
             .iter()
             .any(|s| matches!(s.source, PoolSource::Consul { .. }));
@@ -894,6 +1006,7 @@ impl Config {
             log,
             timeouts,
             retry_attempts,
+            retry_budget,
             preview,
             forwarding,
             limits,
@@ -1000,12 +1113,21 @@ fn timeouts_section(v: &mut Validator, t: &FileTimeouts) -> Timeouts {
 }
 
 /// `[retry]`
-fn retry_section(v: &mut Validator, file: &FileRetry) -> u32 {
+fn retry_section(v: &mut Validator, file: &FileRetry) -> (u32, RetryBudgetConfig) {
     let attempts = file.attempts.unwrap_or(DEFAULT_RETRY_ATTEMPTS);
     if attempts > MAX_RETRY_ATTEMPTS {
         v.issue("retry.attempts", format!("at most {MAX_RETRY_ATTEMPTS}"));
     }
-    attempts
+    let budget = RetryBudgetConfig {
+        percent: file.budget_percent.unwrap_or(DEFAULT_RETRY_BUDGET_PERCENT),
+        min_per_second: file
+            .budget_min_per_second
+            .unwrap_or(DEFAULT_RETRY_BUDGET_MIN_PER_SECOND),
+    };
+    if budget.percent > 100 {
+        v.issue("retry.budget_percent", "0-100");
+    }
+    (attempts, budget)
 }
 
 /// `[preview]`
@@ -1030,9 +1152,75 @@ fn preview_section(v: &mut Validator, file: &FilePreview) -> PreviewConfig {
     if path_prefix.is_empty() {
         v.issue("preview.path_prefix", "must not be \"/\"");
     }
+    let token_header_name = file
+        .token_header
+        .as_deref()
+        .unwrap_or(DEFAULT_PREVIEW_TOKEN_HEADER);
+    let token_header = match http::HeaderName::from_bytes(token_header_name.as_bytes()) {
+        Ok(h) if h != header => h,
+        _ => {
+            v.issue(
+                "preview.token_header",
+                format!(
+                    "{token_header_name:?} is not a valid header name other than preview.header"
+                ),
+            );
+            http::HeaderName::from_static(DEFAULT_PREVIEW_TOKEN_HEADER)
+        }
+    };
     PreviewConfig {
         header,
         path_prefix,
+        token_header,
+        access: std::collections::HashMap::new(),
+    }
+}
+
+/// `[preview]` access keys, or a service's `preview` over them (`p` is the key path).
+fn preview_access(
+    v: &mut Validator,
+    p: &str,
+    own: Option<&FilePreviewAccess>,
+    global: &FilePreviewAccess,
+) -> PreviewAccess {
+    let pick = |f: fn(&FilePreviewAccess) -> bool| {
+        own.filter(|o| f(o)).map_or(("preview", global), |o| (p, o))
+    };
+    let (ap, a) = pick(|o| o.access.is_some());
+    let access = a.access.as_deref().unwrap_or(DEFAULT_PREVIEW_ACCESS);
+    let (lp, l) = pick(|o| o.allow.is_some());
+    let allow: Vec<ipnet::IpNet> = match &l.allow {
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| v.cidr(&format!("{lp}.allow[{i}]"), c))
+            .collect(),
+        None => DEFAULT_PREVIEW_ALLOW
+            .iter()
+            .filter_map(|c| v.cidr("preview.allow", c))
+            .collect(),
+    };
+    let (tp, t) = pick(|o| o.token.is_some());
+    let token = t.token.clone().filter(|t| !t.is_empty());
+    if let Some(t) = &token
+        && (t.len() < MIN_PREVIEW_TOKEN_LEN || http::HeaderValue::from_str(t).is_err())
+    {
+        v.issue(
+            format!("{tp}.token"),
+            format!("must be at least {MIN_PREVIEW_TOKEN_LEN} characters of header text"),
+        );
+    }
+    match access {
+        "off" => PreviewAccess::Off,
+        "open" => PreviewAccess::Open,
+        "restricted" => PreviewAccess::Restricted { allow, token },
+        other => {
+            v.issue(
+                format!("{ap}.access"),
+                format!("expected \"off\", \"open\" or \"restricted\", got {other:?}"),
+            );
+            PreviewAccess::Off
+        }
     }
 }
 
@@ -1049,9 +1237,30 @@ fn forwarding_section(v: &mut Validator, file: &FileForwarding) -> ForwardingCon
             .filter_map(|c| v.cidr("forwarding.trusted_peers", c))
             .collect(),
     };
+    let upgrade_protocols: Vec<String> = match &file.upgrade_protocols {
+        Some(list) => list.iter().map(|p| p.trim().to_ascii_lowercase()).collect(),
+        None => DEFAULT_UPGRADE_PROTOCOLS
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect(),
+    };
+    for (i, p) in upgrade_protocols.iter().enumerate() {
+        if p.is_empty() || http::HeaderName::from_bytes(p.as_bytes()).is_err() {
+            v.issue(
+                format!("forwarding.upgrade_protocols[{i}]"),
+                format!("{p:?} is not a protocol name"),
+            );
+        } else if p == "h2c" {
+            v.issue(
+                format!("forwarding.upgrade_protocols[{i}]"),
+                "h2c is spoken by the proxy itself, never passed on",
+            );
+        }
+    }
     ForwardingConfig {
         trusted_peers,
         emit_forwarded: file.forwarded.unwrap_or(DEFAULT_EMIT_FORWARDED),
+        upgrade_protocols,
     }
 }
 
@@ -1200,6 +1409,7 @@ fn registration_section(
 fn services_section(
     v: &mut Validator,
     file: Vec<FileService>,
+    preview: &FilePreviewAccess,
 ) -> (Vec<ServiceConfig>, HashSet<String>) {
     let mut services = Vec::new();
     let mut names = HashSet::new();
@@ -1254,12 +1464,14 @@ fn services_section(
             (Some(st), None) => Some(static_pools(v, &p, st)),
             (None, Some(c)) => Some(consul_pools(v, &p, &s.name, c)),
         };
+        let preview = preview_access(v, &format!("{p}.preview"), s.preview.as_ref(), preview);
         if let Some(source) = source {
             services.push(ServiceConfig {
                 name: s.name,
                 balance,
                 colours,
                 source,
+                preview,
             });
         }
     }
@@ -1637,8 +1849,19 @@ mod tests {
             ("timeouts.shutdown_grace", dur(DEFAULT_SHUTDOWN_GRACE)),
             ("timeouts.drain", dur(DEFAULT_DRAIN)),
             ("retry.attempts", DEFAULT_RETRY_ATTEMPTS.to_string()),
+            (
+                "retry.budget_percent",
+                DEFAULT_RETRY_BUDGET_PERCENT.to_string(),
+            ),
+            (
+                "retry.budget_min_per_second",
+                DEFAULT_RETRY_BUDGET_MIN_PER_SECOND.to_string(),
+            ),
             ("preview.header", quoted(DEFAULT_PREVIEW_HEADER)),
             ("preview.path_prefix", quoted(DEFAULT_PREVIEW_PREFIX)),
+            ("preview.access", quoted(DEFAULT_PREVIEW_ACCESS)),
+            ("preview.allow", format!("{DEFAULT_PREVIEW_ALLOW:?}")),
+            ("preview.token_header", quoted(DEFAULT_PREVIEW_TOKEN_HEADER)),
             (
                 "limits.max_header_bytes",
                 DEFAULT_MAX_HEADER_BYTES.to_string(),
@@ -1662,6 +1885,10 @@ mod tests {
                 DEFAULT_MAX_EJECTED_PERCENT.to_string(),
             ),
             ("forwarding.forwarded", DEFAULT_EMIT_FORWARDED.to_string()),
+            (
+                "forwarding.upgrade_protocols",
+                format!("{DEFAULT_UPGRADE_PROTOCOLS:?}"),
+            ),
             (
                 "forwarding.trusted_peers",
                 format!("{DEFAULT_TRUSTED_PEERS:?}"),
@@ -1700,6 +1927,14 @@ mod tests {
                 format!("at least {MIN_ADMIN_TOKEN_LEN} characters"),
             ),
             ("retry.attempts", format!("0-{MAX_RETRY_ATTEMPTS}")),
+            (
+                "retry.budget_percent",
+                format!("over {}", humantime::format_duration(RETRY_BUDGET_WINDOW)),
+            ),
+            (
+                "preview.token",
+                format!("at least {MIN_PREVIEW_TOKEN_LEN} characters"),
+            ),
             (
                 "limits.max_header_bytes",
                 format!("≥ {MIN_MAX_HEADER_BYTES}"),

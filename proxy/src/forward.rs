@@ -36,7 +36,11 @@
 //!
 //! Every retry spends one of `retry.attempts`, so a request costs at most
 //! `1 + attempts` upstream exchanges. A request whose body has been (even
-//! partly) sent is never retried.
+//! partly) sent is never retried. Retries of requests that reached an
+//! instance also draw from the service's retry budget (`retry.budget_percent`
+//! of its requests over 10 s, plus `retry.budget_min_per_second`): once it is
+//! spent, the failed try's answer goes to the client, so a failing colour
+//! cannot multiply the load on the instances that still work.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,12 +53,15 @@ use http_body::Body as _;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 
-use crate::body::{Progress, ProxyBody, RequestBody, ResponseGuard};
-use crate::config::{ForwardingConfig, PreviewConfig, Timeouts};
+use crate::body::{AccessLine, Finish, Progress, ProxyBody, RequestBody, ResponseGuard};
+use crate::config::{
+    ForwardingConfig, PreviewConfig, RETRY_BUDGET_WINDOW, RetryBudgetConfig, Timeouts,
+};
 use crate::error::ProxyError;
 use crate::headers::{self, ClientInfo};
 use crate::metrics::Abandon;
-use crate::routing::{Pool, Role, Router, ServiceRoutes};
+use crate::routing::{Pool, PreviewAsk, Router, Selected, ServiceRoutes};
+use crate::server::ConnSlot;
 use crate::tunnel;
 use crate::upstream::{ConnectError, Endpoint, OwnedInFlight, Sender, UpstreamBody};
 
@@ -65,6 +72,8 @@ pub struct ForwardSettings {
     pub timeouts: Timeouts,
     /// Extra tries on other instances.
     pub retry_attempts: u32,
+    /// How many retries a service may make.
+    pub retry_budget: RetryBudgetConfig,
     /// Standby preview.
     pub preview: PreviewConfig,
     /// Forwarding headers.
@@ -80,6 +89,8 @@ pub struct ForwardSettings {
 pub struct Forwarder {
     router: Arc<Router>,
     settings: ForwardSettings,
+    /// Per service, by name.
+    budgets: std::collections::HashMap<String, RetryBudget>,
 }
 
 /// A request with its parts kept for a replay (bodiless requests only).
@@ -92,7 +103,17 @@ struct Replay {
 impl Forwarder {
     /// A handler routing through `router`.
     pub fn new(router: Arc<Router>, settings: ForwardSettings) -> Self {
-        Self { router, settings }
+        let budgets = router
+            .table()
+            .services()
+            .iter()
+            .map(|s| (s.name.clone(), RetryBudget::new(settings.retry_budget)))
+            .collect();
+        Self {
+            router,
+            settings,
+            budgets,
+        }
     }
 
     /// The router.
@@ -114,19 +135,32 @@ impl Forwarder {
             .access_log
             .then(|| req.uri().path().to_owned());
         match self.forward(req, client, start).await {
-            Ok((resp, service, pool, upstream)) => {
+            Ok((mut resp, service, pool, upstream)) => {
+                let status = resp.status().as_u16();
                 if let Some(path) = path_for_log {
-                    tracing::info!(
-                        target: "access",
-                        client = %client.ip,
-                        method = %method,
-                        path = %path,
-                        status = resp.status().as_u16(),
-                        service = %service.name,
-                        colour = %pool.colour,
-                        upstream = %upstream,
-                        micros = start.elapsed().as_micros() as u64,
-                    );
+                    let line = AccessLine {
+                        client: client.ip,
+                        method,
+                        path,
+                        service: service.name.clone(),
+                        upstream,
+                        start,
+                    };
+                    // Logged when the body ends, with how it ended.
+                    match resp.body_mut().finish_mut() {
+                        Some(f) => f.log = Some(Box::new(line)),
+                        None => tracing::info!(
+                            target: "access",
+                            client = %line.client,
+                            method = %line.method,
+                            path = %line.path,
+                            status,
+                            service = %service.name,
+                            colour = %pool.colour,
+                            upstream = %upstream,
+                            micros = start.elapsed().as_micros() as u64,
+                        ),
+                    }
                 }
                 resp
             }
@@ -204,31 +238,32 @@ impl Forwarder {
             None => "",
         };
 
-        // Preview: the header, or the path prefix (stripped).
+        // Preview: the header, or the path prefix (stripped), when the
+        // service lets this client preview.
         let preview = &self.settings.preview;
-        let mut role = Role::Active;
-        if let Some(v) = req.headers().get(&preview.header)
-            && v.as_bytes().eq_ignore_ascii_case(b"standby")
-        {
-            role = Role::Standby;
-        }
-        let path = req.uri().path();
-        let (path, stripped) = match path.strip_prefix(preview.path_prefix.as_str()) {
-            Some(rest) if rest.is_empty() || rest.starts_with('/') => {
-                role = Role::Standby;
-                (if rest.is_empty() { "/" } else { rest }, true)
-            }
-            _ => (path, false),
+        let ask = PreviewAsk {
+            header: req
+                .headers()
+                .get(&preview.header)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"standby")),
+            token: req
+                .headers()
+                .get(&preview.token_header)
+                .map(HeaderValue::as_bytes),
+            client: headers::client_address(req.headers(), client, &self.settings.forwarding),
         };
-
         let table = self.router.table();
-        let service = table
-            .lookup(host, path)
+        let Selected {
+            service,
+            role,
+            path,
+            stripped,
+        } = table
+            .select(preview, host, req.uri().path(), &ask)
             .ok_or_else(|| ProxyError::NoRoute {
                 host: host.to_owned(),
-                path: path.to_owned(),
-            })?
-            .clone();
+                path: req.uri().path().to_owned(),
+            })?;
         drop(table);
         let pool = Arc::clone(service.pool(role));
         if pool.endpoints.is_empty() {
@@ -253,10 +288,20 @@ impl Forwarder {
         };
         let uri = Uri::from(path_and_query);
 
-        let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+        // Only the configured protocols are upgraded to (WebSocket by
+        // default); any other offer is dropped and the request goes on as
+        // an ordinary one.
+        let upgrade = req.version() == Version::HTTP_11
+            && headers::wants_upgrade(req.headers())
+            && headers::keep_upgrades(
+                req.headers_mut(),
+                &self.settings.forwarding.upgrade_protocols,
+            );
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        // The connection's place in the limits, for an upgraded connection.
+        let conn_slot = parts.extensions.remove::<ConnSlot>();
         let mut headers = parts.headers;
         let chunked = headers.contains_key(header::TRANSFER_ENCODING);
         if chunked && !headers::only_chunked(&headers) {
@@ -272,6 +317,7 @@ impl Forwarder {
         }
         headers.remove(header::EXPECT);
         headers.remove(&preview.header);
+        headers.remove(&preview.token_header);
         if chunked {
             // The body is re-framed by the upstream connection.
             headers.remove(header::CONTENT_LENGTH);
@@ -334,24 +380,30 @@ impl Forwarder {
         // Response headers: hop-by-hop out, except an upgrade's pair.
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::strip_hop_by_hop(resp.headers_mut(), switching && upgrade);
-        pool.metrics
-            .observe(resp.status().as_u16(), start.elapsed().as_secs_f64());
+        let status = resp.status().as_u16();
+        pool.metrics.observe_head(start.elapsed().as_secs_f64());
 
         let (parts, body) = resp.into_parts();
         if switching && let Some(client_upgrade) = client_upgrade {
+            pool.metrics.count(status);
             let mut upstream_resp = Response::from_parts(parts.clone(), body);
             let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
             tunnel::spawn(
-                client_upgrade,
-                upstream_upgrade,
-                guard,
+                tunnel::Tunnel {
+                    client: client_upgrade,
+                    upstream: upstream_upgrade,
+                    guard,
+                    slot: conn_slot,
+                    closing: self.router.closing(),
+                },
                 Arc::clone(&pool),
                 service.name.clone(),
             );
             let resp = Response::from_parts(parts, ProxyBody::empty());
             return Ok((resp, service, pool, addr));
         }
-        let body = ProxyBody::upstream(body, guard, self.settings.timeouts.read_idle);
+        let finish = Finish::new(Arc::clone(&pool), status);
+        let body = ProxyBody::upstream(body, guard, self.settings.timeouts.read_idle, finish);
         let resp = Response::from_parts(parts, body);
         Ok((resp, service, pool, addr))
     }
@@ -371,6 +423,11 @@ impl Forwarder {
     ) -> Result<(Response<Incoming>, ResponseGuard, SocketAddr), ProxyError> {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut tries_left = self.settings.retry_attempts;
+        let budget = self.budgets.get(&service.name);
+        if let Some(b) = budget {
+            b.request();
+        }
+        let budget_left = || budget.is_none_or(RetryBudget::has_room);
         // A pooled connection that closed before our request was written is
         // not the instance's fault: one free redo on a fresh connection.
         let mut stale_redo = true;
@@ -393,20 +450,27 @@ impl Forwarder {
             }
             // A gateway error is worth another try only for a request that
             // can be replayed, with a try left and an instance not yet asked.
+            let could_retry = replay.is_some()
+                && tries_left > 0
+                && pool
+                    .endpoints
+                    .iter()
+                    .any(|e| e.addr() != addr && !tried.contains(&e.addr()));
             let leeway = Leeway {
-                retry_status: replay.is_some()
-                    && tries_left > 0
-                    && pool
-                        .endpoints
-                        .iter()
-                        .any(|e| e.addr() != addr && !tried.contains(&e.addr())),
+                retry_status: could_retry && budget_left(),
                 stale_redo,
             };
             let attempt = self
                 .attempt(service, pool, &ep, req, progress, leeway)
                 .await;
             let failed = match attempt {
-                Attempt::Answered(resp, guard) => return Ok((resp, guard, addr)),
+                Attempt::Answered(resp, guard) => {
+                    if could_retry && !leeway.retry_status && is_retryable_status(resp.status()) {
+                        // Passed on as it came: the budget had no retry left.
+                        service.metrics.retry_budget_exhausted.inc();
+                    }
+                    return Ok((resp, guard, addr));
+                }
                 Attempt::Failed(f) => f,
             };
             if let Retry::Redo(unsent) = failed.retry {
@@ -419,10 +483,22 @@ impl Forwarder {
                 self.instance_failed(service, pool, &ep);
             }
             tried.push(addr);
+            // A request that never left costs no instance anything: its
+            // retry is not drawn from the budget.
+            let budgeted = !matches!(failed.retry, Retry::Unsent(_));
             let next = match failed.retry {
                 Retry::Unsent(req) | Retry::Redo(req) => Some(req),
                 Retry::IfReplayable => replay.as_ref().map(Replay::rebuild),
                 Retry::Never => None,
+            };
+            let next = match next {
+                Some(next) if tries_left > 0 && budgeted && budget.is_some_and(|b| !b.take()) => {
+                    service.metrics.retry_budget_exhausted.inc();
+                    tracing::debug!(upstream = %addr, error = %failed.err, "retry budget spent; not retrying");
+                    drop(next);
+                    None
+                }
+                other => other,
             };
             match next {
                 Some(next) if tries_left > 0 => {
@@ -740,4 +816,90 @@ fn is_idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
+}
+
+/// How many retries a service may still make: at most
+/// `retry.budget_percent` of its requests over [`RETRY_BUDGET_WINDOW`], plus
+/// `retry.budget_min_per_second` over the same window. Counted in one-second
+/// buckets with atomics (no lock on the request path); a bucket is reused
+/// once its second has left the window.
+#[derive(Debug)]
+pub struct RetryBudget {
+    percent: u64,
+    floor: u64,
+    buckets: Vec<BudgetBucket>,
+}
+
+#[derive(Debug, Default)]
+struct BudgetBucket {
+    /// The second (since the process epoch) this bucket counts, plus one (0 = unused).
+    second: std::sync::atomic::AtomicU64,
+    requests: std::sync::atomic::AtomicU64,
+    retries: std::sync::atomic::AtomicU64,
+}
+
+impl RetryBudget {
+    /// An empty budget.
+    pub fn new(config: RetryBudgetConfig) -> Self {
+        let window = RETRY_BUDGET_WINDOW.as_secs().max(1);
+        Self {
+            percent: u64::from(config.percent),
+            floor: u64::from(config.min_per_second) * window,
+            buckets: (0..window).map(|_| BudgetBucket::default()).collect(),
+        }
+    }
+
+    fn now() -> u64 {
+        crate::upstream::now_ms() / 1000 + 1
+    }
+
+    fn bucket(&self, now: u64) -> &BudgetBucket {
+        use std::sync::atomic::Ordering;
+        let len = self.buckets.len() as u64;
+        let b = &self.buckets[(now % len) as usize];
+        let seen = b.second.load(Ordering::Acquire);
+        if seen != now
+            && b.second
+                .compare_exchange(seen, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            b.requests.store(0, Ordering::Relaxed);
+            b.retries.store(0, Ordering::Relaxed);
+        }
+        b
+    }
+
+    /// Counts a request.
+    pub fn request(&self) {
+        let b = self.bucket(Self::now());
+        b.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a retry would fit now.
+    pub fn has_room(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = Self::now();
+        let len = self.buckets.len() as u64;
+        let (mut requests, mut retries) = (0u64, 0u64);
+        for b in &self.buckets {
+            let s = b.second.load(Ordering::Acquire);
+            if s != 0 && now.saturating_sub(s) < len {
+                requests += b.requests.load(Ordering::Relaxed);
+                retries += b.retries.load(Ordering::Relaxed);
+            }
+        }
+        retries < requests * self.percent / 100 + self.floor
+    }
+
+    /// Takes one retry from the budget; false when it is spent.
+    pub fn take(&self) -> bool {
+        if !self.has_room() {
+            return false;
+        }
+        self.bucket(Self::now())
+            .retries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
 }

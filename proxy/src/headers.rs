@@ -34,6 +34,36 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
 }
 
+/// Keeps only the offered protocols of `Upgrade` whose name (before any
+/// `/version`) is in `allowed` (lower case); returns whether one is left.
+/// With none left, `Upgrade` is removed and the request is an ordinary one.
+pub fn keep_upgrades(headers: &mut HeaderMap, allowed: &[String]) -> bool {
+    let kept: Vec<&str> = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| {
+            let name = p.split('/').next().unwrap_or_default();
+            allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+        })
+        .collect();
+    let value = (!kept.is_empty())
+        .then(|| HeaderValue::from_str(&kept.join(", ")).ok())
+        .flatten();
+    match value {
+        Some(v) => {
+            headers.insert(header::UPGRADE, v);
+            true
+        }
+        None => {
+            headers.remove(header::UPGRADE);
+            false
+        }
+    }
+}
+
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(header::CONNECTION)
@@ -105,6 +135,37 @@ pub fn join_cookies(headers: &mut HeaderMap) {
     if let Ok(v) = HeaderValue::from_bytes(&joined) {
         headers.insert(header::COOKIE, v);
     }
+}
+
+/// The address of the client a request comes from: the peer itself, or,
+/// from a trusted peer, the rightmost `X-Forwarded-For` entry that is not a
+/// trusted peer too. `None` when a trusted peer's header names no usable
+/// address.
+pub fn client_address(
+    headers: &HeaderMap,
+    client: ClientInfo,
+    forwarding: &crate::config::ForwardingConfig,
+) -> Option<IpAddr> {
+    if !client.trusted {
+        return Some(client.ip);
+    }
+    let entries: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut last = None;
+    for entry in entries.iter().rev() {
+        let ip: IpAddr = entry.parse().ok()?;
+        if !forwarding.trusts(ip) {
+            return Some(ip);
+        }
+        last = Some(ip);
+    }
+    // Every hop trusted: the leftmost is the client.
+    last.or(Some(client.ip))
 }
 
 /// What the proxy knows about the client connection.

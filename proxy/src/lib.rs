@@ -145,6 +145,7 @@ fn forward_settings(config: &Config) -> ForwardSettings {
     ForwardSettings {
         timeouts: config.timeouts,
         retry_attempts: config.retry_attempts,
+        retry_budget: config.retry_budget,
         preview: config.preview.clone(),
         forwarding: config.forwarding.clone(),
         max_ejected_percent: config.ejection.max_ejected_percent,
@@ -520,6 +521,9 @@ impl Proxy {
         if let Ok(a) = listeners.traffic.local_addr() {
             tracing::info!(address = %a, "proxy listening");
         }
+        for (service, who) in routing::describe_preview(&config.preview) {
+            tracing::info!(service = %service, prefix = %config.preview.path_prefix, header = %config.preview.header, "standby preview {who}");
+        }
         let plain = server::accept_loop(
             listeners.traffic,
             None,
@@ -599,9 +603,11 @@ impl Proxy {
         let grace = config.timeouts.shutdown_grace;
         tracing::info!(
             grace_secs = grace.as_secs_f64(),
-            open = graceful.count(),
+            open = router.metrics().client_connections().get(),
             "shutting down: waiting for in-flight requests"
         );
+        // Upgraded connections are drained too, and closed cleanly by then.
+        router.close_upgraded(grace);
         match tokio::time::timeout(grace, graceful.shutdown()).await {
             Ok(()) => tracing::info!("all connections closed"),
             Err(_) => tracing::warn!("grace period over; closing the remaining connections"),

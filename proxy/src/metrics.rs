@@ -23,6 +23,8 @@ pub const REQUEST_DURATION: &str = "switchyard_request_duration_seconds";
 pub const UPSTREAM_ERRORS: &str = "switchyard_upstream_errors_total";
 /// `switchyard_retries_total{service}`
 pub const RETRIES: &str = "switchyard_retries_total";
+/// `switchyard_retry_budget_exhausted_total{service}`
+pub const RETRY_BUDGET_EXHAUSTED: &str = "switchyard_retry_budget_exhausted_total";
 /// `switchyard_in_flight_requests{service,colour}`
 pub const IN_FLIGHT: &str = "switchyard_in_flight_requests";
 /// `switchyard_route_generation{service}`
@@ -103,6 +105,7 @@ pub struct Metrics {
     duration: HistogramVec,
     upstream_errors: IntCounterVec,
     retries: IntCounterVec,
+    retry_budget_exhausted: IntCounterVec,
     in_flight: IntGaugeVec,
     route_generation: IntGaugeVec,
     cutover_delay: HistogramVec,
@@ -228,6 +231,12 @@ impl Metrics {
                 &r,
                 RETRIES,
                 "Requests retried on another instance.",
+                &["service"],
+            ),
+            retry_budget_exhausted: counter_vec(
+                &r,
+                RETRY_BUDGET_EXHAUSTED,
+                "Retries not made because the service's retry budget was spent.",
                 &["service"],
             ),
             in_flight: gauge_vec(
@@ -395,6 +404,7 @@ impl Metrics {
         let err = |k: &str| self.upstream_errors.with_label_values(&[service, k]);
         ServiceMetrics {
             retries: self.retries.with_label_values(&[service]),
+            retry_budget_exhausted: self.retry_budget_exhausted.with_label_values(&[service]),
             connect_errors: err("connect"),
             connect_timeouts: err("connect_timeout"),
             response_timeouts: err("response_timeout"),
@@ -510,10 +520,20 @@ pub struct PoolMetrics {
 impl PoolMetrics {
     /// Counts a response by status class and observes its latency.
     pub fn observe(&self, status: u16, seconds: f64) {
+        self.count(status);
+        self.observe_head(seconds);
+    }
+
+    /// Counts a response by status class (once its body has ended).
+    pub fn count(&self, status: u16) {
         let idx = usize::from((status / 100).clamp(1, 5)) - 1;
         if let Some(c) = self.by_class.get(idx) {
             c.inc();
         }
+    }
+
+    /// Observes the time from request to response head.
+    pub fn observe_head(&self, seconds: f64) {
         self.duration.observe(seconds);
     }
 }
@@ -523,6 +543,8 @@ impl PoolMetrics {
 pub struct ServiceMetrics {
     /// Retries.
     pub retries: IntCounter,
+    /// Retries refused by the retry budget.
+    pub retry_budget_exhausted: IntCounter,
     /// Connect failures.
     pub connect_errors: IntCounter,
     /// Connect timeouts.

@@ -15,7 +15,7 @@
 //! into colours.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::config::{Balance, RouteConfig};
+use crate::config::{Balance, PreviewAccess, PreviewConfig, RouteConfig};
 use crate::metrics::{Metrics, PoolMetrics, ServiceMetrics};
 use crate::upstream::{Endpoint, PoolSettings};
 
@@ -255,6 +255,136 @@ impl RouteTable {
     }
 }
 
+/// What a request says about the standby preview, for [`RouteTable::select`].
+#[derive(Clone, Copy, Debug)]
+pub struct PreviewAsk<'a> {
+    /// The preview header is set to `standby`.
+    pub header: bool,
+    /// The value of the preview token header, if sent.
+    pub token: Option<&'a [u8]>,
+    /// The client's address (behind trusted peers: the first untrusted
+    /// `X-Forwarded-For` entry); `None` when it cannot be told.
+    pub client: Option<IpAddr>,
+}
+
+/// Where [`RouteTable::select`] sends a request.
+#[derive(Debug)]
+pub struct Selected<'p> {
+    /// The service.
+    pub service: Arc<ServiceRoutes>,
+    /// Its active or standby pool.
+    pub role: Role,
+    /// The path to route and forward (the preview prefix taken off).
+    pub path: &'p str,
+    /// Whether the preview prefix was taken off.
+    pub stripped: bool,
+}
+
+impl RouteTable {
+    /// The service and pool for a request. The preview prefix or header
+    /// selects the standby pool only when the service's preview access lets
+    /// this request in; otherwise they are ordinary parts of a request to
+    /// the active pool (an application path under the prefix reaches the
+    /// application unchanged).
+    pub fn select<'p>(
+        &self,
+        preview: &PreviewConfig,
+        host: &str,
+        path: &'p str,
+        ask: &PreviewAsk<'_>,
+    ) -> Option<Selected<'p>> {
+        let prefixed = match path.strip_prefix(preview.path_prefix.as_str()) {
+            Some("") => Some("/"),
+            Some(rest) if rest.starts_with('/') => Some(rest),
+            _ => None,
+        };
+        if ask.header || prefixed.is_some() {
+            let p = prefixed.unwrap_or(path);
+            if let Some(s) = self.lookup(host, p)
+                && preview
+                    .access
+                    .get(&s.name)
+                    .is_some_and(|a| preview_allowed(a, ask))
+            {
+                return Some(Selected {
+                    service: Arc::clone(s),
+                    role: Role::Standby,
+                    path: p,
+                    stripped: prefixed.is_some(),
+                });
+            }
+        }
+        self.lookup(host, path).map(|s| Selected {
+            service: Arc::clone(s),
+            role: Role::Active,
+            path,
+            stripped: false,
+        })
+    }
+}
+
+/// Whether a service's preview access lets a request in.
+pub fn preview_allowed(access: &PreviewAccess, ask: &PreviewAsk<'_>) -> bool {
+    match access {
+        PreviewAccess::Off => false,
+        PreviewAccess::Open => true,
+        PreviewAccess::Restricted { allow, token } => {
+            let by_address = ask
+                .client
+                .map(|ip| ip.to_canonical())
+                .is_some_and(|ip| allow.iter().any(|n| n.contains(&ip)));
+            let by_token = match (token, ask.token) {
+                (Some(want), Some(given)) => {
+                    bool::from(subtle::ConstantTimeEq::ct_eq(want.as_bytes(), given))
+                }
+                _ => false,
+            };
+            by_address || by_token
+        }
+    }
+}
+
+/// One line per service for the startup log: who may preview it.
+pub fn describe_preview(preview: &PreviewConfig) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = preview
+        .access
+        .iter()
+        .map(|(name, a)| {
+            let who = match a {
+                PreviewAccess::Off => {
+                    "off: the prefix and header reach the active colour".to_owned()
+                }
+                PreviewAccess::Open => "open to every client".to_owned(),
+                PreviewAccess::Restricted { allow, token } => {
+                    let nets: Vec<String> = allow.iter().map(ToString::to_string).collect();
+                    let default = nets
+                        == crate::config::DEFAULT_PREVIEW_ALLOW
+                            .iter()
+                            .map(|c| (*c).to_owned())
+                            .collect::<Vec<_>>();
+                    let from = if default {
+                        "loopback and private ranges only".to_owned()
+                    } else if nets.is_empty() {
+                        "no address".to_owned()
+                    } else {
+                        nets.join(", ")
+                    };
+                    match token {
+                        Some(_) => format!(
+                            "allowed from {from}, or with the token in {}",
+                            preview.token_header
+                        ),
+                        None => format!("allowed from {from}"),
+                    }
+                }
+            };
+            (name.clone(), who)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// `prefix` is stored without trailing slash; "" matches everything.
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     match path.strip_prefix(prefix) {
@@ -345,6 +475,8 @@ pub struct Router {
     drain_after: Duration,
     metrics: Arc<Metrics>,
     applied: watch::Sender<u64>,
+    /// When upgraded connections close because the proxy shuts down.
+    closing: watch::Sender<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -393,6 +525,7 @@ impl Router {
             drain_after,
             metrics,
             applied: watch::channel(0).0,
+            closing: watch::channel(None).0,
         }
     }
 
@@ -410,6 +543,25 @@ impl Router {
     /// Notified with the table version after every swap.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
+    }
+
+    /// Shutdown: every upgraded connection closes cleanly once the drain
+    /// time (`timeouts.drain`) or `within`, whichever is shorter, has
+    /// passed, instead of being cut when the process exits.
+    pub fn close_upgraded(&self, within: Duration) {
+        let deadline = Instant::now() + self.drain_after.min(within);
+        self.closing.send_if_modified(|d| {
+            let earlier = d.is_none_or(|d| deadline < d);
+            if earlier {
+                *d = Some(deadline);
+            }
+            earlier
+        });
+    }
+
+    /// Subscribes an upgraded connection to [`Router::close_upgraded`].
+    pub fn closing(&self) -> watch::Receiver<Option<Instant>> {
+        self.closing.subscribe()
     }
 
     /// The metrics this router reports to.

@@ -18,9 +18,10 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use prometheus::IntGauge;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
@@ -33,6 +34,43 @@ use crate::metrics::{Abandon, Metrics};
 const OVER_CAPACITY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 58\r\nconnection: close\r\n\r\n503 service unavailable: too many open client connections\n";
 
 const REQUEST_TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 52\r\nconnection: close\r\n\r\n408 request timeout: the request head came too slow\n";
+
+/// One client connection's place in `limits.max_connections`, in
+/// `switchyard_client_connections` and in graceful shutdown. The connection
+/// task holds it, and so does every upgraded connection (WebSocket) opened
+/// on it: hyper hands an upgraded socket over and ends the connection
+/// future, but the client is still connected until the tunnel ends.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnSlot {
+    _inner: Arc<SlotInner>,
+}
+
+#[derive(Debug)]
+struct SlotInner {
+    gauge: IntGauge,
+    _permit: OwnedSemaphorePermit,
+    /// Graceful shutdown waits until every watcher is dropped.
+    _watcher: Watcher,
+}
+
+impl Drop for SlotInner {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+impl ConnSlot {
+    fn new(gauge: IntGauge, permit: OwnedSemaphorePermit, watcher: Watcher) -> Self {
+        gauge.inc();
+        Self {
+            _inner: Arc::new(SlotInner {
+                gauge,
+                _permit: permit,
+                _watcher: watcher,
+            }),
+        }
+    }
+}
 
 /// Builds the connection builder both listeners use.
 pub fn builder(timeouts: &Timeouts, limits: &Limits) -> auto::Builder<TokioExecutor> {
@@ -101,13 +139,18 @@ pub(crate) async fn accept_loop(
             // Decided once per connection, not per request.
             trusted: forwarder.settings().forwarding.trusts(peer.ip()),
         };
+        let gauge = forwarder.router().metrics().client_connections().clone();
+        let slot = ConnSlot::new(gauge, permit, graceful.watcher());
         let fwd = Arc::clone(&forwarder);
-        let service = service_fn(move |req| {
+        let request_slot = slot.clone();
+        let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             let fwd = Arc::clone(&fwd);
+            // An upgrade may outlive the connection future: it takes a share.
+            if req.headers().contains_key(http::header::UPGRADE) {
+                req.extensions_mut().insert(request_slot.clone());
+            }
             async move { Ok::<_, Infallible>(fwd.handle(req, client).await) }
         });
-        let gauge = forwarder.router().metrics().client_connections().clone();
-        gauge.inc();
         let span = tracing::debug_span!("conn", client.addr = %peer);
         match &tls {
             None => {
@@ -122,8 +165,7 @@ pub(crate) async fn accept_loop(
                         if let Err(e) = conn.await {
                             on_conn_error(&*e, Some(&handle), &metrics);
                         }
-                        gauge.dec();
-                        drop(permit);
+                        drop(slot);
                     }
                     .instrument(span),
                 );
@@ -147,8 +189,7 @@ pub(crate) async fn accept_loop(
                             Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),
                         }
-                        gauge.dec();
-                        drop(permit);
+                        drop(slot);
                     }
                     .instrument(span),
                 );

@@ -7,6 +7,11 @@
 //! tunnel stays up until then (counted in `switchyard_draining_connections`)
 //! and is then shut down cleanly (FIN both ways). If the colour becomes
 //! active again before the deadline, the drain is called off.
+//!
+//! An upgraded connection is still a client connection: it holds its
+//! connection's place in `limits.max_connections` and
+//! `switchyard_client_connections`, and graceful shutdown waits for it,
+//! closing it cleanly at the drain deadline (or the grace period's end).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,19 +23,35 @@ use tokio::sync::watch;
 
 use crate::body::ResponseGuard;
 use crate::routing::Pool;
+use crate::server::ConnSlot;
+
+/// What an upgraded connection holds on to while it is open.
+pub(crate) struct Tunnel {
+    /// The client side, once hyper hands it over.
+    pub client: OnUpgrade,
+    /// The upstream side.
+    pub upstream: OnUpgrade,
+    /// The exchange, counted as in flight while the tunnel is open.
+    pub guard: ResponseGuard,
+    /// The client connection's place in `limits.max_connections`, the
+    /// connection gauge and graceful shutdown.
+    pub slot: Option<ConnSlot>,
+    /// Shutdown's deadline for upgraded connections.
+    pub closing: watch::Receiver<Option<Instant>>,
+}
 
 /// Splices the two upgraded connections in a task of its own.
-pub(crate) fn spawn(
-    client: OnUpgrade,
-    upstream: OnUpgrade,
-    guard: ResponseGuard,
-    pool: Arc<Pool>,
-    service: String,
-) {
+pub(crate) fn spawn(tunnel: Tunnel, pool: Arc<Pool>, service: String) {
     let drain = pool.drain.subscribe();
     tokio::spawn(async move {
-        // The exchange stays counted as in flight while the tunnel is open.
-        let _guard = guard;
+        let Tunnel {
+            client,
+            upstream,
+            guard,
+            slot,
+            closing,
+        } = tunnel;
+        let _held = (guard, slot);
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
             Err(e) => {
@@ -40,19 +61,38 @@ pub(crate) fn spawn(
         };
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
-        tokio::select! {
+        let why = tokio::select! {
             res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, service = %service, "upgraded connection ended with an error");
                 }
+                return;
             }
-            () = wait_for_drain(drain, &pool) => {
-                tracing::info!(service = %service, colour = %pool.colour, "closing upgraded connection at drain deadline");
-                let _ = client.shutdown().await;
-                let _ = upstream.shutdown().await;
-            }
-        }
+            () = wait_for_drain(drain, &pool) => "drain deadline",
+            () = wait_for_close(closing) => "shutdown",
+        };
+        tracing::info!(service = %service, colour = %pool.colour, "closing upgraded connection at {why}");
+        let _ = client.shutdown().await;
+        let _ = upstream.shutdown().await;
     });
+}
+
+/// Resolves at shutdown's deadline for upgraded connections.
+async fn wait_for_close(mut rx: watch::Receiver<Option<Instant>>) {
+    loop {
+        let deadline = *rx.borrow_and_update();
+        let changed = match deadline {
+            None => rx.changed().await,
+            Some(deadline) => tokio::select! {
+                () = tokio::time::sleep_until(deadline.into()) => return,
+                changed = rx.changed() => changed,
+            },
+        };
+        if changed.is_err() {
+            // Signal gone with its router: never close.
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Resolves when the drain deadline of the tunnel's colour passes.

@@ -264,7 +264,7 @@ impl Endpoint {
             socket2::TcpKeepalive::new().with_time(crate::config::DEFAULT_UPSTREAM_TCP_KEEPALIVE);
         socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
         let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(UpstreamStream::new(stream)))
             .await?;
         let addr = self.addr;
         tokio::spawn(async move {
@@ -273,6 +273,119 @@ impl Endpoint {
             }
         });
         Ok(sender)
+    }
+}
+
+/// An upstream socket that outlives a failed write. An instance may answer
+/// before it has read the whole request body (413, 401, 405) and then
+/// close or reset the connection; the proxy's next body write then fails,
+/// and hyper would report that failure (a 502) without reading the answer
+/// waiting in the socket. Here, once a write fails because the peer closed
+/// or reset the connection, that write and every later one are discarded
+/// instead: hyper goes on to read, and forwards the answer if it arrived
+/// intact (as nginx does). If none arrived, the read side fails the
+/// exchange as before.
+#[derive(Debug)]
+struct UpstreamStream {
+    inner: TcpStream,
+    /// The peer has gone on the write side: writes are discarded.
+    write_gone: bool,
+}
+
+impl UpstreamStream {
+    fn new(inner: TcpStream) -> Self {
+        Self {
+            inner,
+            write_gone: false,
+        }
+    }
+
+    /// Turns "the peer closed or reset" into a discarded write.
+    fn on_write<T>(
+        &mut self,
+        res: std::task::Poll<std::io::Result<T>>,
+        discarded: T,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        match res {
+            std::task::Poll::Ready(Err(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                tracing::debug!(error = %e, "upstream closed while the request was being written; reading its answer");
+                self.write_gone = true;
+                std::task::Poll::Ready(Ok(discarded))
+            }
+            other => other,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.write_gone {
+            return std::task::Poll::Ready(Ok(buf.len()));
+        }
+        let res = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.on_write(res, buf.len())
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if this.write_gone {
+            return std::task::Poll::Ready(Ok(len));
+        }
+        let res = std::pin::Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.on_write(res, len)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.write_gone {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        let res = std::pin::Pin::new(&mut this.inner).poll_flush(cx);
+        this.on_write(res, ())
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.write_gone {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        let res = std::pin::Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.on_write(res, ())
     }
 }
 
