@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use switchyard_hashi::QueryOptions;
 use switchyard_hashi::consul::CheckStatus;
+use switchyard_model::RouteValue;
 use switchyard_testkit::proxy::consul_config_waiting;
 use switchyard_testkit::{get_text, register_with_status};
-use switchyard_model::RouteValue;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::discovery::eventually;

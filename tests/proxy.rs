@@ -444,9 +444,7 @@ async fn graceful_shutdown_lets_a_slow_request_finish() {
     ))
     .await;
     let url = p.url("/slow?ms=700");
-    let inflight = tokio::spawn(async move {
-        get_text(&client(), &url).await
-    });
+    let inflight = tokio::spawn(async move { get_text(&client(), &url).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let task = p.begin_shutdown();
     // New connections are refused once the listener is closed.

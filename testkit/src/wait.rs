@@ -30,7 +30,9 @@ where
 
 /// Whether `f` became true (polled every 10 ms) before `within` passed.
 pub async fn eventually(within: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    poll(within, Duration::from_millis(10), async || f().await.then_some(()))
-        .await
-        .is_some()
+    poll(within, Duration::from_millis(10), async || {
+        f().await.then_some(())
+    })
+    .await
+    .is_some()
 }

@@ -55,7 +55,10 @@ impl StatusUpstream {
                     let resp = Response::builder()
                         .status(code)
                         .header("x-upstream", n.as_str())
-                        .body(Full::new(Bytes::from(format!("{n} says {}", code.as_u16()))))
+                        .body(Full::new(Bytes::from(format!(
+                            "{n} says {}",
+                            code.as_u16()
+                        ))))
                         .unwrap();
                     async move { Ok::<_, Infallible>(resp) }
                 });

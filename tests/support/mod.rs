@@ -32,9 +32,7 @@ use switchyard_testkit::{AbortOnDrop, accept_loop, answered_by};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-pub use switchyard_testkit::{
-    ProxyHandle, client, consul_config, dead_addr, eventually, get_text,
-};
+pub use switchyard_testkit::{ProxyHandle, client, consul_config, dead_addr, eventually, get_text};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 

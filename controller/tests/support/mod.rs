@@ -31,8 +31,7 @@ use switchyard_hashi::nomad::{AllocationListStub, Job, NomadClient};
 use switchyard_testkit::consul::serve_dev_consul;
 use switchyard_testkit::nomad::serve_dev_nomad;
 use switchyard_testkit::{
-    Clock, LoadGen, ProxyHandle, Served, accept_loop, answered_by, consul_config, http_client,
-    poll,
+    Clock, LoadGen, ProxyHandle, Served, accept_loop, answered_by, consul_config, http_client, poll,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -88,9 +87,11 @@ impl Gate {
     /// Serves again on the same port.
     pub(crate) async fn up(&mut self) {
         let addr = self.addr;
-        let l = poll(Duration::from_secs(5), Duration::from_millis(20), async || {
-            TcpListener::bind(addr).await.ok()
-        })
+        let l = poll(
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            async || TcpListener::bind(addr).await.ok(),
+        )
         .await
         .unwrap_or_else(|| panic!("cannot rebind {addr}"));
         self.serve(l);
@@ -199,9 +200,13 @@ impl Stack {
 
     /// Waits until the proxy answers with `version`.
     pub(crate) async fn wait_serving(&self, colour: &str, version: &str) {
-        poll(Duration::from_secs(40), Duration::from_millis(200), async || {
-            (version_served(&self.proxy_url).await.as_deref() == Some(version)).then_some(())
-        })
+        poll(
+            Duration::from_secs(40),
+            Duration::from_millis(200),
+            async || {
+                (version_served(&self.proxy_url).await.as_deref() == Some(version)).then_some(())
+            },
+        )
         .await
         .unwrap_or_else(|| panic!("{colour} never served {version}"));
     }
