@@ -25,14 +25,12 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use switchyard_devstack::consul::{ConsulConfig as DevConsulConfig, DevConsul};
 use switchyard_hashi::QueryOptions;
-use switchyard_hashi::consul::{
-    AgentServiceCheck, AgentServiceRegistration, CheckStatus, ConsulClient, ConsulConfig, KvWrite,
-};
+use switchyard_hashi::consul::KvWrite;
 use switchyard_model::RouteValue;
 use switchyard_proxy::config::{Config, Env};
 use switchyard_proxy::{Listeners, Proxy};
+use switchyard_testkit::{DevConsulServer, get_text, register};
 use tokio::net::TcpListener;
 
 const SERVICE: &str = "hello-service";
@@ -69,33 +67,6 @@ async fn upstream(colour: &'static str) -> SocketAddr {
     addr
 }
 
-async fn register(c: &ConsulClient, id: &str, addr: SocketAddr, colour: &str) {
-    let check_id = format!("{id}:ttl");
-    let reg = AgentServiceRegistration {
-        id: id.to_owned(),
-        name: SERVICE.to_owned(),
-        tags: vec![
-            colour.to_owned(),
-            "active".to_owned(),
-            "version=v1".to_owned(),
-        ],
-        address: addr.ip().to_string(),
-        port: addr.port(),
-        check: Some(AgentServiceCheck {
-            check_id: check_id.clone(),
-            name: format!("{id} alive"),
-            ttl: "10m".to_owned(),
-            status: Some(CheckStatus::Passing),
-            ..AgentServiceCheck::default()
-        }),
-        ..AgentServiceRegistration::default()
-    };
-    c.agent_service_register(&reg).await.unwrap();
-    c.agent_check_ttl(&check_id, CheckStatus::Passing, None)
-        .await
-        .unwrap();
-}
-
 async fn serving(c: &reqwest::Client, url: &str) -> Option<String> {
     let r = c.get(url).send().await.ok()?;
     let colour = r.headers().get("x-upstream")?.to_str().ok()?.to_owned();
@@ -124,18 +95,12 @@ async fn run() {
     let rounds = env_num("CUTOVER_ROUNDS", 200);
     let gap = Duration::from_millis(env_num("CUTOVER_GAP_MS", 60));
 
-    let consul_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let consul_addr = consul_listener.local_addr().unwrap();
-    let dev = DevConsul::new(DevConsulConfig::default()).unwrap();
-    tokio::spawn(dev.serve(consul_listener, std::future::pending()));
-    let consul = ConsulClient::new(ConsulConfig {
-        address: format!("http://{consul_addr}"),
-        ..ConsulConfig::default()
-    })
-    .unwrap();
+    let dev = DevConsulServer::start().await;
+    let (consul_addr, consul) = (dev.addr, &dev.client);
     for (i, colour) in ["blue", "blue", "green", "green"].into_iter().enumerate() {
         let addr = upstream(colour).await;
-        register(&consul, &format!("{colour}-{i}"), addr, colour).await;
+        let id = format!("{colour}-{i}");
+        register(consul, SERVICE, &id, addr, colour, "active", "v1").await;
     }
     let key = switchyard_model::route_key(SERVICE);
     let first = RouteValue::new("blue", 1, "bench");
@@ -240,14 +205,7 @@ async fn run() {
         sorted.last().copied().unwrap_or(f64::NAN)
     );
 
-    let text = client
-        .get(&metrics_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&client, &metrics_url).await;
     let prefix = format!("switchyard_cutover_delay_seconds_bucket{{service=\"{SERVICE}\",le=\"");
     let buckets: Vec<(f64, f64)> = text
         .lines()

@@ -22,13 +22,15 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use switchyard_hashi::QueryOptions;
-use switchyard_hashi::consul::{AgentServiceCheck, AgentServiceRegistration, CheckStatus};
+use switchyard_hashi::consul::CheckStatus;
 use switchyard_model::RouteValue;
+use switchyard_testkit::proxy::consul_config_waiting;
+use switchyard_testkit::{get_text, register_with_status};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::discovery::eventually;
 use crate::support::load::DevConsulServer;
-use crate::support::{ProxyHandle, Upstream, client};
+use crate::support::{ProxyHandle, Upstream, client, serves, who};
 
 const SERVICE: &str = "hello-service";
 const TOKEN: &str = "cutover-test-admin-token-7f3a9c";
@@ -60,31 +62,15 @@ impl Consul {
         version: &str,
         status: CheckStatus,
     ) {
-        let check_id = format!("{id}:ttl");
-        let reg = AgentServiceRegistration {
-            id: id.to_owned(),
-            name: SERVICE.to_owned(),
-            tags: vec![
-                colour.to_owned(),
-                role.to_owned(),
-                format!("version={version}"),
-            ],
-            address: addr.ip().to_string(),
-            port: addr.port(),
-            check: Some(AgentServiceCheck {
-                check_id: check_id.clone(),
-                name: format!("{id} alive"),
-                ttl: "10m".to_owned(),
-                status: Some(status),
-                ..AgentServiceCheck::default()
-            }),
-            ..AgentServiceRegistration::default()
-        };
-        self.client.agent_service_register(&reg).await.unwrap();
-        self.client
-            .agent_check_ttl(&check_id, status, Some("test"))
-            .await
-            .unwrap();
+        register_with_status(
+            &self.client,
+            SERVICE,
+            id,
+            addr,
+            [colour, role, version],
+            status,
+        )
+        .await;
     }
 
     /// The route key's value, if any.
@@ -104,56 +90,18 @@ impl Consul {
 
 /// Proxy configuration discovering `hello-service` from `consul`.
 fn config(consul: &str, extra: &str) -> String {
-    format!(
-        r#"
-[log]
-access_log = false
-[consul]
-address = "{consul}"
-wait = "5s"
-min_interval = "5ms"
-{extra}
-[[services]]
-name = "{SERVICE}"
-consul = {{}}
-"#
-    )
-}
-
-/// Which upstream answered `GET url`, if it answered 200.
-async fn who(c: &reqwest::Client, url: &str) -> Option<String> {
-    let r = c.get(url).send().await.ok()?;
-    if r.status() != 200 {
-        return None;
-    }
-    r.headers()
-        .get("x-upstream")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    consul_config_waiting(consul, "5s", extra)
 }
 
 async fn wait_serving(p: &ProxyHandle, colour: &str) {
-    let c = client();
-    let url = p.url("/");
     assert!(
-        eventually(Duration::from_secs(5), async || who(&c, &url)
-            .await
-            .as_deref()
-            == Some(colour))
-        .await,
+        serves(p, colour, Duration::from_secs(5)).await,
         "proxy never served {colour}"
     );
 }
 
 async fn metrics(p: &ProxyHandle) -> String {
-    client()
-        .get(p.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    get_text(&client(), &p.admin_url("/metrics")).await
 }
 
 /// The value of one sample line in Prometheus text, e.g.

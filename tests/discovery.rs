@@ -9,61 +9,14 @@ use switchyard_model::RouteValue;
 use crate::support::consul::{FakeConsul, Fault, Inst};
 use crate::support::*;
 
-pub(crate) fn consul_config(consul: &str, extra: &str) -> String {
-    format!(
-        r#"
-[log]
-access_log = false
-[consul]
-address = "{consul}"
-wait = "2s"
-min_interval = "5ms"
-{extra}
-[[services]]
-name = "hello-service"
-consul = {{}}
-"#
-    )
-}
+pub(crate) use switchyard_testkit::{consul_config, eventually};
 
 pub(crate) fn inst(id: &str, addr: SocketAddr, colour: &str, role: &str, version: &str) -> Inst {
     Inst {
         id: id.into(),
         addr,
-        tags: vec![colour.into(), role.into(), format!("version={version}")],
+        tags: switchyard_testkit::consul::instance_tags(colour, role, version),
     }
-}
-
-/// Polls `f` until it is true or `within` passes.
-pub(crate) async fn eventually(within: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
-}
-
-async fn who(c: &reqwest::Client, url: &str) -> Option<String> {
-    let r = c.get(url).send().await.ok()?;
-    if r.status() != 200 {
-        return None;
-    }
-    r.headers()
-        .get("x-upstream")
-        .map(|v| v.to_str().unwrap_or("").to_owned())
-}
-
-/// Waits until the proxy's traffic port answers from `colour`.
-async fn serves(proxy: &ProxyHandle, colour: &str, within: Duration) -> bool {
-    let c = client();
-    let url = proxy.url("/");
-    eventually(within, async || {
-        who(&c, &url).await.as_deref() == Some(colour)
-    })
-    .await
 }
 
 struct Stack {
@@ -145,14 +98,7 @@ async fn tags_decide_until_the_route_key_appears_then_the_key_wins() {
         who(&c, &s.proxy.url("/standby/")).await.as_deref(),
         Some("blue")
     );
-    let metrics = c
-        .get(s.proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&c, &s.proxy.admin_url("/metrics")).await;
     assert!(
         metrics.contains("switchyard_cutover_delay_seconds_count{service=\"hello-service\"} 1"),
         "{metrics}"
@@ -206,14 +152,7 @@ async fn fail_static_on_500_garbage_truncated_and_empty_answers_then_recovery() 
                 "{fault:?}"
             );
         }
-        let metrics = c
-            .get(s.proxy.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = get_text(&c, &s.proxy.admin_url("/metrics")).await;
         assert!(
             metrics.contains("switchyard_fail_static{service=\"hello-service\"} 1"),
             "{fault:?}"

@@ -156,14 +156,7 @@ async fn hanging_instance_costs_a_timeout_not_an_error_and_is_ejected() {
     // requests that landed on it paid the 300 ms.
     assert!(hang.connections() <= 3 + CLIENTS, "{}", hang.connections());
     assert!(t.max_ms < 2000.0, "a request waited {} ms", t.max_ms);
-    let metrics = client()
-        .get(p.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&client(), &p.admin_url("/metrics")).await;
     assert!(
         metrics
             .lines()
@@ -254,14 +247,7 @@ async fn ejection_never_empties_a_pool_and_the_last_503_is_passed_through() {
 /// The value of a counter or gauge in the admin `/metrics` text (0 when the
 /// series is absent).
 pub(crate) async fn metric(p: &ProxyHandle, series: &str) -> f64 {
-    let text = client()
-        .get(p.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&client(), &p.admin_url("/metrics")).await;
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)

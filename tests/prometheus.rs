@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use crate::support::browser::{Browser, screenshot_dir};
 use crate::support::dev::TempDir;
-use crate::support::{ProxyHandle, Upstream, client, static_config};
+use crate::support::{ProxyHandle, Upstream, client, get_text, static_config};
 
 fn tool(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -101,14 +101,7 @@ async fn metrics_exposition_passes_promtool() {
     for path in ["/", "/status/503", "/"] {
         http.get(p.url(path)).send().await.unwrap();
     }
-    let text = http
-        .get(p.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&http, &p.admin_url("/metrics")).await;
     for name in [
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",

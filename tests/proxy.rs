@@ -69,32 +69,11 @@ async fn standby_preview_by_prefix_and_header() {
     let green = Upstream::start("green").await;
     let p = ProxyHandle::start(&static_config(&[blue.addr], &[green.addr], "")).await;
     let c = client();
-    let body = c
-        .get(p.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = get_text(&c, &p.url("/")).await;
     assert_eq!(body, "hello from blue");
-    let body = c
-        .get(p.url("/standby/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = get_text(&c, &p.url("/standby/")).await;
     assert_eq!(body, "hello from green");
-    let seen = c
-        .get(p.url("/standby/headers?x=1"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let seen = get_text(&c, &p.url("/standby/headers?x=1")).await;
     assert!(
         seen.starts_with("GET /headers?x=1 "),
         "prefix stripped: {seen}"
@@ -426,14 +405,7 @@ async fn connections_over_the_cap_get_503_at_once_and_are_counted() {
     let out = String::from_utf8_lossy(&out);
     assert!(out.starts_with("HTTP/1.1 503"), "{out}");
     assert!(out.contains("connection: close"), "{out}");
-    let metrics = client()
-        .get(p.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&client(), &p.admin_url("/metrics")).await;
     assert!(
         metrics.contains("switchyard_connections_refused_total 1\n"),
         "{metrics}"
@@ -484,16 +456,7 @@ async fn graceful_shutdown_fails_readiness_then_stops_accepting_and_drains() {
         200
     );
     let url = p.url("/slow?ms=1500");
-    let inflight = tokio::spawn(async move {
-        client()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    let inflight = tokio::spawn(async move { get_text(&client(), &url).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     let task = p.begin_shutdown();

@@ -3,26 +3,17 @@
 
 use std::time::Duration;
 
-use switchyard_devstack::consul::{ConsulConfig as DevConsulConfig, DevConsul};
-use switchyard_hashi::consul::{CheckStatus, ConsulClient, ConsulConfig};
+use switchyard_hashi::consul::CheckStatus;
+use switchyard_testkit::DevConsulServer;
 
 use crate::discovery::eventually;
 use crate::support::*;
 
 #[tokio::test]
 async fn a_proxy_registers_in_consul_and_leaves_on_shutdown() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let consul_addr = listener.local_addr().unwrap();
-    let consul = DevConsul::new(DevConsulConfig::default()).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(consul.serve(listener, async move {
-        let _ = stop_rx.await;
-    }));
-    let client = ConsulClient::new(ConsulConfig {
-        address: format!("http://{consul_addr}"),
-        ..ConsulConfig::default()
-    })
-    .unwrap();
+    let consul = DevConsulServer::start().await;
+    let consul_addr = consul.addr;
+    let client = &consul.client;
 
     let mut proxy = ProxyHandle::start(&format!(
         r#"
@@ -103,28 +94,18 @@ consul = {{}}
     stopping.await.unwrap();
     assert!(tokio::net::TcpStream::connect(proxy.addr).await.is_err());
 
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    consul.stop().await;
 }
 
 #[tokio::test]
 async fn registration_can_be_turned_off() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let consul_addr = listener.local_addr().unwrap();
-    let consul = DevConsul::new(DevConsulConfig::default()).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(consul.serve(listener, async move {
-        let _ = stop_rx.await;
-    }));
+    let consul = DevConsulServer::start().await;
+    let consul_addr = consul.addr;
     let proxy = ProxyHandle::start(&format!(
         "[consul]\naddress = \"http://{consul_addr}\"\n[registration]\nenabled = false\n[[services]]\nname = \"hello-service\"\nconsul = {{}}\n"
     ))
     .await;
-    let client = ConsulClient::new(ConsulConfig {
-        address: format!("http://{consul_addr}"),
-        ..ConsulConfig::default()
-    })
-    .unwrap();
+    let client = &consul.client;
     // The proxy is up and has read Consul; it registered nothing.
     let ready = eventually(Duration::from_secs(5), async || {
         client_get_status(&proxy).await == Some(200)
@@ -133,8 +114,7 @@ async fn registration_can_be_turned_off() {
     assert!(ready);
     assert!(client.agent_services().await.unwrap().is_empty());
     drop(proxy);
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    consul.stop().await;
 }
 
 async fn client_get_status(proxy: &ProxyHandle) -> Option<u16> {

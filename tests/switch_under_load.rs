@@ -21,33 +21,6 @@ const SWITCHES: usize = 32;
 /// Concurrent keep-alive clients.
 const CLIENTS: usize = 8;
 
-fn consul_proxy_config(consul: &str) -> String {
-    format!(
-        r#"
-[log]
-access_log = false
-[consul]
-address = "{consul}"
-wait = "2s"
-min_interval = "5ms"
-[[services]]
-name = "{SERVICE}"
-consul = {{}}
-"#
-    )
-}
-
-async fn who(c: &reqwest::Client, url: &str) -> Option<String> {
-    let r = c.get(url).send().await.ok()?;
-    if r.status() != 200 {
-        return None;
-    }
-    r.headers()
-        .get("x-upstream")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
 async fn pool_sizes(c: &reqwest::Client, p: &ProxyHandle) -> (usize, usize) {
     let st: serde_json::Value = match c.get(p.admin_url("/status")).send().await {
         Ok(r) => r.json().await.unwrap_or_default(),
@@ -108,7 +81,7 @@ async fn switching_every_200ms_under_load_fails_nothing_and_serves_nothing_stale
     }
     let version_of: HashMap<&str, &str> = [("blue", "v1"), ("green", "v2")].into();
 
-    let proxy = ProxyHandle::start(&consul_proxy_config(&consul.url())).await;
+    let proxy = ProxyHandle::start(&consul_config(&consul.url(), "")).await;
     let c = client();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -22,45 +22,23 @@
 
 mod consul_support;
 
-use std::path::PathBuf;
-
 use consul_support::{Server, start};
 use serde_json::{Value, json};
+use switchyard_testkit::json::{kind, sample};
 
 fn fixture(name: &str) -> Value {
-    // One copy of the published samples lives in the repository, beside
-    // the client crate that decodes them.
-    let dir = std::env::var("SWITCHYARD_FIXTURES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hashi/tests/fixtures")
-        });
-    let path = dir.join("consul").join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("fixture {} unreadable: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
+    sample(&format!("consul/{name}"))
 }
 
 const USER_MAPS: &[&str] = &["Meta", "NodeMeta", "ServiceMeta"];
 const EXCEPTIONS: &[&str] = &["Session"];
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
 
 fn assert_shape(expected: &Value, actual: &Value, path: &str, as_map: bool) {
     match expected {
         Value::Null => {}
         Value::Object(fields) => {
             let Some(actual_fields) = actual.as_object() else {
-                panic!("{path}: expected object, got {}", type_name(actual));
+                panic!("{path}: expected object, got {}", kind(actual));
             };
             if as_map {
                 for ev in fields.values() {
@@ -90,7 +68,7 @@ fn assert_shape(expected: &Value, actual: &Value, path: &str, as_map: bool) {
         }
         Value::Array(items) => {
             let Some(actual_items) = actual.as_array() else {
-                panic!("{path}: expected array, got {}", type_name(actual));
+                panic!("{path}: expected array, got {}", kind(actual));
             };
             if !items.is_empty() {
                 assert!(
@@ -113,8 +91,8 @@ fn assert_shape(expected: &Value, actual: &Value, path: &str, as_map: bool) {
             }
         }
         other => assert_eq!(
-            type_name(other),
-            type_name(actual),
+            kind(other),
+            kind(actual),
             "{path}: type differs (sample {other}, answer {actual})"
         ),
     }

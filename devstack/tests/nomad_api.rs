@@ -561,7 +561,7 @@ async fn parse_job_file_round_trips_and_blocking_queries_wait() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_persist_and_allocations_are_replaced_on_restart() {
     let consul = FakeConsul::start().await;
-    let dir = std::env::temp_dir().join(format!("devnomad-test-{}", uuid::Uuid::new_v4()));
+    let dir = switchyard_testkit::temp_dir("devnomad");
     let mut nomad = Nomad::start(&consul.url(), Some(dir.clone())).await;
     let mut job = nomad.parse_job_file().await;
     job["TaskGroups"][0]["Count"] = json!(1);

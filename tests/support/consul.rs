@@ -20,9 +20,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
+use switchyard_testkit::{AbortOnDrop, accept_loop};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 /// A registered instance.
 #[derive(Clone, Debug)]
@@ -53,17 +53,12 @@ struct State {
     health_reads: u64,
 }
 
+/// The scripted Consul; stopped (its connections cut) on drop.
 pub struct FakeConsul {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
     changed: Arc<Notify>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for FakeConsul {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: AbortOnDrop,
 }
 
 impl FakeConsul {
@@ -84,29 +79,20 @@ impl FakeConsul {
         }));
         let changed = Arc::new(Notify::new());
         let (s, c, svc) = (state.clone(), changed.clone(), service.to_owned());
-        let task = tokio::spawn(async move {
-            // Connections die with the server: dropping the set aborts them.
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                while conns.try_join_next().is_some() {}
-                let (s, c, svc) = (s.clone(), c.clone(), svc.clone());
-                conns.spawn(async move {
-                    let handler =
-                        service_fn(move |req| handle(req, s.clone(), c.clone(), svc.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), handler)
-                        .await;
-                });
+        let task = accept_loop(listener, move |stream| {
+            let (s, c, svc) = (s.clone(), c.clone(), svc.clone());
+            async move {
+                let handler = service_fn(move |req| handle(req, s.clone(), c.clone(), svc.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), handler)
+                    .await;
             }
         });
         Self {
             addr,
             state,
             changed,
-            task,
+            _task: AbortOnDrop(task),
         }
     }
 

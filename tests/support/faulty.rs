@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
@@ -25,10 +24,10 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use switchyard_loadcheck::Sample;
+use switchyard_testkit::{AbortOnDrop, accept_loop};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
-use tokio::task::JoinHandle;
 
 /// An upstream answering `status` (switchable at run time) to everything.
 pub struct StatusUpstream {
@@ -36,13 +35,7 @@ pub struct StatusUpstream {
     pub name: String,
     status: Arc<AtomicU16>,
     requests: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for StatusUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: AbortOnDrop,
 }
 
 impl StatusUpstream {
@@ -52,33 +45,26 @@ impl StatusUpstream {
         let status = Arc::new(AtomicU16::new(status));
         let requests = Arc::new(AtomicUsize::new(0));
         let (st, rq, n) = (status.clone(), requests.clone(), name.to_owned());
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                while conns.try_join_next().is_some() {}
-                let (st, rq, n) = (st.clone(), rq.clone(), n.clone());
-                conns.spawn(async move {
-                    let svc = service_fn(move |_req| {
-                        rq.fetch_add(1, Ordering::SeqCst);
-                        let code = StatusCode::from_u16(st.load(Ordering::SeqCst))
-                            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                        let resp = Response::builder()
-                            .status(code)
-                            .header("x-upstream", n.as_str())
-                            .body(Full::new(Bytes::from(format!(
-                                "{n} says {}",
-                                code.as_u16()
-                            ))))
-                            .unwrap();
-                        async move { Ok::<_, Infallible>(resp) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+        let task = accept_loop(listener, move |stream| {
+            let (st, rq, n) = (st.clone(), rq.clone(), n.clone());
+            async move {
+                let svc = service_fn(move |_req| {
+                    rq.fetch_add(1, Ordering::SeqCst);
+                    let code = StatusCode::from_u16(st.load(Ordering::SeqCst))
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    let resp = Response::builder()
+                        .status(code)
+                        .header("x-upstream", n.as_str())
+                        .body(Full::new(Bytes::from(format!(
+                            "{n} says {}",
+                            code.as_u16()
+                        ))))
+                        .unwrap();
+                    async move { Ok::<_, Infallible>(resp) }
                 });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             }
         });
         Self {
@@ -86,7 +72,7 @@ impl StatusUpstream {
             name: name.to_owned(),
             status,
             requests,
-            task,
+            _task: AbortOnDrop(task),
         }
     }
 
@@ -110,12 +96,7 @@ impl HelloProcess {
     /// Starts `target/debug/hello-service --port 0 --version <version> <extra>`
     /// and reads the bound address from its first output line.
     pub async fn start(version: &str, extra: &[&str]) -> Self {
-        let bin = Path::new(env!("CARGO_BIN_EXE_switchyard")).with_file_name("hello-service");
-        assert!(
-            bin.exists(),
-            "{} is missing: build it first with `cargo build -p hello-service`",
-            bin.display()
-        );
+        let bin = switchyard_testkit::hello_bin_dir().join("hello-service");
         let mut child = Command::new(&bin)
             .args(["--port", "0", "--version", version])
             .args(extra)

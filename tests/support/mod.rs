@@ -3,8 +3,9 @@
 //!
 //! [`Upstream`] is a small hyper server with endpoints that misbehave on
 //! purpose (slow, hanging, resetting, streaming, echoing headers and
-//! bodies, WebSocket echo). [`ProxyHandle`] runs `switchyard_proxy::Proxy`
-//! from TOML text with its listeners bound to ephemeral ports.
+//! bodies, WebSocket echo). What every crate's tests share (the proxy handle,
+//! clients, waits, the dev Consul, load loops) comes from `switchyard_testkit`
+//! and is re-exported here.
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
@@ -16,7 +17,6 @@ pub mod load;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -28,12 +28,11 @@ use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use switchyard_proxy::config::{Config, Env};
-use switchyard_proxy::{Listeners, Proxy};
+use switchyard_testkit::{AbortOnDrop, accept_loop, answered_by};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+pub use switchyard_testkit::{ProxyHandle, client, consul_config, dead_addr, eventually, get_text};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -52,23 +51,13 @@ pub enum Mode {
     Reset,
 }
 
-/// A running upstream.
+/// A running upstream; stopped (its connections cut) on drop.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub name: String,
     pub requests: Arc<AtomicUsize>,
     pub connections: Arc<AtomicUsize>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        self.task.abort();
-    }
+    _task: AbortOnDrop,
 }
 
 impl Upstream {
@@ -86,51 +75,41 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
-        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let (n, r, c) = (name.to_owned(), requests.clone(), connections.clone());
-        let task = tokio::spawn(async move {
-            // Connections die with the server: dropping the set aborts them.
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                while conns.try_join_next().is_some() {}
-                let (stream, _) = tokio::select! {
-                    s = listener.accept() => match s { Ok(s) => s, Err(_) => continue },
-                    _ = &mut stop_rx => return,
-                };
-                c.fetch_add(1, Ordering::SeqCst);
-                let (n, r) = (n.clone(), r.clone());
-                conns.spawn(async move {
-                    match mode {
-                        Mode::Hang => {
-                            let mut s = stream;
-                            let mut buf = vec![0u8; 65536];
-                            while let Ok(k) = s.read(&mut buf).await {
-                                if k == 0 {
-                                    break;
-                                }
-                                r.fetch_add(1, Ordering::SeqCst);
+        let task = accept_loop(listener, move |stream| {
+            c.fetch_add(1, Ordering::SeqCst);
+            let (n, r) = (n.clone(), r.clone());
+            async move {
+                match mode {
+                    Mode::Hang => {
+                        let mut s = stream;
+                        let mut buf = vec![0u8; 65536];
+                        while let Ok(k) = s.read(&mut buf).await {
+                            if k == 0 {
+                                break;
                             }
-                        }
-                        Mode::Reset => {
-                            let mut s = stream;
-                            let mut buf = vec![0u8; 65536];
-                            let _ = s.read(&mut buf).await;
                             r.fetch_add(1, Ordering::SeqCst);
-                            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
-                            drop(s);
-                        }
-                        Mode::Normal => {
-                            let svc = service_fn(move |req| {
-                                r.fetch_add(1, Ordering::SeqCst);
-                                handle(req, n.clone())
-                            });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), svc)
-                                .with_upgrades()
-                                .await;
                         }
                     }
-                });
+                    Mode::Reset => {
+                        let mut s = stream;
+                        let mut buf = vec![0u8; 65536];
+                        let _ = s.read(&mut buf).await;
+                        r.fetch_add(1, Ordering::SeqCst);
+                        let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                        drop(s);
+                    }
+                    Mode::Normal => {
+                        let svc = service_fn(move |req| {
+                            r.fetch_add(1, Ordering::SeqCst);
+                            handle(req, n.clone())
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .with_upgrades()
+                            .await;
+                    }
+                }
             }
         });
         Self {
@@ -138,8 +117,7 @@ impl Upstream {
             name: name.to_owned(),
             requests,
             connections,
-            stop: Some(stop_tx),
-            task,
+            _task: AbortOnDrop(task),
         }
     }
 
@@ -271,97 +249,6 @@ fn websocket_echo(mut req: Request<Incoming>, name: String) -> Response<Body> {
         .unwrap()
 }
 
-/// A port on which nothing listens (bound, then closed).
-pub async fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    drop(l);
-    a
-}
-
-/// A running proxy.
-pub struct ProxyHandle {
-    pub addr: SocketAddr,
-    pub admin: Option<SocketAddr>,
-    pub router: Arc<switchyard_proxy::routing::Router>,
-    shutdown: Option<oneshot::Sender<()>>,
-    pub task: Option<JoinHandle<()>>,
-}
-
-impl ProxyHandle {
-    /// Starts a proxy from TOML text (listener addresses in it are ignored:
-    /// listeners are bound to 127.0.0.1:0).
-    pub async fn start(toml: &str) -> Self {
-        Self::start_env(toml, &Env::default()).await
-    }
-
-    pub async fn start_env(toml: &str, env: &Env) -> Self {
-        let config = Config::parse(toml, Path::new("test.toml"), env).unwrap();
-        let traffic = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let tls = match &config.tls {
-            Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
-            None => None,
-        };
-        let addr = traffic.local_addr().unwrap();
-        let admin_addr = admin.local_addr().unwrap();
-        let tls_addr = tls.as_ref().map(|l| l.local_addr().unwrap());
-        let proxy = Proxy::new(config).unwrap();
-        let router = Arc::clone(proxy.router());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            proxy
-                .run(
-                    Listeners {
-                        traffic,
-                        tls,
-                        admin: Some(admin),
-                    },
-                    async {
-                        let _ = rx.await;
-                    },
-                )
-                .await
-                .unwrap();
-        });
-        let _ = tls_addr;
-        Self {
-            addr,
-            admin: Some(admin_addr),
-            router,
-            shutdown: Some(tx),
-            task: Some(task),
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    pub fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{}", self.admin.unwrap(), path)
-    }
-
-    /// Signals shutdown and returns the task to await.
-    pub fn begin_shutdown(&mut self) -> JoinHandle<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        self.task.take().unwrap()
-    }
-}
-
-impl Drop for ProxyHandle {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-}
-
 /// A static-pool config with the given active and standby upstreams.
 pub fn static_config(active: &[SocketAddr], standby: &[SocketAddr], extra: &str) -> String {
     let list = |a: &[SocketAddr]| {
@@ -384,12 +271,19 @@ static = {{ active = [{}], standby = [{}], active_version = "v1", standby_versio
     )
 }
 
-/// A keep-alive HTTP/1.1 client (reqwest, plain HTTP).
-pub fn client() -> reqwest::Client {
-    switchyard_hashi::tls::http_client_builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+/// Which upstream (its `x-upstream` header) answered `GET url`, if it answered 200.
+pub async fn who(c: &reqwest::Client, url: &str) -> Option<String> {
+    answered_by(c, url, "x-upstream").await
+}
+
+/// Whether the proxy's traffic port answers from `colour` within `within`.
+pub async fn serves(proxy: &ProxyHandle, colour: &str, within: Duration) -> bool {
+    let c = client();
+    let url = proxy.url("/");
+    eventually(within, async || {
+        who(&c, &url).await.as_deref() == Some(colour)
+    })
+    .await
 }
 
 /// Sends raw bytes and reads until the server closes or `timeout` passes.

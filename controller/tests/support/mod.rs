@@ -9,50 +9,39 @@
 //! - [`version_served`], [`group_mut`], [`set_task_args`], [`alloc_ids`]: small helpers the
 //!   cases share.
 //!
-//! Prerequisite: `cargo build -p hello-service` (the binary is looked up in
-//! `<workspace>/target/debug`).
+//! The servers, the proxy, the load loop and the waits come from `switchyard_testkit`.
+//!
+//! Prerequisite: `cargo build -p hello-service` (the binary is looked up beside the test
+//! binary's build directory, `target/debug`).
 //!
 //! Each test file compiles this module on its own and uses a different part of it, so items
 //! one file does not need are not dead code.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchyard_controller::{Controller, Settings};
-use switchyard_devstack::consul::{ConsulConfig, DevConsul};
-use switchyard_devstack::nomad::{DevNomad, NomadConfig};
+use switchyard_devstack::consul::ConsulConfig;
+use switchyard_devstack::nomad::NomadConfig;
 use switchyard_hashi::QueryOptions;
 use switchyard_hashi::nomad::{AllocationListStub, Job, NomadClient};
+use switchyard_testkit::consul::serve_dev_consul;
+use switchyard_testkit::nomad::serve_dev_nomad;
+use switchyard_testkit::{
+    Clock, LoadGen, ProxyHandle, Served, accept_loop, answered_by, consul_config, http_client, poll,
+};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// The workspace root, where `target/debug` and `config/` live.
-pub(crate) fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+pub(crate) use switchyard_testkit::workspace_root;
 
 /// A fresh directory for one test's controller state; unique per process and call, so tests
 /// running in parallel never share backups or switch records.
 pub(crate) fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "switchyard-controller-it-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    switchyard_testkit::temp_dir(&format!("controller-{name}"))
 }
 
 /// A TCP relay in front of the dev Nomad's API that can be taken down and brought back on the
@@ -79,19 +68,10 @@ impl Gate {
 
     fn serve(&mut self, l: TcpListener) {
         let target = self.target;
-        self.task = Some(tokio::spawn(async move {
-            // Aborting this task drops the listener and every relayed connection.
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((mut inbound, _)) = l.accept().await else {
-                    continue;
-                };
-                while conns.try_join_next().is_some() {}
-                conns.spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
+        // Aborting this task drops the listener and every relayed connection.
+        self.task = Some(accept_loop(l, move |mut inbound| async move {
+            if let Ok(mut outbound) = TcpStream::connect(target).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
             }
         }));
     }
@@ -106,20 +86,14 @@ impl Gate {
 
     /// Serves again on the same port.
     pub(crate) async fn up(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let l = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(e) => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "cannot rebind {}: {e}",
-                        self.addr
-                    );
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        };
+        let addr = self.addr;
+        let l = poll(
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            async || TcpListener::bind(addr).await.ok(),
+        )
+        .await
+        .unwrap_or_else(|| panic!("cannot rebind {addr}"));
         self.serve(l);
     }
 }
@@ -136,8 +110,9 @@ pub(crate) struct Stack {
     pub(crate) proxy_url: String,
     pub(crate) admin_url: String,
     pub(crate) state_dir: PathBuf,
-    stops: Vec<oneshot::Sender<()>>,
-    tasks: Vec<JoinHandle<()>>,
+    consul_server: Served<std::io::Result<()>>,
+    nomad_server: Served<std::io::Result<()>>,
+    proxy: ProxyHandle,
 }
 
 impl Stack {
@@ -153,88 +128,17 @@ impl Stack {
     }
 
     async fn launch(name: &str, gated: bool, edit: impl FnOnce(&mut Job)) -> Stack {
-        let bin = workspace_root().join("target/debug");
-        assert!(
-            bin.join("hello-service").exists(),
-            "build hello-service first: cargo build -p hello-service"
-        );
-        let mut stops = Vec::new();
-        let mut tasks = Vec::new();
-
-        let consul = DevConsul::new(ConsulConfig::default()).unwrap();
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let consul_url = format!("http://{}", l.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel::<()>();
-        stops.push(tx);
-        tasks.push(tokio::spawn(async move {
-            let _ = consul
-                .serve(l, async {
-                    let _ = rx.await;
-                })
-                .await;
-        }));
-
-        let nomad = DevNomad::new(NomadConfig {
+        let bin = switchyard_testkit::hello_bin_dir();
+        let (_, consul_server) = serve_dev_consul(ConsulConfig::default()).await;
+        let consul_url = consul_server.url();
+        let (_, nomad_server) = serve_dev_nomad(NomadConfig {
             consul_addr: consul_url.clone(),
             extra_path: vec![bin],
             ..NomadConfig::default()
         })
-        .unwrap();
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let nomad_addr = l.local_addr().unwrap();
-        let nomad_url = format!("http://{nomad_addr}");
-        let (tx, rx) = oneshot::channel::<()>();
-        stops.push(tx);
-        tasks.push(tokio::spawn(async move {
-            let _ = nomad
-                .serve(l, async {
-                    let _ = rx.await;
-                })
-                .await;
-        }));
-
-        let toml = format!(
-            r#"
-[log]
-access_log = false
-[consul]
-address = "{consul_url}"
-wait = "2s"
-min_interval = "5ms"
-[registration]
-check_interval = "1s"
-[[services]]
-name = "hello-service"
-consul = {{}}
-"#
-        );
-        let config = switchyard_proxy::config::Config::parse(
-            &toml,
-            Path::new("test.toml"),
-            &switchyard_proxy::config::Env::default(),
-        )
-        .unwrap();
-        let traffic = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy_url = format!("http://{}", traffic.local_addr().unwrap());
-        let admin_url = format!("http://{}", admin.local_addr().unwrap());
-        let proxy = switchyard_proxy::Proxy::new(config).unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        stops.push(tx);
-        tasks.push(tokio::spawn(async move {
-            let _ = proxy
-                .run(
-                    switchyard_proxy::Listeners {
-                        traffic,
-                        tls: None,
-                        admin: Some(admin),
-                    },
-                    async {
-                        let _ = rx.await;
-                    },
-                )
-                .await;
-        }));
+        .await;
+        let nomad_url = nomad_server.url();
+        let proxy = ProxyHandle::start(&consul_config(&consul_url, "[registration]\ncheck_interval = \"1s\"")).await;
 
         let nomad = NomadClient::new(switchyard_hashi::nomad::NomadConfig {
             address: nomad_url.clone(),
@@ -251,7 +155,7 @@ consul = {{}}
         nomad.register(&job, None).await.unwrap();
 
         let gate = if gated {
-            Some(Gate::start(nomad_addr).await)
+            Some(Gate::start(nomad_server.addr).await)
         } else {
             None
         };
@@ -260,11 +164,12 @@ consul = {{}}
             nomad_url,
             nomad,
             gate,
-            proxy_url,
-            admin_url,
+            proxy_url: proxy.url(""),
+            admin_url: proxy.admin_url(""),
             state_dir: temp_dir(name),
-            stops,
-            tasks,
+            consul_server,
+            nomad_server,
+            proxy,
         }
     }
 
@@ -295,11 +200,15 @@ consul = {{}}
 
     /// Waits until the proxy answers with `version`.
     pub(crate) async fn wait_serving(&self, colour: &str, version: &str) {
-        let deadline = Instant::now() + Duration::from_secs(40);
-        while version_served(&self.proxy_url).await.as_deref() != Some(version) {
-            assert!(Instant::now() < deadline, "{colour} never served {version}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        poll(
+            Duration::from_secs(40),
+            Duration::from_millis(200),
+            async || {
+                (version_served(&self.proxy_url).await.as_deref() == Some(version)).then_some(())
+            },
+        )
+        .await
+        .unwrap_or_else(|| panic!("{colour} never served {version}"));
     }
 
     /// The job as the dev Nomad holds it (read directly, never through the gate).
@@ -317,81 +226,60 @@ consul = {{}}
             g.down().await;
         }
         // Proxy first, then Nomad (stops the processes), then Consul.
-        for tx in self.stops.drain(..).rev() {
-            let _ = tx.send(());
-        }
-        for t in self.tasks.drain(..).rev() {
+        let tasks: [JoinHandle<()>; 3] = [
+            self.proxy.begin_shutdown(),
+            stopped(&mut self.nomad_server),
+            stopped(&mut self.consul_server),
+        ];
+        for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
 }
 
+/// Signals a server to stop; its task, to wait for.
+fn stopped(server: &mut Served<std::io::Result<()>>) -> JoinHandle<()> {
+    let task = server.begin_stop();
+    tokio::spawn(async move {
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    })
+}
+
 /// The version the proxy answers `/hello` with, or `None` when it fails or does not say.
 pub(crate) async fn version_served(proxy: &str) -> Option<String> {
-    let r = switchyard_hashi::tls::http_client_builder()
-        .build()
-        .unwrap()
-        .get(format!("{proxy}/hello"))
-        .send()
-        .await
-        .ok()?;
-    if !r.status().is_success() {
-        return None;
-    }
-    r.headers()
-        .get("x-app-version")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    answered_by(&http_client(), &format!("{proxy}/hello"), "x-app-version").await
 }
 
 /// A load loop through the proxy, one request every `pause`: counts successes and failures
 /// and the versions that answered.
-pub(crate) struct Load {
-    stop: Arc<AtomicBool>,
-    task: JoinHandle<(usize, usize, Vec<String>)>,
-}
+pub(crate) struct Load(LoadGen);
 
 impl Load {
     pub(crate) fn start(proxy: &str, pause: Duration) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let url = format!("{proxy}/hello");
-        let s = stop.clone();
-        let task = tokio::spawn(async move {
-            let client = switchyard_hashi::tls::http_client_builder()
-                .build()
-                .unwrap();
-            let mut ok = 0;
-            let mut failed = 0;
-            let mut versions: Vec<String> = Vec::new();
-            while !s.load(Ordering::Relaxed) {
-                match client.get(&url).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        ok += 1;
-                        let v = r
-                            .headers()
-                            .get("x-app-version")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_owned();
-                        if !versions.contains(&v) {
-                            versions.push(v);
-                        }
-                    }
-                    _ => failed += 1,
-                }
-                tokio::time::sleep(pause).await;
-            }
-            (ok, failed, versions)
-        });
-        Load { stop, task }
+        Load(LoadGen::start_paced(
+            1,
+            format!("{proxy}/hello"),
+            "x-app-version",
+            Clock::new(),
+            pause,
+        ))
     }
 
     /// Stops the loop: (successful requests, failed requests, distinct versions that answered,
     /// in order of first appearance).
     pub(crate) async fn finish(self) -> (usize, usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap()
+        let samples = self.0.finish().await;
+        let mut versions: Vec<String> = Vec::new();
+        for s in samples.iter().filter(|s| s.ok) {
+            if !versions.contains(&s.version) {
+                versions.push(s.version.clone());
+            }
+        }
+        let ok = samples.iter().filter(|s| s.ok).count();
+        (ok, samples.len() - ok, versions)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Shared test utilities for the dev Consul integration tests: start a real server
-//! on `127.0.0.1:0`, talk to it with reqwest, poll for eventual states.
+//! on `127.0.0.1:0`, talk to it with reqwest, poll for eventual states (the
+//! server, the client and the polls come from `switchyard_testkit`).
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
@@ -9,16 +10,15 @@ use std::time::Duration;
 
 use serde_json::Value;
 use switchyard_devstack::consul::{ConsulConfig, DevConsul};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use switchyard_testkit::consul::serve_dev_consul;
+use switchyard_testkit::{Served, http_client, poll};
 
 /// A running dev Consul.
 pub struct Server {
     pub base: String,
     pub consul: DevConsul,
     pub http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    served: Served<std::io::Result<()>>,
 }
 
 /// A test configuration: in memory, fast reaper.
@@ -38,9 +38,7 @@ pub fn config() -> ConsulConfig {
 
 /// A fresh, unique temporary directory.
 pub fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("switchyard-consul-test-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    switchyard_testkit::temp_dir("consul")
 }
 
 pub async fn start() -> Server {
@@ -48,21 +46,12 @@ pub async fn start() -> Server {
 }
 
 pub async fn start_with(cfg: ConsulConfig) -> Server {
-    let consul = DevConsul::new(cfg).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(consul.clone().serve(listener, async move {
-        let _ = rx.await;
-    }));
+    let (consul, served) = serve_dev_consul(cfg).await;
     Server {
-        base: format!("http://{addr}"),
+        base: served.url(),
         consul,
-        http: switchyard_hashi::tls::http_client_builder()
-            .build()
-            .unwrap(),
-        stop: Some(tx),
-        task: Some(task),
+        http: http_client(),
+        served,
     }
 }
 
@@ -73,15 +62,8 @@ impl Server {
 
     /// Stops the server and waits for it to finish (state flushed).
     pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .expect("server stops promptly")
-                .unwrap()
-                .unwrap();
+        if let Some(served) = self.served.stop(Duration::from_secs(10)).await {
+            served.unwrap();
         }
     }
 
@@ -143,18 +125,15 @@ impl Server {
 
     /// Polls until the check reaches `status` or the deadline passes.
     pub async fn wait_check(&self, id: &str, status: &str, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let current = self.check_status(id).await;
-            if current.as_deref() == Some(status) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "check {id} did not become {status} within {within:?} (now {current:?})"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut current = None;
+        poll(within, Duration::from_millis(20), async || {
+            current = self.check_status(id).await;
+            (current.as_deref() == Some(status)).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!("check {id} did not become {status} within {within:?} (now {current:?})")
+        });
     }
 }
 

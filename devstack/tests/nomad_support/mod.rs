@@ -1,5 +1,6 @@
 //! Test support for the dev Nomad: a small fake Consul agent, server start-up
-//! helpers and a JSON shape comparison against the fixtures.
+//! helpers and a JSON shape comparison against the fixtures (the server, the
+//! clients, the polls and the binary's location come from `switchyard_testkit`).
 //!
 //! The tests run real `hello-service` processes. Cargo only exposes
 //! `CARGO_BIN_EXE_*` for binaries of the crate under test, so the binary is
@@ -10,9 +11,9 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path as AxPath, State};
@@ -20,6 +21,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, put};
 use serde_json::Value;
 use switchyard_devstack::nomad::{DevNomad, NomadConfig};
+use switchyard_testkit::json::{kind, sample};
+use switchyard_testkit::nomad::serve_dev_nomad;
+use switchyard_testkit::{Served, http_client};
 
 /// What the fake agent saw.
 #[derive(Default)]
@@ -117,30 +121,13 @@ impl FakeConsul {
     }
 }
 
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Directory holding the `hello-service` binary; fails clearly when missing.
-pub fn hello_bin_dir() -> PathBuf {
-    let dir = workspace_root().join("target").join("debug");
-    assert!(
-        dir.join("hello-service").is_file(),
-        "{} is missing: run `cargo build -p hello-service` before these tests",
-        dir.join("hello-service").display()
-    );
-    dir
-}
+pub use switchyard_testkit::{hello_bin_dir, wait_for, workspace_root};
 
 /// A running dev Nomad.
 pub struct Nomad {
     pub url: String,
     pub handle: DevNomad,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    join: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    served: Served<std::io::Result<()>>,
 }
 
 impl Nomad {
@@ -151,40 +138,23 @@ impl Nomad {
             extra_path: vec![hello_bin_dir()],
             ..NomadConfig::default()
         };
-        let handle = DevNomad::new(cfg).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = handle.clone();
-        let join = tokio::spawn(server.serve(listener, async {
-            let _ = rx.await;
-        }));
+        let (handle, served) = serve_dev_nomad(cfg).await;
         Self {
-            url,
+            url: served.url(),
             handle,
-            stop: Some(tx),
-            join: Some(join),
+            served,
         }
     }
 
     /// Stops the server and waits for `serve` to return.
     pub async fn shutdown(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(j) = self.join.take() {
-            tokio::time::timeout(Duration::from_secs(60), j)
-                .await
-                .expect("serve did not return")
-                .unwrap()
-                .unwrap();
+        if let Some(served) = self.served.stop(Duration::from_secs(60)).await {
+            served.unwrap();
         }
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = switchyard_hashi::tls::http_client_builder()
-            .build()
-            .unwrap()
+        let r = http_client()
             .get(format!("{}{path}", self.url))
             .send()
             .await
@@ -203,10 +173,7 @@ impl Nomad {
         path: &str,
         body: Option<Value>,
     ) -> (u16, String) {
-        let c = switchyard_hashi::tls::http_client_builder()
-            .build()
-            .unwrap();
-        let mut rb = c.request(method, format!("{}{path}", self.url));
+        let mut rb = http_client().request(method, format!("{}{path}", self.url));
         if let Some(b) = body {
             rb = rb.json(&b);
         }
@@ -278,21 +245,6 @@ impl Nomad {
     }
 }
 
-pub async fn wait_for<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
-}
-
 /// Host port of an allocation's `http` port.
 pub fn http_port(alloc: &Value) -> u16 {
     alloc["AllocatedResources"]["Shared"]["Ports"]
@@ -322,24 +274,7 @@ pub fn alive(pid: u32) -> bool {
 /// A published Nomad sample: the repository keeps one copy of them beside
 /// the client crate that decodes them (`SWITCHYARD_FIXTURES_DIR` overrides).
 pub fn fixture(name: &str) -> Value {
-    let dir = std::env::var("SWITCHYARD_FIXTURES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| workspace_root().join("hashi/tests/fixtures"));
-    let p = dir.join("nomad").join(name);
-    let text = std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("fixture {} unreadable: {e}", p.display()));
-    serde_json::from_str(&text).unwrap()
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
+    sample(&format!("nomad/{name}"))
 }
 
 /// Compares JSON types recursively for the keys both sides have (null on

@@ -234,10 +234,7 @@ impl Drop for MockServer {
     }
 }
 
-/// An address where nothing listens (bound, then released).
+/// An address where nothing listens (bound, then released), as a URL.
 pub(crate) async fn closed_port() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    drop(listener);
-    format!("http://{addr}")
+    format!("http://{}", switchyard_testkit::dead_addr().await)
 }
