@@ -31,6 +31,8 @@
 //! - [`refusal`]: [`Refusal`], [`refusal::validate_version`] and the route key check.
 //! - [`settings`]: addresses, tokens, deadlines, names; read from the environment.
 //! - [`history`]: the switch and deploy history in Consul KV (`switchyard/state/<service>`).
+//! - [`lock`]: one mutating command per service at a time: the session lock on
+//!   `switchyard/locks/<service>` that `deploy`, `switch` and `rollback` hold while they run.
 //! - [`state`]: the state directory: job backups.
 //! - [`error`]: [`ControllerError`] and its exit codes.
 
@@ -41,6 +43,7 @@ pub mod deploy_settings;
 pub mod diagnose;
 pub mod error;
 pub mod history;
+pub mod lock;
 pub mod observe;
 pub mod refusal;
 pub mod rollback;
@@ -54,6 +57,7 @@ pub(crate) mod testing;
 pub use controller::{Controller, ProgressSink};
 pub use deploy::DeployOutcome;
 pub use error::ControllerError;
+pub use lock::ServiceLock;
 pub use observe::Observed;
 pub use refusal::Refusal;
 pub use settings::Settings;
