@@ -186,15 +186,16 @@ impl Controller {
             })
             .await
             .map_err(|e| ControllerError::hashi("creating a Consul session for the lock", e))?;
+        // Renewed from the start: a `--lock-wait` may outlast the TTL.
+        let (tx, lost) = watch::channel(None);
+        let renewer = tokio::spawn(renew(
+            self.consul.clone(),
+            session.clone(),
+            s.lock_ttl / 2,
+            tx,
+        ));
         match self.acquire(&key, &value, &session, wait).await {
             Ok(()) => {
-                let (tx, lost) = watch::channel(None);
-                let renewer = tokio::spawn(renew(
-                    self.consul.clone(),
-                    session.clone(),
-                    s.lock_ttl / 2,
-                    tx,
-                ));
                 Ok(ServiceLock {
                     consul: self.consul.clone(),
                     key,
@@ -205,6 +206,7 @@ impl Controller {
                 })
             }
             Err(e) => {
+                renewer.abort();
                 if let Err(d) = self.consul.session_destroy(&session).await {
                     tracing::warn!(%session, error = %d, "could not destroy the lock session");
                 }
