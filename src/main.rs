@@ -349,6 +349,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     None => Ok(()),
                 };
             }
+            // Bad input is refused before the lock is taken.
+            switchyard_controller::refusal::validate_version(&version)
+                .map_err(|r| controller_failure(r.into()))?;
             let outcome = locked(
                 controller,
                 &format!("deploy {version}"),

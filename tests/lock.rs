@@ -9,7 +9,8 @@
 //! - `sigint_mid_deploy_reverts_and_a_running_nomad_deployment_blocks_the_switch`: SIGINT while
 //!   a deploy waits for an instance that never becomes healthy reverts the standby group and
 //!   exits 130; `status` shows the interrupted deploy with the command that finishes it; a
-//!   Nomad deployment still running makes the switch pre-flight refuse.
+//!   Nomad deployment still running (a healthy instance inside its `min_healthy_time`) makes
+//!   the switch pre-flight refuse.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -420,15 +421,19 @@ async fn sigint_mid_deploy_reverts_and_a_running_nomad_deployment_blocks_the_swi
     let doc: Value = serde_json::from_str(&json.stdout()).unwrap();
     assert_eq!(doc["interrupted"]["entry"]["to_version"], "v3");
 
-    // A register that Nomad is still rolling out (it never becomes healthy): the switch's
-    // pre-flight refuses and writes nothing.
+    // A register that Nomad is still rolling out: the new green instance passes its checks at
+    // once, but the deployment waits 30 s (`min_healthy_time`) before calling it healthy. The
+    // switch's pre-flight refuses and writes nothing.
     let (job, _) = stack
         .nomad
         .job(SERVICE, &QueryOptions::default())
         .await
         .unwrap();
     let mut job = job.unwrap();
-    job.set_group_meta("green", "delay_ms", "3000").unwrap();
+    job.set_group_meta("green", "rollout", "slow").unwrap();
+    let groups = job.0["TaskGroups"].as_array_mut().unwrap();
+    let green = groups.iter_mut().find(|g| g["Name"] == "green").unwrap();
+    green["Update"]["MinHealthyTime"] = serde_json::json!(30_000_000_000u64);
     stack.nomad.register(&job, None).await.unwrap();
     let route_key = format!("switchyard/routes/{SERVICE}");
     let (route_before, _) = stack
@@ -436,10 +441,18 @@ async fn sigint_mid_deploy_reverts_and_a_running_nomad_deployment_blocks_the_swi
         .kv_get(&route_key, &QueryOptions::default())
         .await
         .unwrap();
-    let mut switch = stack.run(&["switch"]);
-    let status = switch.wait(Duration::from_secs(30)).await;
-    assert_eq!(status.code(), Some(1), "{}", switch.stderr());
-    let cause = switch.cause();
+    // Until the new instance passes, the switch is refused for that; then for the deployment.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let cause = loop {
+        let mut switch = stack.run(&["switch"]);
+        let status = switch.wait(Duration::from_secs(30)).await;
+        assert_eq!(status.code(), Some(1), "{}", switch.stderr());
+        let cause = switch.cause();
+        if cause.contains("Nomad deployment") || Instant::now() > deadline {
+            break cause;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     assert!(
         cause.starts_with("switchyard: refusing to switch: Nomad deployment "),
         "{cause}"

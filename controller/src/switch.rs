@@ -170,7 +170,7 @@ pub fn plan_switch(obs: &Observed, force: bool, to: Option<&str>) -> Result<Plan
 
 /// The pre-flight refusals, in order of importance.
 fn preflight(obs: &Observed, active: usize, standby: usize) -> Vec<Refusal> {
-    let mut out = nomad_preflight(obs, standby);
+    let mut out = Vec::new();
     let (sp, ap) = (obs.passing_count(standby), obs.passing_count(active));
     if sp == 0 {
         out.push(Refusal::StandbyUnhealthy {
@@ -202,6 +202,7 @@ fn preflight(obs: &Observed, active: usize, standby: usize) -> Vec<Refusal> {
             reported,
         });
     }
+    out.extend(nomad_preflight(obs, standby));
     out
 }
 
