@@ -377,16 +377,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Some(colour) => format!("switch --to {colour}"),
                 None => "switch".to_owned(),
             };
-            let outcome = locked(controller, &command, &lock, Interrupt::Abort, |c| async move {
-                c.switch(force, to.as_deref()).await
-            })?;
+            let outcome = locked(
+                controller,
+                &command,
+                &lock,
+                Interrupt::Abort,
+                |c| async move { c.switch(force, to.as_deref()).await },
+            )?;
             print_switch(&outcome, common.json)
         }
         Command::Rollback { lock, common } => {
             let controller = common.controller(|_| {})?;
-            let outcome = locked(controller, "rollback", &lock, Interrupt::Abort, |c| async move {
-                c.rollback().await
-            })?;
+            let outcome = locked(
+                controller,
+                "rollback",
+                &lock,
+                Interrupt::Abort,
+                |c| async move { c.rollback().await },
+            )?;
             print_switch(&outcome, common.json)
         }
         Command::Status { common } => {

@@ -238,7 +238,10 @@ impl Stack {
     async fn history(&self) -> Vec<Value> {
         let (pair, _) = self
             .consul
-            .kv_get(&format!("switchyard/state/{SERVICE}"), &QueryOptions::default())
+            .kv_get(
+                &format!("switchyard/state/{SERVICE}"),
+                &QueryOptions::default(),
+            )
             .await
             .unwrap();
         let Some(pair) = pair else {
@@ -251,7 +254,10 @@ impl Stack {
     async fn lock_session(&self) -> Option<String> {
         let (pair, _) = self
             .consul
-            .kv_get(&format!("switchyard/locks/{SERVICE}"), &QueryOptions::default())
+            .kv_get(
+                &format!("switchyard/locks/{SERVICE}"),
+                &QueryOptions::default(),
+            )
             .await
             .unwrap();
         pair.and_then(|p| p.session).filter(|s| !s.is_empty())
@@ -263,7 +269,10 @@ fn assert_locked_by(run: &Run, status: ExitStatus, command: &str, pid: u32) {
     assert_eq!(status.code(), Some(3), "{}", run.stderr());
     let cause = run.cause();
     let expected = format!("switchyard: service {SERVICE} is locked by `{command}` (pid {pid} on ");
-    assert!(cause.starts_with(&expected), "{cause:?} does not start with {expected:?}");
+    assert!(
+        cause.starts_with(&expected),
+        "{cause:?} does not start with {expected:?}"
+    );
     assert!(cause.contains(", since 20"), "{cause}");
     assert!(cause.contains("--lock-wait"), "{cause}");
 }
@@ -278,7 +287,11 @@ async fn concurrent_commands_take_turns_and_a_killed_holders_lock_expires() {
     let deployed = deploy.wait(Duration::from_secs(120)).await;
     let switched = switch.wait(Duration::from_secs(120)).await;
     let history = stack.history().await;
-    assert_eq!(history.len(), 1, "exactly one command changed something: {history:?}");
+    assert_eq!(
+        history.len(),
+        1,
+        "exactly one command changed something: {history:?}"
+    );
     if deployed.code() == Some(3) {
         assert!(switched.success(), "{}", switch.stderr());
         assert_locked_by(&deploy, deployed, "switch", switch.child.id());
@@ -308,18 +321,29 @@ async fn concurrent_commands_take_turns_and_a_killed_holders_lock_expires() {
     let err = switch.stderr();
     assert!(err.contains("waiting up to"), "{err}");
     assert!(
-        err.contains(&format!("is locked by `deploy v4` (pid {}", deploy.child.id())),
+        err.contains(&format!(
+            "is locked by `deploy v4` (pid {}",
+            deploy.child.id()
+        )),
         "{err}"
     );
     assert!(err.contains("took the lock"), "{err}");
-    assert!(switch.stdout().contains("now serves"), "{}", switch.stdout());
+    assert!(
+        switch.stdout().contains("now serves"),
+        "{}",
+        switch.stdout()
+    );
     let history = stack.history().await;
     let commands: Vec<&str> = history
         .iter()
         .skip(1)
         .map(|e| e["command"].as_str().unwrap_or_default())
         .collect();
-    assert_eq!(commands, ["deploy", "switch"], "the switch ran after the deploy");
+    assert_eq!(
+        commands,
+        ["deploy", "switch"],
+        "the switch ran after the deploy"
+    );
 
     // A SIGKILLed holder cannot release: its lock refuses others until the session expires.
     let mut deploy = stack.run(&["deploy", "v5"]);
@@ -337,7 +361,11 @@ async fn concurrent_commands_take_turns_and_a_killed_holders_lock_expires() {
     let mut switch = stack.run(&["switch", "--lock-wait", "90s"]);
     let switched = switch.wait(Duration::from_secs(150)).await;
     assert!(switched.success(), "{}", switch.stderr());
-    assert!(switch.stderr().contains("took the lock"), "{}", switch.stderr());
+    assert!(
+        switch.stderr().contains("took the lock"),
+        "{}",
+        switch.stderr()
+    );
     // The lock outlived its holder by at least a TTL (Consul lets it live up to twice that).
     assert!(
         started.elapsed() >= Duration::from_secs(5),
@@ -358,7 +386,14 @@ async fn sigint_mid_deploy_reverts_and_a_running_nomad_deployment_blocks_the_swi
     let before = job.unwrap().version();
 
     // v3 with a 3 s delay never passes its 1 s health check: the deploy waits, then SIGINT.
-    let mut deploy = stack.run(&["deploy", "v3", "--meta", "delay_ms=3000", "--deadline", "2m"]);
+    let mut deploy = stack.run(&[
+        "deploy",
+        "v3",
+        "--meta",
+        "delay_ms=3000",
+        "--deadline",
+        "2m",
+    ]);
     deploy
         .wait_for("waiting for green", Duration::from_secs(60))
         .await;
@@ -382,7 +417,11 @@ async fn sigint_mid_deploy_reverts_and_a_running_nomad_deployment_blocks_the_swi
     let job = job.unwrap();
     assert_eq!(job.group_meta("green", "version"), Some("v2"));
     assert_eq!(job.group_meta("green", "delay_ms"), Some("0"));
-    assert_eq!(job.version(), before + 2, "the deploy's register, then the revert");
+    assert_eq!(
+        job.version(),
+        before + 2,
+        "the deploy's register, then the revert"
+    );
     let (allocs, _) = stack
         .nomad
         .job_allocations(SERVICE, false, &QueryOptions::default())
@@ -409,9 +448,16 @@ async fn sigint_mid_deploy_reverts_and_a_running_nomad_deployment_blocks_the_swi
         "{last}"
     );
     let mut status = stack.run(&["status"]);
-    assert!(status.wait(Duration::from_secs(30)).await.success(), "{}", status.stderr());
+    assert!(
+        status.wait(Duration::from_secs(30)).await.success(),
+        "{}",
+        status.stderr()
+    );
     let text = status.stdout();
-    assert!(text.contains("interrupted: deploy v3 to green at "), "{text}");
+    assert!(
+        text.contains("interrupted: deploy v3 to green at "),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("next: switchyard deploy v3 --service {SERVICE}")),
         "{text}"

@@ -518,7 +518,10 @@ impl Controller {
                 return Ok(());
             }
             if let Some(d) = deployment.filter(|d| d.status == "failed") {
-                return Err(format!("Nomad deployment failed ({})", d.status_description));
+                return Err(format!(
+                    "Nomad deployment failed ({})",
+                    d.status_description
+                ));
             }
             if interruptible && let Some(why) = self.interrupted() {
                 return Err(format!("interrupted ({why})"));

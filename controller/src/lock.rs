@@ -97,19 +97,27 @@ pub fn contender(pair: Option<&KvPair>) -> Contender {
 }
 
 /// The one-line refusal naming the holder.
-pub fn locked_message(service: &str, key: &str, contender: &Contender, waited: Option<Duration>) -> String {
+pub fn locked_message(
+    service: &str,
+    key: &str,
+    contender: &Contender,
+    waited: Option<Duration>,
+) -> String {
     let who = match contender {
         Contender::Held(Ok(h)) => format!("is locked by {h}"),
         Contender::Held(Err(e)) => format!("is locked by {e}"),
-        Contender::Free => "is locked: its previous holder's lock is still in its lock delay".to_owned(),
+        Contender::Free => {
+            "is locked: its previous holder's lock is still in its lock delay".to_owned()
+        }
     };
     let after = match waited {
-        Some(w) => format!(" after waiting {}", humantime::format_duration(round_secs(w))),
+        Some(w) => format!(
+            " after waiting {}",
+            humantime::format_duration(round_secs(w))
+        ),
         None => String::new(),
     };
-    format!(
-        "service {service} {who} ({key}){after}; wait for it with --lock-wait <duration>"
-    )
+    format!("service {service} {who} ({key}){after}; wait for it with --lock-wait <duration>")
 }
 
 fn round_secs(d: Duration) -> Duration {
@@ -195,16 +203,14 @@ impl Controller {
             tx,
         ));
         match self.acquire(&key, &value, &session, wait).await {
-            Ok(()) => {
-                Ok(ServiceLock {
-                    consul: self.consul.clone(),
-                    key,
-                    session,
-                    holder,
-                    renewer,
-                    lost,
-                })
-            }
+            Ok(()) => Ok(ServiceLock {
+                consul: self.consul.clone(),
+                key,
+                session,
+                holder,
+                renewer,
+                lost,
+            }),
             Err(e) => {
                 renewer.abort();
                 if let Err(d) = self.consul.session_destroy(&session).await {

@@ -173,7 +173,11 @@ pub fn normalise_url(s: &str) -> String {
 
 /// A duration variable; an unreadable value becomes [`Duration::MAX`], which
 /// [`Settings::validate`] refuses with the variable's name.
-fn env_duration(lookup: &impl Fn(&str) -> Option<String>, name: &str, default: Duration) -> Duration {
+fn env_duration(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: Duration,
+) -> Duration {
     match lookup(name).filter(|v| !v.trim().is_empty()) {
         None => default,
         Some(v) => humantime::parse_duration(v.trim()).unwrap_or(Duration::MAX),
@@ -224,7 +228,10 @@ mod tests {
     #[test]
     fn lock_timing_from_env_within_consuls_bounds() {
         let s = Settings::from_lookup("web", |_| None);
-        assert_eq!((s.lock_ttl, s.lock_delay), (DEFAULT_LOCK_TTL, DEFAULT_LOCK_DELAY));
+        assert_eq!(
+            (s.lock_ttl, s.lock_delay),
+            (DEFAULT_LOCK_TTL, DEFAULT_LOCK_DELAY)
+        );
         let with = |ttl: &'static str, delay: &'static str| {
             Settings::from_lookup("web", move |k| match k {
                 "SWITCHYARD_LOCK_TTL" => Some(ttl.to_owned()),
@@ -236,7 +243,13 @@ mod tests {
         assert_eq!(s.lock_ttl, Duration::from_secs(10));
         assert_eq!(s.lock_delay, Duration::ZERO);
         assert!(s.validate().is_ok());
-        for (ttl, delay) in [("9s", "1s"), ("25h", "1s"), ("soon", "1s"), ("15s", "61s"), ("15s", "x")] {
+        for (ttl, delay) in [
+            ("9s", "1s"),
+            ("25h", "1s"),
+            ("soon", "1s"),
+            ("15s", "61s"),
+            ("15s", "x"),
+        ] {
             let e = with(ttl, delay).validate().unwrap_err();
             assert_eq!(e.exit_code(), 2, "{ttl} {delay}");
             assert!(e.to_string().contains("SWITCHYARD_LOCK_"), "{e}");

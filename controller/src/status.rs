@@ -452,19 +452,37 @@ mod tests {
             outcome: format!("{}{outcome}", crate::history::INTERRUPTED),
         };
         let mut obs = observed();
-        let reverted = entry("deploy of v3 to blue interrupted (SIGINT); job web reverted to version 4; blue runs v2 again");
+        let reverted = entry(
+            "deploy of v3 to blue interrupted (SIGINT); job web reverted to version 4; blue runs v2 again",
+        );
         obs.history = Ok(crate::history::History {
             entries: vec![reverted.clone()],
         });
         let r = status_report(&obs);
         let i = r.interrupted.as_ref().unwrap();
         assert_eq!(i.entry, reverted);
-        assert_eq!(i.next, format!("switchyard deploy v3 --service {}", obs.service));
+        assert_eq!(
+            i.next,
+            format!("switchyard deploy v3 --service {}", obs.service)
+        );
         let text = render_status(&r);
-        assert!(text.contains("interrupted: deploy v3 to blue at 2026-01-01T00:00:00Z by ops: deploy of v3"), "{text}");
-        assert!(text.contains(&format!("next: switchyard deploy v3 --service {}", obs.service)), "{text}");
+        assert!(
+            text.contains(
+                "interrupted: deploy v3 to blue at 2026-01-01T00:00:00Z by ops: deploy of v3"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "next: switchyard deploy v3 --service {}",
+                obs.service
+            )),
+            "{text}"
+        );
 
-        let stuck = entry("deploy of v3 to blue interrupted (SIGTERM); reverting job web to version 4 FAILED (boom)");
+        let stuck = entry(
+            "deploy of v3 to blue interrupted (SIGTERM); reverting job web to version 4 FAILED (boom)",
+        );
         assert_eq!(
             after_interrupted_deploy(&stuck, "web", "webjob"),
             "nomad job revert webjob 4 (undo), or switchyard deploy v3 --service web (finish)"

@@ -864,7 +864,10 @@ mod tests {
                 registered: 4,
             }
         );
-        let obs = with_nomad(vec![alloc("green", 4, "running"), alloc("blue", 1, "running")], None);
+        let obs = with_nomad(
+            vec![alloc("green", 4, "running"), alloc("blue", 1, "running")],
+            None,
+        );
         switching(plan_switch(&obs, false, None));
     }
 
