@@ -2,8 +2,9 @@
 //!
 //! It parses the command line, sets up logging and the runtime, calls one
 //! library entry point, and maps errors to exit codes: 0 success, 1 failure
-//! at run time, 2 bad input (configuration, arguments), 4 a register refused
-//! because Nomad's plan would replace the active group.
+//! at run time, 2 bad input (configuration, arguments), 3 another command
+//! holds the service's lock, 4 a register refused because Nomad's plan would
+//! replace the active group, 130 interrupted by SIGINT or SIGTERM.
 
 #[cfg(feature = "dev")]
 mod access_log;
@@ -103,6 +104,8 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
+        lock: LockArgs,
+        #[command(flatten)]
         common: CommonArgs,
     },
     /// Make a colour active (route key check-and-set), then verify every proxy. Running it
@@ -111,15 +114,20 @@ enum Command {
         /// The colour to make active; default: the standby colour (printed).
         #[arg(long)]
         to: Option<String>,
-        /// Skip the pre-flight checks (standby health, instance counts, versions).
+        /// Skip the pre-flight checks (standby health, instance counts, versions, Nomad
+        /// deployments).
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        lock: LockArgs,
         #[command(flatten)]
         common: CommonArgs,
     },
     /// Switch back to the colour that was active before the last switch (from the history in
     /// Consul); a second rollback changes nothing and succeeds.
     Rollback {
+        #[command(flatten)]
+        lock: LockArgs,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -134,6 +142,15 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+}
+
+/// The service lock of the commands that change something.
+#[derive(Args, Debug)]
+struct LockArgs {
+    /// When another command holds the service's lock, wait up to this long for it (e.g. `2m`)
+    /// instead of exiting with status 3 at once.
+    #[arg(long, value_name = "DURATION", value_parser = switchyard_controller::parse_duration)]
+    lock_wait: Option<Duration>,
 }
 
 /// Options shared by the controller commands.
@@ -276,7 +293,7 @@ impl Command {
         match self {
             Command::Deploy { common, .. }
             | Command::Switch { common, .. }
-            | Command::Rollback { common }
+            | Command::Rollback { common, .. }
             | Command::Status { common }
             | Command::Diagnose { common } => common.json,
             Command::Proxy { .. } | Command::CheckConfig { .. } => false,
@@ -328,6 +345,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             env,
             image,
             dry_run,
+            lock,
             common,
         } => {
             let controller = common.controller(|s| {
@@ -350,9 +368,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     None => Ok(()),
                 };
             }
-            let outcome = controller_runtime()?
-                .block_on(controller.deploy_with(&version, &settings))
-                .map_err(controller_failure)?;
+            // Bad input is refused before the lock is taken.
+            switchyard_controller::refusal::validate_version(&version)
+                .map_err(|r| controller_failure(r.into()))?;
+            let outcome = locked(
+                controller,
+                &format!("deploy {version}"),
+                &lock,
+                Interrupt::Cooperative,
+                |c| async move { c.deploy_with(&version, &settings).await },
+            )?;
             if common.json {
                 print_json(switchyard_controller::to_json(&outcome))?;
             } else {
@@ -360,18 +385,35 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Switch { to, force, common } => {
+        Command::Switch {
+            to,
+            force,
+            lock,
+            common,
+        } => {
             let controller = common.controller(|_| {})?;
-            let outcome = controller_runtime()?
-                .block_on(controller.switch(force, to.as_deref()))
-                .map_err(controller_failure)?;
+            let command = match &to {
+                Some(colour) => format!("switch --to {colour}"),
+                None => "switch".to_owned(),
+            };
+            let outcome = locked(
+                controller,
+                &command,
+                &lock,
+                Interrupt::Abort,
+                |c| async move { c.switch(force, to.as_deref()).await },
+            )?;
             print_switch(&outcome, common.json)
         }
-        Command::Rollback { common } => {
+        Command::Rollback { lock, common } => {
             let controller = common.controller(|_| {})?;
-            let outcome = controller_runtime()?
-                .block_on(controller.rollback())
-                .map_err(controller_failure)?;
+            let outcome = locked(
+                controller,
+                "rollback",
+                &lock,
+                Interrupt::Abort,
+                |c| async move { c.rollback().await },
+            )?;
             print_switch(&outcome, common.json)
         }
         Command::Status { common } if common.service.is_none() => status_all(&common),
@@ -580,6 +622,88 @@ async fn reload_on_sighup(path: PathBuf, reloader: switchyard_proxy::Reloader, l
     }
 }
 
+/// How a command under the lock reacts to SIGINT or SIGTERM.
+enum Interrupt {
+    /// The command watches for it and undoes its change itself (a deploy reverts the standby).
+    Cooperative,
+    /// The command is abandoned where it stands.
+    Abort,
+}
+
+/// Runs a command that changes something: takes the service's lock (or fails with exit status
+/// 3, or waits `--lock-wait`), runs `command` with SIGINT/SIGTERM and the loss of the lock
+/// delivered as an interrupt, and releases the lock whatever the outcome. The one place the
+/// lock is taken.
+fn locked<T, F, Fut>(
+    controller: Controller,
+    command: &str,
+    lock: &LockArgs,
+    interrupt: Interrupt,
+    run: F,
+) -> Result<T, Failure>
+where
+    F: FnOnce(Controller) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ControllerError>>,
+{
+    controller_runtime()?.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(None::<String>);
+        let tx = Arc::new(tx);
+        let signals = {
+            let tx = Arc::clone(&tx);
+            tokio::spawn(async move {
+                loop {
+                    let name = signal_name().await;
+                    tx.send_replace(Some(name.to_owned()));
+                }
+            })
+        };
+        let mut waiting = rx.clone();
+        let held = tokio::select! {
+            held = controller.lock(command, lock.lock_wait) => held.map_err(controller_failure)?,
+            _ = waiting.wait_for(Option::is_some) => {
+                signals.abort();
+                return Err(controller_failure(ControllerError::Interrupted(format!(
+                    "{command} interrupted while waiting for the lock; nothing was changed"
+                ))));
+            }
+        };
+        let lost = {
+            let tx = Arc::clone(&tx);
+            let mut lost = held.lost_watch();
+            tokio::spawn(async move {
+                if let Ok(why) = lost.wait_for(Option::is_some).await
+                    && let Some(why) = why.clone()
+                {
+                    tx.send_replace(Some(why));
+                }
+            })
+        };
+        let c = controller.clone().with_interrupt(rx.clone());
+        let result = match interrupt {
+            Interrupt::Cooperative => run(c).await,
+            Interrupt::Abort => {
+                let mut stop = rx.clone();
+                tokio::select! {
+                    r = run(c) => r,
+                    why = stop.wait_for(Option::is_some) => {
+                        let why = why.ok().and_then(|w| w.clone()).unwrap_or_default();
+                        Err(ControllerError::Interrupted(format!(
+                            "{command} interrupted ({why}); run `switchyard status --service {}` to see where traffic goes",
+                            controller.settings().service
+                        )))
+                    }
+                }
+            }
+        };
+        lost.abort();
+        signals.abort();
+        if let Err(e) = held.release().await {
+            eprintln!("switchyard: warning: the lock was not released ({e}); it expires with its session");
+        }
+        result.map_err(controller_failure)
+    })
+}
+
 fn print_switch(o: &switchyard_controller::SwitchOutcome, json: bool) -> Result<(), Failure> {
     if json {
         return print_json(switchyard_controller::to_json(o));
@@ -644,6 +768,12 @@ fn init_logging(level: &str, format: LogFormat) -> LogLevel {
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 async fn shutdown_signal() {
+    let name = signal_name().await;
+    tracing::info!("{name} received");
+}
+
+/// Waits for SIGINT or SIGTERM and names it.
+async fn signal_name() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let term = async {
         match signal(SignalKind::terminate()) {
@@ -654,7 +784,7 @@ async fn shutdown_signal() {
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        () = term => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        () = term => "SIGTERM",
     }
 }

@@ -12,6 +12,7 @@ mod dev;
 mod discovery;
 mod edge;
 mod faults;
+mod lock;
 mod operators;
 mod prometheus;
 mod proxy;

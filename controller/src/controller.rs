@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use switchyard_hashi::consul::ConsulClient;
 use switchyard_hashi::nomad::NomadClient;
+use tokio::sync::watch;
 
 use crate::state::StateDir;
 use crate::{ControllerError, Settings};
@@ -27,6 +28,8 @@ pub struct Controller {
     pub(crate) http: reqwest::Client,
     pub(crate) state: StateDir,
     progress: ProgressSink,
+    /// Set (with the reason) when the command should stop: SIGINT, SIGTERM, a lost lock.
+    interrupt: watch::Receiver<Option<String>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -58,7 +61,29 @@ impl Controller {
             nomad,
             http,
             progress: Arc::new(|_| {}),
+            interrupt: watch::channel(None).1,
         })
+    }
+
+    /// Stops the running command when `interrupt` carries a reason: a deploy reverts the
+    /// standby group (its failure path) and fails with [`ControllerError::Interrupted`].
+    pub fn with_interrupt(mut self, interrupt: watch::Receiver<Option<String>>) -> Self {
+        self.interrupt = interrupt;
+        self
+    }
+
+    /// Why the command was asked to stop, if it was.
+    pub(crate) fn interrupted(&self) -> Option<String> {
+        self.interrupt.borrow().clone()
+    }
+
+    /// Sleeps for `d`, or less when interrupted.
+    pub(crate) async fn pause(&self, d: std::time::Duration) {
+        let mut rx = self.interrupt.clone();
+        tokio::select! {
+            () = tokio::time::sleep(d) => {}
+            _ = rx.wait_for(Option::is_some) => {}
+        }
     }
 
     /// Sends progress lines to `sink`.

@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 use switchyard_hashi::QueryOptions;
-use switchyard_hashi::nomad::{Job, JobPlanResponse};
+use switchyard_hashi::nomad::{Deployment, Job, JobPlanResponse};
 
 use crate::deploy_guard::{check_plan, render_plan};
 use crate::deploy_settings::{StandbySettings, apply, resolved_images};
-use crate::history::HistoryEntry;
+use crate::history::{HistoryEntry, INTERRUPTED};
 use crate::observe::Observed;
 use crate::refusal::{Refusal, check_route, validate_version};
 use crate::version_check::{VersionCheck, nomad_proof};
@@ -232,6 +232,11 @@ impl Controller {
                 dry.plan.job_id, dry.plan.enforce_index, dry.nomad_plan.job_modify_index
             )));
         }
+        if let Some(why) = self.interrupted() {
+            return Err(ControllerError::Interrupted(format!(
+                "deploy of {version} interrupted ({why}) before anything was changed"
+            )));
+        }
         let mut plan = dry.plan;
         plan.enforce_index = dry.nomad_plan.job_modify_index;
         self.execute_deploy(plan, started).await
@@ -293,6 +298,7 @@ impl Controller {
         entry.outcome = match &result {
             Ok(_) => "ok".to_owned(),
             Err(ControllerError::Conflict(_)) => return result,
+            Err(e @ ControllerError::Interrupted(_)) => format!("{INTERRUPTED}{e}"),
             Err(e) => format!("failed: {e}"),
         };
         self.record(entry).await;
@@ -319,6 +325,12 @@ impl Controller {
         if plan.wait_for_drain {
             self.wait_drained(&plan.colour).await?;
         }
+        if let Some(why) = self.interrupted() {
+            return Err(ControllerError::Interrupted(format!(
+                "deploy of {version} to {} interrupted ({why}) before the register; nothing was changed",
+                plan.colour
+            )));
+        }
         let registered = match self
             .nomad
             .register(&plan.job, Some(plan.enforce_index))
@@ -341,7 +353,7 @@ impl Controller {
         let new_version = plan.prior_job_version + 1;
         tracing::info!(eval = %registered.eval_id, job_version = new_version, "job registered");
         let deadline = started + self.settings.deadline;
-        let failure = match self.wait_standby(&plan, version, deadline).await {
+        let failure = match self.wait_standby(&plan, version, deadline, true).await {
             Ok(()) => match self.verify_versions(&plan, version).await {
                 Ok(instances) => {
                     let elapsed = started.elapsed();
@@ -370,6 +382,13 @@ impl Controller {
             Err(why) => why,
         };
         let reverted = self.revert(&plan, new_version, &backup).await;
+        if let Some(why) = self.interrupted() {
+            return Err(ControllerError::Interrupted(format!(
+                "deploy of {version} to {} interrupted ({why}) after {:.1}s; {reverted}",
+                plan.colour,
+                started.elapsed().as_secs_f64()
+            )));
+        }
         Err(ControllerError::Failed(format!(
             "deploy of {version} to {} failed after {:.1}s: {failure}; {reverted}",
             plan.colour,
@@ -403,6 +422,11 @@ impl Controller {
             if busy.is_empty() {
                 return Ok(());
             }
+            if let Some(why) = self.interrupted() {
+                return Err(ControllerError::Interrupted(format!(
+                    "deploy interrupted ({why}) while waiting for {colour} to drain; nothing was changed"
+                )));
+            }
             let line = format!("waiting for {colour} to drain: {}", busy.join("; "));
             if line != last {
                 self.say(&line);
@@ -415,17 +439,19 @@ impl Controller {
                     busy.join("; ")
                 )));
             }
-            tokio::time::sleep(self.settings.poll_interval).await;
+            self.pause(self.settings.poll_interval).await;
         }
     }
 
     /// Waits until the standby group's allocations of the new job version run and every
-    /// instance of its colour in Consul passes with `version=<version>`.
+    /// instance of its colour in Consul passes with `version=<version>`. An `interruptible`
+    /// wait (the deploy's, not its revert's) ends early when the command is interrupted.
     async fn wait_standby(
         &self,
         plan: &DeployPlan,
         version: &str,
         deadline: Instant,
+        interruptible: bool,
     ) -> Result<(), String> {
         let colour_idx = self
             .settings
@@ -456,7 +482,13 @@ impl Controller {
                     .count(),
                 Err(_) => 0,
             };
-            let failed_deployment = self.failed_deployment(&plan.job_id, new_version).await;
+            let deployment = self.deployment_of(&plan.job_id, new_version).await;
+            // The switch pre-flight refuses while a deployment runs, so the deploy ends only
+            // when Nomad's deployment of the new version (if the job has one) has ended too.
+            let rolling_out = deployment
+                .as_ref()
+                .filter(|d| !d.is_terminal())
+                .map(|d| d.status.clone());
             let mine = self.live_instances_of(colour_idx).await.unwrap_or_default();
             let ready = mine
                 .iter()
@@ -468,7 +500,7 @@ impl Controller {
                 .count();
             let expected = usize::try_from(plan.expected_count).unwrap_or(usize::MAX);
             let line = format!(
-                "waiting for {}: {running}/{expected} allocation(s) running, {ready}/{expected} passing with version={version}{}{}",
+                "waiting for {}: {running}/{expected} allocation(s) running, {ready}/{expected} passing with version={version}{}{}{}",
                 plan.colour,
                 if stale > 0 {
                     format!(", {stale} old instance(s) still registered")
@@ -478,17 +510,27 @@ impl Controller {
                 match &nomad_down {
                     Some(e) => format!(" (Nomad API unreachable: {e})"),
                     None => String::new(),
+                },
+                match &rolling_out {
+                    Some(status) => format!(", Nomad deployment {status}"),
+                    None => String::new(),
                 }
             );
             if line != last {
                 self.say(&line);
                 last = line;
             }
-            if running >= expected && ready >= expected && stale == 0 {
+            if running >= expected && ready >= expected && stale == 0 && rolling_out.is_none() {
                 return Ok(());
             }
-            if let Some(why) = failed_deployment {
-                return Err(format!("Nomad deployment failed ({why})"));
+            if let Some(d) = deployment.filter(|d| d.status == "failed") {
+                return Err(format!(
+                    "Nomad deployment failed ({})",
+                    d.status_description
+                ));
+            }
+            if interruptible && let Some(why) = self.interrupted() {
+                return Err(format!("interrupted ({why})"));
             }
             if Instant::now() >= deadline {
                 if let Some(e) = nomad_down {
@@ -513,18 +555,23 @@ impl Controller {
                     }
                 ));
             }
-            tokio::time::sleep(self.settings.poll_interval).await;
+            if interruptible {
+                self.pause(self.settings.poll_interval).await;
+            } else {
+                tokio::time::sleep(self.settings.poll_interval).await;
+            }
         }
     }
 
-    async fn failed_deployment(&self, job: &str, version: u64) -> Option<String> {
+    /// The job's latest deployment when it rolls out `version` (`None` when Nomad cannot be
+    /// read or the job has no deployment of that version).
+    async fn deployment_of(&self, job: &str, version: u64) -> Option<Deployment> {
         let (d, _) = self
             .nomad
             .job_deployment(job, &QueryOptions::default())
             .await
             .ok()?;
-        let d = d?;
-        (d.job_version == version && d.status == "failed").then_some(d.status_description)
+        d.filter(|d| d.job_version == version)
     }
 
     /// Asks every instance of the plan's colour for its version as the job's version check
@@ -618,7 +665,7 @@ impl Controller {
             ..plan.clone()
         };
         let deadline = Instant::now() + self.settings.deadline;
-        match self.wait_standby(&revert_plan, &old, deadline).await {
+        match self.wait_standby(&revert_plan, &old, deadline, false).await {
             Ok(()) => format!(
                 "job {} reverted to version {}; {} runs {old} again",
                 plan.job_id, plan.prior_job_version, plan.colour
@@ -760,6 +807,7 @@ mod tests {
         obs.nomad = Ok(NomadView {
             job: Some(j),
             allocations: vec![],
+            deployment: None,
         });
         assert!(matches!(
             plan_deploy(&obs, "v3").unwrap_err(),
@@ -777,6 +825,7 @@ mod tests {
         obs.nomad = Ok(NomadView {
             job: Some(j),
             allocations: vec![],
+            deployment: None,
         });
         assert!(matches!(
             plan_deploy(&obs, "v3").unwrap_err(),

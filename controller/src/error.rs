@@ -41,6 +41,16 @@ pub enum ControllerError {
     #[error("{0}")]
     Failed(String),
 
+    /// Another command holds the service's lock (exit code 3); nothing was changed. The
+    /// message names the holder: host, pid, command and since when.
+    #[error("{0}")]
+    Locked(String),
+
+    /// SIGINT or SIGTERM stopped the command (exit code 130). The message says what was
+    /// undone and what is left.
+    #[error("{0}")]
+    Interrupted(String),
+
     /// The state directory could not be read or written.
     #[error("{what} {}: {error}", path.display())]
     Io {
@@ -55,12 +65,15 @@ pub enum ControllerError {
 
 impl ControllerError {
     /// The process exit code: 2 for bad input (including an invalid version or an unknown
-    /// service), 4 when Nomad's plan would touch the active group, 1 for everything else.
+    /// service), 3 when another command holds the service's lock, 4 when Nomad's plan would
+    /// touch the active group, 130 when interrupted, 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
             ControllerError::BadInput(_) => 2,
             ControllerError::Refused(r) if r.is_bad_input() => 2,
+            ControllerError::Locked(_) => 3,
             ControllerError::PlanRefused(_) => 4,
+            ControllerError::Interrupted(_) => 130,
             _ => 1,
         }
     }

@@ -13,6 +13,8 @@ use crate::Controller;
 
 /// Prefix of the history keys.
 pub const STATE_PREFIX: &str = "switchyard/state/";
+/// How the outcome of a command stopped by SIGINT or SIGTERM begins.
+pub const INTERRUPTED: &str = "interrupted: ";
 /// How many entries are kept.
 pub const MAX_ENTRIES: usize = 50;
 /// How many lost check-and-set races a change retries.
@@ -46,7 +48,8 @@ pub struct HistoryEntry {
     /// The Nomad job version a failed or unwanted deploy can be reverted to.
     #[serde(default)]
     pub revert_to_job_version: Option<u64>,
-    /// `ok`, `route key written` (the command has not finished), or `failed: <why>`.
+    /// `ok`, `route key written` (the command has not finished), `failed: <why>`, or
+    /// `interrupted: <what was undone>`.
     pub outcome: String,
 }
 
@@ -54,6 +57,11 @@ impl HistoryEntry {
     /// Whether the entry moved traffic: a switch or rollback whose route key write happened.
     pub fn is_switch(&self) -> bool {
         matches!(self.command.as_str(), "switch" | "rollback")
+    }
+
+    /// Whether SIGINT or SIGTERM stopped the command.
+    pub fn is_interrupted(&self) -> bool {
+        self.outcome.starts_with(INTERRUPTED)
     }
 }
 
@@ -68,6 +76,15 @@ impl History {
     /// The last switch or rollback.
     pub fn last_switch(&self) -> Option<&HistoryEntry> {
         self.entries.iter().rev().find(|e| e.is_switch())
+    }
+
+    /// The last deploy, when it was interrupted (no deploy has run since).
+    pub fn interrupted_deploy(&self) -> Option<&HistoryEntry> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.command == "deploy")
+            .filter(|e| e.is_interrupted())
     }
 
     /// Appends an entry, dropping the oldest beyond [`MAX_ENTRIES`].
@@ -216,7 +233,20 @@ mod tests {
         assert_eq!(h.entries.len(), MAX_ENTRIES);
         assert_eq!(h.entries[0].generation, 11);
         assert_eq!(h.last_switch().unwrap().generation, 59);
+        assert!(h.interrupted_deploy().is_none());
         let back: History = serde_json::from_slice(&serde_json::to_vec(&h).unwrap()).unwrap();
         assert_eq!(back, h);
+    }
+
+    #[test]
+    fn an_interrupted_deploy_stays_unfinished_until_the_next_deploy() {
+        let mut h = History::default();
+        let mut d = entry("deploy", 0);
+        d.outcome = format!("{INTERRUPTED}deploy of v3 to green interrupted (SIGINT)");
+        h.push(d.clone());
+        h.push(entry("switch", 1));
+        assert_eq!(h.interrupted_deploy(), Some(&d));
+        h.push(entry("deploy", 2));
+        assert!(h.interrupted_deploy().is_none());
     }
 }

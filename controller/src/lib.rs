@@ -32,6 +32,8 @@
 //! - [`settings`]: addresses, tokens, deadlines, names; read from the environment.
 //! - [`version_check`]: how instances prove their version (set per service in the job's meta).
 //! - [`history`]: the switch and deploy history in Consul KV (`switchyard/state/<service>`).
+//! - [`lock`]: one mutating command per service at a time: the session lock on
+//!   `switchyard/locks/<service>` that `deploy`, `switch` and `rollback` hold while they run.
 //! - [`state`]: the state directory: job backups.
 //! - [`error`]: [`ControllerError`] and its exit codes.
 
@@ -42,6 +44,7 @@ pub mod deploy_settings;
 pub mod diagnose;
 pub mod error;
 pub mod history;
+pub mod lock;
 pub mod observe;
 pub mod refusal;
 pub mod rollback;
@@ -56,6 +59,7 @@ pub mod version_check;
 pub use controller::{Controller, ProgressSink};
 pub use deploy::DeployOutcome;
 pub use error::ControllerError;
+pub use lock::ServiceLock;
 pub use observe::Observed;
 pub use refusal::Refusal;
 pub use settings::Settings;

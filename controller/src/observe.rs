@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use switchyard_hashi::QueryOptions;
 use switchyard_hashi::consul::{CheckStatus, HealthQuery, ServiceEntry};
-use switchyard_hashi::nomad::{AllocationListStub, Job};
+use switchyard_hashi::nomad::{AllocationListStub, Deployment, Job};
 use switchyard_model::flip;
 use switchyard_model::{Classification, DecidedBy, RouteValue};
 use tokio::task::JoinSet;
@@ -52,6 +52,8 @@ pub struct NomadView {
     pub job: Option<Job>,
     /// The job's allocations.
     pub allocations: Vec<AllocationListStub>,
+    /// The job's latest deployment, `None` when it never had one.
+    pub deployment: Option<Deployment>,
 }
 
 /// The route key as read from Consul.
@@ -396,17 +398,24 @@ impl Controller {
             .job(&self.settings.job, &opts)
             .await
             .map_err(|e| e.to_string())?;
-        let allocations = match &job {
+        let (allocations, deployment) = match &job {
             Some(_) => {
-                self.nomad
-                    .job_allocations(&self.settings.job, false, &opts)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .0
+                let (allocations, deployment) = tokio::join!(
+                    self.nomad.job_allocations(&self.settings.job, false, &opts),
+                    self.nomad.job_deployment(&self.settings.job, &opts),
+                );
+                (
+                    allocations.map_err(|e| e.to_string())?.0,
+                    deployment.map_err(|e| e.to_string())?.0,
+                )
             }
-            None => Vec::new(),
+            None => (Vec::new(), None),
         };
-        Ok(NomadView { job, allocations })
+        Ok(NomadView {
+            job,
+            allocations,
+            deployment,
+        })
     }
 
     async fn observe_instances(&self) -> Result<Vec<Instance>, String> {

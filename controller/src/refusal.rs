@@ -135,6 +135,34 @@ pub enum Refusal {
         /// Its worst check status.
         health: String,
     },
+    /// A Nomad deployment of the job has not ended.
+    #[error(
+        "refusing to switch: Nomad deployment {deployment} of job {job} (job version {job_version}) is still {status}; wait for it to end (--force overrides)"
+    )]
+    DeploymentRunning {
+        /// Job.
+        job: String,
+        /// The deployment's ID (first 8 characters, as Nomad's CLI shows it).
+        deployment: String,
+        /// The job version it rolls out.
+        job_version: u64,
+        /// Its status (`running`, `paused`, `pending`, ...).
+        status: String,
+    },
+    /// Standby allocations run another job version than the one registered.
+    #[error(
+        "refusing to switch: {count} allocation(s) of the standby group {group} run job version {versions}, but version {registered} is registered (--force overrides)"
+    )]
+    StaleAllocations {
+        /// Standby group.
+        group: String,
+        /// How many allocations.
+        count: usize,
+        /// The job versions they run.
+        versions: String,
+        /// The registered job version.
+        registered: u64,
+    },
     /// Rollback without a recorded switch.
     #[error(
         "no switch of {service} is recorded in {key}; use `switchyard switch --service {service}` to change colours"

@@ -19,6 +19,14 @@ pub const DEFAULT_PROXY: &str = "http://127.0.0.1:8081";
 /// The service acted on when none is given.
 pub const DEFAULT_SERVICE: &str = "hello-service";
 
+/// The lock session's TTL when `SWITCHYARD_LOCK_TTL` is not set.
+pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(15);
+/// The lock session's lock delay when `SWITCHYARD_LOCK_DELAY` is not set.
+pub const DEFAULT_LOCK_DELAY: Duration = Duration::from_secs(5);
+const LOCK_TTL_MIN: Duration = Duration::from_secs(10);
+const LOCK_TTL_MAX: Duration = Duration::from_secs(24 * 3600);
+const LOCK_DELAY_MAX: Duration = Duration::from_secs(60);
+
 /// Everything a command needs to know besides its own arguments.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -53,6 +61,14 @@ pub struct Settings {
     pub http_timeout: Duration,
     /// Written into the route key's `updated_by`.
     pub operator: String,
+    /// TTL of the lock's Consul session (`SWITCHYARD_LOCK_TTL`, default 15s; Consul accepts
+    /// 10s to 24h): how long the lock of a holder that died outlives it (up to twice this, as
+    /// Consul's servers allow), plus the lock delay.
+    pub lock_ttl: Duration,
+    /// Lock delay of the lock's session (`SWITCHYARD_LOCK_DELAY`, default 5s, at most 60s):
+    /// after the session is invalidated (not after a release) nobody may take the lock for this
+    /// long.
+    pub lock_delay: Duration,
 }
 
 impl Settings {
@@ -87,6 +103,8 @@ impl Settings {
             poll_interval: Duration::from_millis(500),
             http_timeout: Duration::from_secs(2),
             operator: format!("switchyard controller ({user})"),
+            lock_ttl: env_duration(&lookup, "SWITCHYARD_LOCK_TTL", DEFAULT_LOCK_TTL),
+            lock_delay: env_duration(&lookup, "SWITCHYARD_LOCK_DELAY", DEFAULT_LOCK_DELAY),
         }
     }
 
@@ -110,6 +128,18 @@ impl Settings {
                 "invalid route key {:?}: must be a non-empty KV key without a leading '/'",
                 self.route_key
             )));
+        }
+        if !(LOCK_TTL_MIN..=LOCK_TTL_MAX).contains(&self.lock_ttl) {
+            return Err(ControllerError::BadInput(
+                "SWITCHYARD_LOCK_TTL must be a duration between 10s and 24h (Consul's session TTL bounds)"
+                    .to_owned(),
+            ));
+        }
+        if self.lock_delay > LOCK_DELAY_MAX {
+            return Err(ControllerError::BadInput(
+                "SWITCHYARD_LOCK_DELAY must be a duration of at most 60s (Consul's maximum lock delay)"
+                    .to_owned(),
+            ));
         }
         for p in &self.proxies {
             if !(p.starts_with("http://") || p.starts_with("https://")) {
@@ -141,6 +171,19 @@ pub fn normalise_url(s: &str) -> String {
     }
 }
 
+/// A duration variable; an unreadable value becomes [`Duration::MAX`], which
+/// [`Settings::validate`] refuses with the variable's name.
+fn env_duration(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: Duration,
+) -> Duration {
+    match lookup(name).filter(|v| !v.trim().is_empty()) {
+        None => default,
+        Some(v) => humantime::parse_duration(v.trim()).unwrap_or(Duration::MAX),
+    }
+}
+
 fn is_safe_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
@@ -151,6 +194,7 @@ fn is_safe_name(s: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -179,5 +223,36 @@ mod tests {
         s.job = "web".into();
         s.proxies = vec!["ftp://x".into()];
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn lock_timing_from_env_within_consuls_bounds() {
+        let s = Settings::from_lookup("web", |_| None);
+        assert_eq!(
+            (s.lock_ttl, s.lock_delay),
+            (DEFAULT_LOCK_TTL, DEFAULT_LOCK_DELAY)
+        );
+        let with = |ttl: &'static str, delay: &'static str| {
+            Settings::from_lookup("web", move |k| match k {
+                "SWITCHYARD_LOCK_TTL" => Some(ttl.to_owned()),
+                "SWITCHYARD_LOCK_DELAY" => Some(delay.to_owned()),
+                _ => None,
+            })
+        };
+        let s = with("10s", "0s");
+        assert_eq!(s.lock_ttl, Duration::from_secs(10));
+        assert_eq!(s.lock_delay, Duration::ZERO);
+        assert!(s.validate().is_ok());
+        for (ttl, delay) in [
+            ("9s", "1s"),
+            ("25h", "1s"),
+            ("soon", "1s"),
+            ("15s", "61s"),
+            ("15s", "x"),
+        ] {
+            let e = with(ttl, delay).validate().unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{ttl} {delay}");
+            assert!(e.to_string().contains("SWITCHYARD_LOCK_"), "{e}");
+        }
     }
 }

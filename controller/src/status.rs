@@ -7,6 +7,7 @@ use serde::Serialize;
 use switchyard_model::DecidedBy;
 
 use crate::Controller;
+use crate::history::HistoryEntry;
 use crate::observe::{Observed, RouteKey};
 
 /// The `status` document.
@@ -28,8 +29,35 @@ pub struct StatusReport {
     pub colours: Vec<ColourStatus>,
     /// One entry per proxy.
     pub proxies: Vec<ProxySummary>,
+    /// The last deploy, when SIGINT or SIGTERM stopped it, with the command that finishes it.
+    pub interrupted: Option<InterruptedDeploy>,
     /// Sources that could not be read (`nomad: ...`, `consul: ...`, `route key: ...`).
     pub errors: Vec<String>,
+}
+
+/// A deploy that SIGINT or SIGTERM stopped.
+#[derive(Clone, Debug, Serialize)]
+pub struct InterruptedDeploy {
+    /// Its history entry (`outcome` says what was undone).
+    pub entry: HistoryEntry,
+    /// The command that finishes it (or, when its revert did not complete, undoes it).
+    pub next: String,
+}
+
+/// What to run after an interrupted deploy: the same deploy again finishes it; when its revert
+/// did not bring the standby back, reverting the job undoes it.
+pub fn after_interrupted_deploy(e: &HistoryEntry, service: &str, job: &str) -> String {
+    let again = format!(
+        "switchyard deploy {} --service {service}",
+        e.to_version.as_deref().unwrap_or("<version>")
+    );
+    let settled = e.outcome.contains("nothing was changed") || e.outcome.contains(" again");
+    match e.revert_to_job_version {
+        Some(v) if !settled => {
+            format!("nomad job revert {job} {v} (undo), or {again} (finish)")
+        }
+        _ => again,
+    }
 }
 
 /// The route key.
@@ -248,6 +276,15 @@ pub fn status_report(obs: &Observed) -> StatusReport {
         job_version: job.map(|j| j.version()),
         colours,
         proxies,
+        interrupted: obs
+            .history
+            .as_ref()
+            .ok()
+            .and_then(|h| h.interrupted_deploy())
+            .map(|e| InterruptedDeploy {
+                next: after_interrupted_deploy(e, &obs.service, &obs.job_id),
+                entry: e.clone(),
+            }),
         errors,
     }
 }
@@ -358,6 +395,21 @@ pub fn render_status(r: &StatusReport) -> String {
             );
         }
     }
+    if let Some(i) = &r.interrupted {
+        let _ = writeln!(
+            out,
+            "interrupted: deploy {} to {} at {} by {}: {}",
+            opt(&i.entry.to_version),
+            i.entry.to,
+            i.entry.at,
+            i.entry.who,
+            i.entry
+                .outcome
+                .strip_prefix(crate::history::INTERRUPTED)
+                .unwrap_or(&i.entry.outcome)
+        );
+        let _ = writeln!(out, "next: {}", i.next);
+    }
     for e in &r.errors {
         let _ = writeln!(out, "error: {e}");
     }
@@ -399,5 +451,59 @@ mod tests {
         assert!(text.contains("127.0.0.1:3001"), "{text}");
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["decided_by"], "route-key");
+        assert!(r.interrupted.is_none());
+        assert!(!text.contains("interrupted"), "{text}");
+    }
+
+    #[test]
+    fn an_interrupted_deploy_is_shown_with_the_command_that_finishes_or_undoes_it() {
+        let entry = |outcome: &str| HistoryEntry {
+            command: "deploy".into(),
+            who: "ops".into(),
+            at: "2026-01-01T00:00:00Z".into(),
+            from: "blue".into(),
+            to: "blue".into(),
+            from_version: Some("v2".into()),
+            to_version: Some("v3".into()),
+            generation: 0,
+            revert_to_job_version: Some(4),
+            outcome: format!("{}{outcome}", crate::history::INTERRUPTED),
+        };
+        let mut obs = observed();
+        let reverted = entry(
+            "deploy of v3 to blue interrupted (SIGINT); job web reverted to version 4; blue runs v2 again",
+        );
+        obs.history = Ok(crate::history::History {
+            entries: vec![reverted.clone()],
+        });
+        let r = status_report(&obs);
+        let i = r.interrupted.as_ref().unwrap();
+        assert_eq!(i.entry, reverted);
+        assert_eq!(
+            i.next,
+            format!("switchyard deploy v3 --service {}", obs.service)
+        );
+        let text = render_status(&r);
+        assert!(
+            text.contains(
+                "interrupted: deploy v3 to blue at 2026-01-01T00:00:00Z by ops: deploy of v3"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "next: switchyard deploy v3 --service {}",
+                obs.service
+            )),
+            "{text}"
+        );
+
+        let stuck = entry(
+            "deploy of v3 to blue interrupted (SIGTERM); reverting job web to version 4 FAILED (boom)",
+        );
+        assert_eq!(
+            after_interrupted_deploy(&stuck, "web", "webjob"),
+            "nomad job revert webjob 4 (undo), or switchyard deploy v3 --service web (finish)"
+        );
     }
 }

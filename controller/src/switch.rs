@@ -253,6 +253,60 @@ fn preflight(obs: &Observed, active: usize, standby: usize) -> Vec<Refusal> {
             reported,
         });
     }
+    out.extend(nomad_preflight(obs, standby));
+    out
+}
+
+/// Refusals from Nomad's side: a deployment of the job that has not ended (its allocations are
+/// still being replaced or judged), and standby allocations that run another job version than
+/// the one registered (the register has not reached them yet).
+fn nomad_preflight(obs: &Observed, standby: usize) -> Vec<Refusal> {
+    let mut out = Vec::new();
+    let Ok(NomadView {
+        job: Some(job),
+        allocations,
+        deployment,
+    }) = &obs.nomad
+    else {
+        return out;
+    };
+    if let Some(d) = deployment.as_ref().filter(|d| !d.is_terminal()) {
+        out.push(Refusal::DeploymentRunning {
+            job: obs.job_id.clone(),
+            deployment: d.id.chars().take(8).collect(),
+            job_version: d.job_version,
+            status: d.status.clone(),
+        });
+    }
+    let Some(group) = obs.group_of(standby) else {
+        return out;
+    };
+    let registered = job.version();
+    let mut stale: Vec<u64> = allocations
+        .iter()
+        .filter(|a| {
+            a.task_group == group
+                && a.desired_status == "run"
+                && matches!(a.client_status.as_str(), "running" | "pending")
+                && a.job_version != registered
+        })
+        .map(|a| a.job_version)
+        .collect();
+    if !stale.is_empty() {
+        let count = stale.len();
+        stale.sort_unstable();
+        stale.dedup();
+        out.push(Refusal::StaleAllocations {
+            group,
+            count,
+            versions: stale
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            registered,
+        });
+    }
     out
 }
 
@@ -384,6 +438,9 @@ impl Controller {
                 RoleTags::Failed(_) => ControllerError::Failed(message),
             }
         })?;
+        if tags_updated {
+            self.wait_role_tags_rolled_out().await;
+        }
         Ok(SwitchOutcome {
             plan,
             cutover_ms,
@@ -392,6 +449,38 @@ impl Controller {
             tags_updated,
             unchanged: None,
         })
+    }
+
+    /// Waits (at most [`Settings::deadline`](crate::Settings::deadline)) for the Nomad
+    /// deployment of the role-tag change to end, so the next command's pre-flight does not find
+    /// it running. Traffic has already moved: a deployment that does not end is only reported.
+    async fn wait_role_tags_rolled_out(&self) {
+        let deadline = Instant::now() + self.settings.deadline;
+        loop {
+            let deployment = self
+                .nomad
+                .job_deployment(&self.settings.job, &QueryOptions::default())
+                .await;
+            match deployment {
+                Ok((Some(d), _)) if !d.is_terminal() => {
+                    if Instant::now() >= deadline {
+                        self.say(&format!(
+                            "warning: Nomad deployment {} of the role tags is still {}",
+                            d.id, d.status
+                        ));
+                        return;
+                    }
+                }
+                Ok(_) => return,
+                Err(e) => {
+                    self.say(&format!(
+                        "warning: cannot read the Nomad deployment of the role tags: {e}"
+                    ));
+                    return;
+                }
+            }
+            tokio::time::sleep(self.settings.poll_interval).await;
+        }
     }
 
     /// Waits until every proxy that routes the service reports `generation >= new` and serves
@@ -466,6 +555,7 @@ impl Controller {
                 nomad: Ok(NomadView {
                     job: Some(job.clone()),
                     allocations: Vec::new(),
+                    deployment: None,
                 }),
                 instances: Ok(Vec::new()),
                 route: Ok(None),
@@ -604,6 +694,7 @@ pub fn render_switch(o: &SwitchOutcome) -> String {
 mod tests {
     use super::*;
     use crate::testing::*;
+    use switchyard_hashi::nomad::{AllocationListStub, Deployment};
 
     #[test]
     fn switch_plan_contents() {
@@ -867,6 +958,88 @@ mod tests {
             render_switch(&o),
             "web now serves green (was blue), generation 3; 2 proxy(ies) followed in 42 ms (1 not waited for)"
         );
+    }
+
+    fn alloc(group: &str, job_version: u64, client_status: &str) -> AllocationListStub {
+        AllocationListStub {
+            id: format!("{group}-{job_version}-{client_status}"),
+            task_group: group.into(),
+            job_version,
+            desired_status: "run".into(),
+            client_status: client_status.into(),
+            ..AllocationListStub::default()
+        }
+    }
+
+    fn deployment(status: &str) -> Deployment {
+        Deployment {
+            id: "0123456789abcdef".into(),
+            job_id: "web".into(),
+            job_version: 4,
+            status: status.into(),
+            ..Deployment::default()
+        }
+    }
+
+    /// The switch waits for Nomad: a deployment that has not ended, or standby allocations
+    /// still on an older job version than the registered one (4), refuse it; --force warns.
+    #[test]
+    fn switch_refuses_while_nomad_is_still_rolling_out() {
+        let with_nomad = |allocations: Vec<AllocationListStub>, d: Option<Deployment>| {
+            let mut obs = observed();
+            if let Ok(view) = &mut obs.nomad {
+                view.allocations = allocations;
+                view.deployment = d;
+            }
+            obs
+        };
+        for status in ["successful", "failed", "cancelled"] {
+            let obs = with_nomad(vec![alloc("green", 4, "running")], Some(deployment(status)));
+            switching(plan_switch(&obs, false, None));
+        }
+        for status in ["running", "paused", "pending"] {
+            let obs = with_nomad(vec![], Some(deployment(status)));
+            let r = plan_switch(&obs, false, None).unwrap_err();
+            assert_eq!(
+                r,
+                Refusal::DeploymentRunning {
+                    job: "web".into(),
+                    deployment: "01234567".into(),
+                    job_version: 4,
+                    status: status.into(),
+                }
+            );
+            assert!(r.to_string().contains("still"), "{r}");
+            let p = switching(plan_switch(&obs, true, None));
+            assert_eq!(p.warnings, vec![r.to_string()]);
+        }
+        // Standby allocations on version 3 while 4 is registered; stopped ones and the active
+        // group's do not count.
+        let obs = with_nomad(
+            vec![
+                alloc("green", 3, "running"),
+                alloc("green", 3, "pending"),
+                alloc("green", 2, "complete"),
+                alloc("blue", 1, "running"),
+                alloc("green", 4, "running"),
+            ],
+            None,
+        );
+        let r = plan_switch(&obs, false, None).unwrap_err();
+        assert_eq!(
+            r,
+            Refusal::StaleAllocations {
+                group: "green".into(),
+                count: 2,
+                versions: "3".into(),
+                registered: 4,
+            }
+        );
+        let obs = with_nomad(
+            vec![alloc("green", 4, "running"), alloc("blue", 1, "running")],
+            None,
+        );
+        switching(plan_switch(&obs, false, None));
     }
 
     #[test]

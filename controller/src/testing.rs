@@ -56,6 +56,7 @@ pub(crate) fn observed() -> Observed {
         nomad: Ok(NomadView {
             job: Some(job()),
             allocations: vec![],
+            deployment: None,
         }),
         instances: Ok(vec![
             inst(0, 1, "v1", "active", true),
@@ -145,6 +146,7 @@ pub(crate) fn report_observed() -> Observed {
             job: Some(Job(json!({"ID": "web", "Version": 2,
                 "TaskGroups": [group("blue", "v1", "active"), group("green", "v2", "standby")]}))),
             allocations: vec![],
+            deployment: None,
         }),
         instances: Ok(vec![
             inst(0, "v1", "v1", "active", CheckStatus::Passing),

@@ -1,4 +1,5 @@
-//! A Consul HTTP API client: health, catalog, KV, agent and status endpoints.
+//! A Consul HTTP API client: health, catalog, KV (with session locks), session, agent and
+//! status endpoints.
 //!
 //! Paths, parameters and headers follow the official Go client (`api/api.go`, `api/agent.go`):
 //! `X-Consul-Token` carries the token, `dc` the datacenter, `wait` is sent as `<n>ms`, `stale` as
@@ -15,8 +16,10 @@ use crate::tls::{TlsConfig, parse_go_bool};
 use crate::transport::{self, Body, CONSUL, Path, Query, REQUEST_TIMEOUT, Transport};
 use crate::{Error, QueryMeta, QueryOptions};
 
+mod session;
 mod types;
 
+pub use session::{SessionBehavior, SessionEntry, SessionRequest};
 pub use types::*;
 
 /// Used when `CONSUL_HTTP_ADDR` is not set.
