@@ -17,6 +17,7 @@ use switchyard_hashi::nomad::{Job, JobPlanResponse};
 use crate::deploy_guard::{check_plan, render_plan};
 use crate::deploy_settings::{StandbySettings, apply, resolved_images};
 use crate::history::HistoryEntry;
+use crate::nomad_health::{Promotion, promotion_for};
 use crate::observe::Observed;
 use crate::refusal::{Refusal, check_route, validate_version};
 use crate::{Controller, ControllerError};
@@ -82,6 +83,8 @@ pub struct DeployPlan {
     /// Whether the standby colour may still carry requests from before the last switch, so the
     /// deploy must wait for the proxies to drain it first.
     pub wait_for_drain: bool,
+    /// Who promotes the standby group's canaries, if its `update` block asks for some.
+    pub promotion: Promotion,
 }
 
 /// Plans `deploy <version>` without other settings.
@@ -149,6 +152,7 @@ pub fn plan_deploy_with(
             group: active_group,
         });
     }
+    let promotion = promotion_for(job, &group)?;
     let standby_busy = obs.proxies.iter().any(
         |p| matches!(&p.status, Ok(Some(s)) if { let (n, d) = s.load_on(&colour); n > 0 || d }),
     );
@@ -170,6 +174,7 @@ pub fn plan_deploy_with(
         prior_job_version: job.version(),
         expected_count,
         wait_for_drain: was_active || standby_busy,
+        promotion,
         job: modified,
     })
 }
@@ -363,7 +368,10 @@ impl Controller {
             },
             Err(why) => why,
         };
-        let reverted = self.revert(&plan, new_version, &backup).await;
+        let reverted = match self.nomad_auto_revert(&plan, new_version).await {
+            Some(sentence) => sentence,
+            None => self.revert(&plan, new_version, &backup).await,
+        };
         Err(ControllerError::Failed(format!(
             "deploy of {version} to {} failed after {:.1}s: {failure}; {reverted}",
             plan.colour,
@@ -415,7 +423,7 @@ impl Controller {
 
     /// Waits until the standby group's allocations of the new job version run and every
     /// instance of its colour in Consul passes with `version=<version>`.
-    async fn wait_standby(
+    pub(crate) async fn wait_standby(
         &self,
         plan: &DeployPlan,
         version: &str,
@@ -435,6 +443,13 @@ impl Controller {
                 .job_allocations(&plan.job_id, false, &QueryOptions::default())
                 .await
                 .map(|(a, _)| a);
+            let (progress, nomad_note) = match &allocs {
+                Ok(a) => {
+                    self.nomad_progress(&plan.job_id, &plan.group, new_version, plan.promotion, a)
+                        .await
+                }
+                Err(_) => Default::default(),
+            };
             // Nomad may be unreachable while the allocations keep running: say so rather
             // than report the wait as a health problem.
             let nomad_down = allocs.as_ref().err().map(|e| e.to_string());
@@ -450,7 +465,6 @@ impl Controller {
                     .count(),
                 Err(_) => 0,
             };
-            let failed_deployment = self.failed_deployment(&plan.job_id, new_version).await;
             let mine = self.live_instances_of(colour_idx).await.unwrap_or_default();
             let ready = mine
                 .iter()
@@ -462,7 +476,7 @@ impl Controller {
                 .count();
             let expected = usize::try_from(plan.expected_count).unwrap_or(usize::MAX);
             let line = format!(
-                "waiting for {}: {running}/{expected} allocation(s) running, {ready}/{expected} passing with version={version}{}{}",
+                "waiting for {}: {running}/{expected} allocation(s) running{nomad_note}, {ready}/{expected} passing with version={version}{}{}",
                 plan.colour,
                 if stale > 0 {
                     format!(", {stale} old instance(s) still registered")
@@ -478,10 +492,19 @@ impl Controller {
                 self.say(&line);
                 last = line;
             }
-            if running >= expected && ready >= expected && stale == 0 {
+            // Nomad's verdict counts too: healthy for min_healthy_time, canaries promoted.
+            // A group with an update strategy is tracked by the deployment of the new version.
+            let nomad_healthy = plan.job.group_update(&plan.group).is_none()
+                || (progress.tracked && progress.healthy >= expected);
+            if running >= expected
+                && ready >= expected
+                && stale == 0
+                && nomad_healthy
+                && progress.canaries.is_none()
+            {
                 return Ok(());
             }
-            if let Some(why) = failed_deployment {
+            if let Some(why) = progress.failed {
                 return Err(format!("Nomad deployment failed ({why})"));
             }
             if Instant::now() >= deadline {
@@ -509,16 +532,6 @@ impl Controller {
             }
             tokio::time::sleep(self.settings.poll_interval).await;
         }
-    }
-
-    async fn failed_deployment(&self, job: &str, version: u64) -> Option<String> {
-        let (d, _) = self
-            .nomad
-            .job_deployment(job, &QueryOptions::default())
-            .await
-            .ok()?;
-        let d = d?;
-        (d.job_version == version && d.status == "failed").then_some(d.status_description)
     }
 
     /// Asks every instance of `colour` for its version; all must answer `version`.

@@ -30,6 +30,8 @@
 //! - [`controller`]: [`Controller`], the clients and settings every command uses.
 //! - [`refusal`]: [`Refusal`], [`refusal::validate_version`] and the route key check.
 //! - [`settings`]: addresses, tokens, deadlines, names; read from the environment.
+//! - [`nomad_health`]: Nomad's view of a deploy: allocation health, the deployment's status,
+//!   canary promotion, auto-revert.
 //! - [`history`]: the switch and deploy history in Consul KV (`switchyard/state/<service>`).
 //! - [`state`]: the state directory: job backups.
 //! - [`error`]: [`ControllerError`] and its exit codes.
@@ -41,6 +43,7 @@ pub mod deploy_settings;
 pub mod diagnose;
 pub mod error;
 pub mod history;
+pub mod nomad_health;
 pub mod observe;
 pub mod refusal;
 pub mod rollback;
