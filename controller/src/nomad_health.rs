@@ -148,7 +148,12 @@ impl Controller {
             .await
         {
             Ok((d, _)) => d,
-            Err(e) => return (GroupProgress::default(), format!("; deployment unread ({e})")),
+            Err(e) => {
+                return (
+                    GroupProgress::default(),
+                    format!("; deployment unread ({e})"),
+                );
+            }
         };
         let p = group_progress(deployment.as_ref(), allocs, group, version);
         let mut note = String::new();
@@ -160,7 +165,11 @@ impl Controller {
             match (promotion, p.ready_to_promote, deployment.as_ref()) {
                 (Promotion::Manual, true, Some(d)) => {
                     let groups = [group.to_owned()];
-                    match self.nomad.deployment_promote(&d.id, Some(&groups[..])).await {
+                    match self
+                        .nomad
+                        .deployment_promote(&d.id, Some(&groups[..]))
+                        .await
+                    {
                         Ok(_) => {
                             self.say(&format!(
                                 "promoted the canaries of group {group} (deployment {})",
@@ -259,7 +268,13 @@ mod tests {
         assert!(text.contains("green") && text.contains("manual"), "{text}");
     }
 
-    fn alloc(id: &str, group: &str, version: u64, healthy: Option<bool>, canary: bool) -> AllocationListStub {
+    fn alloc(
+        id: &str,
+        group: &str,
+        version: u64,
+        healthy: Option<bool>,
+        canary: bool,
+    ) -> AllocationListStub {
         AllocationListStub {
             id: id.into(),
             task_group: group.into(),
@@ -293,19 +308,38 @@ mod tests {
             placed_canaries: vec!["c1".into(), "c2".into()],
             ..DeploymentState::default()
         };
-        let d = deployment(5, "running", "Deployment is running but requires manual promotion", state.clone());
-        let one = [alloc("c1", "green", 5, Some(true), true), alloc("c2", "green", 5, None, true)];
+        let d = deployment(
+            5,
+            "running",
+            "Deployment is running but requires manual promotion",
+            state.clone(),
+        );
+        let one = [
+            alloc("c1", "green", 5, Some(true), true),
+            alloc("c2", "green", 5, None, true),
+        ];
         let p = group_progress(Some(&d), &one, "green", 5);
         assert!(p.tracked);
         assert_eq!(p.canaries, Some((2, 1)));
         assert!(!p.ready_to_promote);
         assert_eq!(p.healthy, 1);
-        let both = [alloc("c1", "green", 5, Some(true), true), alloc("c2", "green", 5, Some(true), true)];
+        let both = [
+            alloc("c1", "green", 5, Some(true), true),
+            alloc("c2", "green", 5, Some(true), true),
+        ];
         let p = group_progress(Some(&d), &both, "green", 5);
         assert!(p.ready_to_promote);
         assert_eq!(p.healthy, 2);
         // Once promoted there is nothing left to promote.
-        let promoted = deployment(5, "running", "Deployment is running", DeploymentState { promoted: true, ..state });
+        let promoted = deployment(
+            5,
+            "running",
+            "Deployment is running",
+            DeploymentState {
+                promoted: true,
+                ..state
+            },
+        );
         let p = group_progress(Some(&promoted), &both, "green", 5);
         assert_eq!((p.canaries, p.ready_to_promote), (None, false));
         // A deployment of another version says nothing about this one.
@@ -324,8 +358,19 @@ mod tests {
         let p = group_progress(Some(&d), &[], "green", 5);
         assert_eq!(p.auto_reverted_to, Some(4));
         assert!(p.failed.is_some());
-        let d = deployment(5, "failed", "Failed due to unhealthy allocations", DeploymentState::default());
-        assert_eq!(group_progress(Some(&d), &[], "green", 5).auto_reverted_to, None);
-        assert_eq!(rolled_back_to("Deployment marked as failed - rolling back to job version 12"), Some(12));
+        let d = deployment(
+            5,
+            "failed",
+            "Failed due to unhealthy allocations",
+            DeploymentState::default(),
+        );
+        assert_eq!(
+            group_progress(Some(&d), &[], "green", 5).auto_reverted_to,
+            None
+        );
+        assert_eq!(
+            rolled_back_to("Deployment marked as failed - rolling back to job version 12"),
+            Some(12)
+        );
     }
 }

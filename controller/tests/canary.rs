@@ -32,7 +32,10 @@ async fn canary_standby_group_is_deployed_and_promoted() {
 
     let started = Instant::now();
     let outcome = c.deploy("v3").await.unwrap();
-    assert_eq!((outcome.colour.as_str(), outcome.version.as_str()), ("green", "v3"));
+    assert_eq!(
+        (outcome.colour.as_str(), outcome.version.as_str()),
+        ("green", "v3")
+    );
     assert_eq!(outcome.job_version, before + 1);
     // The deploy waited for min_healthy_time (1s in the job file) on top of the checks.
     assert!(started.elapsed() >= Duration::from_secs(1));
@@ -53,7 +56,11 @@ async fn canary_standby_group_is_deployed_and_promoted() {
     // Green now runs the promoted canary; the old allocation is stopped; blue is untouched.
     let allocs = c.observe().await.nomad.unwrap().allocations;
     assert_eq!(alloc_ids(&allocs, "green"), green.placed_canaries);
-    assert!(green_before.iter().all(|id| !green.placed_canaries.contains(id)));
+    assert!(
+        green_before
+            .iter()
+            .all(|id| !green.placed_canaries.contains(id))
+    );
     assert_eq!(alloc_ids(&allocs, "blue"), blue_before);
     let promoted = allocs
         .iter()
@@ -72,7 +79,10 @@ async fn canary_standby_group_is_deployed_and_promoted() {
         if d.as_ref().is_some_and(|d| d.status == "successful") {
             break;
         }
-        assert!(Instant::now() < deadline, "deployment never finished: {d:?}");
+        assert!(
+            Instant::now() < deadline,
+            "deployment never finished: {d:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     stack.shutdown().await;

@@ -57,7 +57,10 @@ async fn canaries_run_next_to_the_old_allocations_until_promoted() {
         json!({"DeploymentID": first["ID"], "All": true}),
     )
     .await;
-    assert_eq!((st, body.as_str()), (500, Some("can't promote terminal deployment")));
+    assert_eq!(
+        (st, body.as_str()),
+        (500, Some("can't promote terminal deployment"))
+    );
 
     // A destructive change of green: two canaries next to the two old allocations.
     job["TaskGroups"][1]["Meta"]["version"] = json!("v3");
@@ -100,18 +103,30 @@ async fn canaries_run_next_to_the_old_allocations_until_promoted() {
     assert_eq!(placed, sorted);
 
     // Canaries not yet healthy (min_healthy_time is 1s): refused, naming each.
-    let (st, body) = promote(&nomad, &dep_id, json!({"DeploymentID": dep_id, "All": true})).await;
+    let (st, body) = promote(
+        &nomad,
+        &dep_id,
+        json!({"DeploymentID": dep_id, "All": true}),
+    )
+    .await;
     assert_eq!(st, 500, "{body}");
     let text = body.as_str().unwrap();
     assert!(text.starts_with("2 errors occurred:"), "{text}");
     for c in &canaries {
         assert!(
-            text.contains(&format!("Canary allocation \"{c}\" for group \"green\" is not healthy")),
+            text.contains(&format!(
+                "Canary allocation \"{c}\" for group \"green\" is not healthy"
+            )),
             "{text}"
         );
     }
     // A body that names another deployment is a bad request.
-    let (st, _) = promote(&nomad, &dep_id, json!({"DeploymentID": "other", "All": true})).await;
+    let (st, _) = promote(
+        &nomad,
+        &dep_id,
+        json!({"DeploymentID": "other", "All": true}),
+    )
+    .await;
     assert_eq!(st, 400);
 
     // Healthy canaries do not finish the deployment: it waits for the promotion.
@@ -285,11 +300,17 @@ async fn settings_the_dev_stack_does_not_model_are_refused_by_name() {
         1,
     );
     let (st, body) = nomad
-        .post("/v1/jobs/parse", json!({"JobHCL": hcl, "Canonicalize": true}))
+        .post(
+            "/v1/jobs/parse",
+            json!({"JobHCL": hcl, "Canonicalize": true}),
+        )
         .await;
     assert_eq!(st, 400, "{body}");
     let text = body.as_str().unwrap();
-    assert!(text.contains("\"template\"") && text.contains("task \"hello\""), "{text}");
+    assert!(
+        text.contains("\"template\"") && text.contains("task \"hello\""),
+        "{text}"
+    );
 
     // The same settings in JSON are refused at register and plan, by name.
     let job = nomad.parse_job_file().await;

@@ -187,7 +187,11 @@ fn map_attrs(
 impl Cx {
     fn job(&self, block: &Block) -> Result<Value, ParseError> {
         let id = label(block, 0).ok_or_else(|| spec_err("job block needs a name"))?;
-        known_blocks(&block.body, &["meta", "update", "group"], &format!("job {id:?}"))?;
+        known_blocks(
+            &block.body,
+            &["meta", "update", "group"],
+            &format!("job {id:?}"),
+        )?;
         let a = attrs(&block.body, &self.vars)?;
         let mut job = Map::new();
         job.insert("ID".into(), json!(id));
@@ -772,7 +776,10 @@ job "demo" {
 }
 "#;
         let err = parse_job(src, None).unwrap_err().to_string();
-        assert!(err.contains("task \"t\"") && err.contains("\"template\""), "{err}");
+        assert!(
+            err.contains("task \"t\"") && err.contains("\"template\""),
+            "{err}"
+        );
         let src = r#"
 job "demo" {
   constraint {
@@ -787,7 +794,10 @@ job "demo" {
 }
 "#;
         let err = parse_job(src, None).unwrap_err().to_string();
-        assert!(err.contains("job \"demo\"") && err.contains("\"constraint\""), "{err}");
+        assert!(
+            err.contains("job \"demo\"") && err.contains("\"constraint\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -146,7 +146,8 @@ fn unmodelled(job: &Value) -> Vec<String> {
         ("Spreads", "spread"),
     ];
     check(&mut out, job, &placement, "job");
-    check(&mut out, 
+    check(
+        &mut out,
         job,
         &[
             ("Periodic", "periodic"),
@@ -162,7 +163,8 @@ fn unmodelled(job: &Value) -> Vec<String> {
         for t in arr_field(g, "Tasks") {
             let tname = format!("{gname} task {:?}", str_field(t, "Name"));
             check(&mut out, t, &placement, &tname);
-            check(&mut out, 
+            check(
+                &mut out,
                 t,
                 &[
                     ("Templates", "template"),
