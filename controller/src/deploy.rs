@@ -17,6 +17,7 @@ use switchyard_hashi::nomad::{Deployment, Job, JobPlanResponse};
 use crate::deploy_guard::{check_plan, render_plan};
 use crate::deploy_settings::{StandbySettings, apply, resolved_images};
 use crate::history::{HistoryEntry, INTERRUPTED};
+use crate::nomad_health::{Promotion, promotion_for};
 use crate::observe::Observed;
 use crate::refusal::{Refusal, check_route, validate_version};
 use crate::version_check::{VersionCheck, nomad_proof};
@@ -85,6 +86,8 @@ pub struct DeployPlan {
     pub wait_for_drain: bool,
     /// How the new instances prove their version (from the job's meta).
     pub version_check: VersionCheck,
+    /// Who promotes the standby group's canaries, if its `update` block asks for some.
+    pub promotion: Promotion,
 }
 
 /// Plans `deploy <version>` without other settings.
@@ -153,6 +156,7 @@ pub fn plan_deploy_with(
             group: active_group,
         });
     }
+    let promotion = promotion_for(job, &group)?;
     let standby_busy = obs.proxies.iter().any(
         |p| matches!(&p.status, Ok(Some(s)) if { let (n, d) = s.load_on(&colour); n > 0 || d }),
     );
@@ -175,6 +179,7 @@ pub fn plan_deploy_with(
         expected_count,
         wait_for_drain: was_active || standby_busy,
         version_check,
+        promotion,
         job: modified,
     })
 }
@@ -381,7 +386,10 @@ impl Controller {
             },
             Err(why) => why,
         };
-        let reverted = self.revert(&plan, new_version, &backup).await;
+        let reverted = match self.nomad_auto_revert(&plan, new_version).await {
+            Some(sentence) => sentence,
+            None => self.revert(&plan, new_version, &backup).await,
+        };
         if let Some(why) = self.interrupted() {
             return Err(ControllerError::Interrupted(format!(
                 "deploy of {version} to {} interrupted ({why}) after {:.1}s; {reverted}",
@@ -446,7 +454,7 @@ impl Controller {
     /// Waits until the standby group's allocations of the new job version run and every
     /// instance of its colour in Consul passes with `version=<version>`. An `interruptible`
     /// wait (the deploy's, not its revert's) ends early when the command is interrupted.
-    async fn wait_standby(
+    pub(crate) async fn wait_standby(
         &self,
         plan: &DeployPlan,
         version: &str,
@@ -467,6 +475,13 @@ impl Controller {
                 .job_allocations(&plan.job_id, false, &QueryOptions::default())
                 .await
                 .map(|(a, _)| a);
+            let (progress, nomad_note) = match &allocs {
+                Ok(a) => {
+                    self.nomad_progress(&plan.job_id, &plan.group, new_version, plan.promotion, a)
+                        .await
+                }
+                Err(_) => Default::default(),
+            };
             // Nomad may be unreachable while the allocations keep running: say so rather
             // than report the wait as a health problem.
             let nomad_down = allocs.as_ref().err().map(|e| e.to_string());
@@ -500,7 +515,7 @@ impl Controller {
                 .count();
             let expected = usize::try_from(plan.expected_count).unwrap_or(usize::MAX);
             let line = format!(
-                "waiting for {}: {running}/{expected} allocation(s) running, {ready}/{expected} passing with version={version}{}{}{}",
+                "waiting for {}: {running}/{expected} allocation(s) running{nomad_note}, {ready}/{expected} passing with version={version}{}{}{}",
                 plan.colour,
                 if stale > 0 {
                     format!(", {stale} old instance(s) still registered")
@@ -520,14 +535,23 @@ impl Controller {
                 self.say(&line);
                 last = line;
             }
-            if running >= expected && ready >= expected && stale == 0 && rolling_out.is_none() {
+            // Nomad's verdict counts too: healthy for min_healthy_time, canaries promoted.
+            // A group with an update strategy is tracked by the deployment of the new version.
+            // The switch pre-flight refuses while a deployment runs, so the deploy ends only
+            // when Nomad's deployment of the new version (if the job has one) has ended too.
+            let nomad_healthy = plan.job.group_update(&plan.group).is_none()
+                || (progress.tracked && progress.healthy >= expected);
+            if running >= expected
+                && ready >= expected
+                && stale == 0
+                && nomad_healthy
+                && progress.canaries.is_none()
+                && rolling_out.is_none()
+            {
                 return Ok(());
             }
-            if let Some(d) = deployment.filter(|d| d.status == "failed") {
-                return Err(format!(
-                    "Nomad deployment failed ({})",
-                    d.status_description
-                ));
+            if let Some(why) = progress.failed {
+                return Err(format!("Nomad deployment failed ({why})"));
             }
             if interruptible && let Some(why) = self.interrupted() {
                 return Err(format!("interrupted ({why})"));

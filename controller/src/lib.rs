@@ -31,6 +31,8 @@
 //! - [`refusal`]: [`Refusal`], [`refusal::validate_version`] and the route key check.
 //! - [`settings`]: addresses, tokens, deadlines, names; read from the environment.
 //! - [`version_check`]: how instances prove their version (set per service in the job's meta).
+//! - [`nomad_health`]: Nomad's view of a deploy: allocation health, the deployment's status,
+//!   canary promotion, auto-revert.
 //! - [`history`]: the switch and deploy history in Consul KV (`switchyard/state/<service>`).
 //! - [`lock`]: one mutating command per service at a time: the session lock on
 //!   `switchyard/locks/<service>` that `deploy`, `switch` and `rollback` hold while they run.
@@ -45,6 +47,7 @@ pub mod diagnose;
 pub mod error;
 pub mod history;
 pub mod lock;
+pub mod nomad_health;
 pub mod observe;
 pub mod refusal;
 pub mod rollback;

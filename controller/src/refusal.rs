@@ -77,6 +77,15 @@ pub enum Refusal {
         /// Version.
         version: String,
     },
+    /// The standby group's canaries could never be promoted (see
+    /// [`crate::nomad_health::promotion_for`]).
+    #[error("refusing to deploy to group {group}: {reason}")]
+    UnpromotableCanaries {
+        /// Group.
+        group: String,
+        /// Why nobody could promote them.
+        reason: String,
+    },
     /// The standby group runs no instance.
     #[error("the standby group {group} has count 0; scale it up before deploying")]
     EmptyGroup {

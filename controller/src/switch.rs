@@ -909,12 +909,14 @@ mod tests {
         obs.nomad = Ok(NomadView {
             job: Some(job.clone()),
             allocations: vec![alloc("green", 4), alloc("green", 4), alloc("blue", 3)],
+            deployment: None,
         });
         assert_eq!(switching(plan_switch(&obs, false, None)).to, "green");
         // An allocation still on an older job version: not proven.
         obs.nomad = Ok(NomadView {
             job: Some(job.clone()),
             allocations: vec![alloc("green", 4), alloc("green", 3)],
+            deployment: None,
         });
         let r = plan_switch(&obs, false, None).unwrap_err();
         assert!(
@@ -925,6 +927,7 @@ mod tests {
         obs.nomad = Ok(NomadView {
             job: Some(job.clone()),
             allocations: vec![alloc("green", 4)],
+            deployment: None,
         });
         if let Ok(list) = &mut obs.instances {
             list[3].tags[2] = "version=v1".into();
@@ -936,6 +939,7 @@ mod tests {
         obs.nomad = Ok(NomadView {
             job: Some(job),
             allocations: vec![],
+            deployment: None,
         });
         let r = plan_switch(&obs, false, None).unwrap_err();
         assert!(matches!(r, Refusal::BadSetting(_)), "{r}");

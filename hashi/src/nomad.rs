@@ -180,7 +180,8 @@ impl NomadClient {
     /// `POST /v1/job/:id` with `{"Job": ..}`: registers a new version of the job (a changed spec
     /// bumps `Version`; an unchanged one creates only an evaluation).
     ///
-    /// With a [`NomadConfig::consul_token`], the job carries it as `ConsulToken`.
+    /// With a [`NomadConfig::consul_token`], the job carries it as `ConsulToken`. The job is sent
+    /// without its `VersionTag` ([`Job::without_version_tag`]).
     ///
     /// With `enforce_index: Some(n)` the body adds `"EnforceIndex": true, "JobModifyIndex": n`:
     /// the write succeeds only if the job's current `JobModifyIndex` is `n` (`0`: only if the job
@@ -203,20 +204,12 @@ impl NomadClient {
             return Err(Error::InvalidArgument("the job has no ID".to_owned()));
         }
         let path = Path::new("/v1/job").segment(job.id())?;
-        let with_token;
-        let job = match &self.consul_token {
-            Some(token) => {
-                let mut copy = job.clone();
-                if let Some(fields) = copy.0.as_object_mut() {
-                    fields.insert("ConsulToken".to_owned(), token.as_ref().into());
-                }
-                with_token = copy;
-                &with_token
-            }
-            None => job,
-        };
+        let mut job = job.without_version_tag();
+        if let (Some(token), Some(fields)) = (&self.consul_token, job.0.as_object_mut()) {
+            fields.insert("ConsulToken".to_owned(), token.as_ref().into());
+        }
         let body = Request {
-            job,
+            job: &job,
             enforce_index: enforce_index.map(|_| true),
             job_modify_index: enforce_index,
         };
@@ -239,6 +232,7 @@ impl NomadClient {
             return Err(Error::InvalidArgument("the job has no ID".to_owned()));
         }
         let path = Path::new("/v1/job").segment(job.id())?.segment("plan")?;
+        let job = &job.without_version_tag();
         self.write(&path, Body::json("job plan", &Request { job, diff })?)
             .await?
             .json()

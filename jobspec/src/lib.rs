@@ -141,6 +141,29 @@ fn map_field(
     Ok(seen.then_some(Value::Object(merged)))
 }
 
+/// Refuses the blocks of `body` this reader does not model: dropping them
+/// would run a job without settings its author wrote (a `template`, a
+/// `constraint`, ...).
+fn known_blocks(body: &Body, known: &[&str], at: &str) -> Result<(), ParseError> {
+    let unknown: Vec<&str> = body
+        .blocks()
+        .map(|b| b.identifier.as_str())
+        .filter(|id| !known.contains(id))
+        .collect();
+    match unknown.as_slice() {
+        [] => Ok(()),
+        list => Err(spec_err(format!(
+            "{at}: unsupported block type{} {}: switchyard's job reader does not model {}",
+            if list.len() == 1 { "" } else { "s" },
+            list.iter()
+                .map(|b| format!("{b:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if list.len() == 1 { "it" } else { "them" }
+        ))),
+    }
+}
+
 /// Copies known attributes with their JSON names; durations converted.
 fn map_attrs(
     src: &Map<String, Value>,
@@ -164,6 +187,11 @@ fn map_attrs(
 impl Cx {
     fn job(&self, block: &Block) -> Result<Value, ParseError> {
         let id = label(block, 0).ok_or_else(|| spec_err("job block needs a name"))?;
+        known_blocks(
+            &block.body,
+            &["meta", "update", "group"],
+            &format!("job {id:?}"),
+        )?;
         let a = attrs(&block.body, &self.vars)?;
         let mut job = Map::new();
         job.insert("ID".into(), json!(id));
@@ -230,6 +258,19 @@ impl Cx {
 
     fn group(&self, block: &Block) -> Result<Value, ParseError> {
         let name = label(block, 0).ok_or_else(|| spec_err("group block needs a name"))?;
+        known_blocks(
+            &block.body,
+            &[
+                "meta",
+                "network",
+                "service",
+                "task",
+                "update",
+                "restart",
+                "ephemeral_disk",
+            ],
+            &format!("group {name:?}"),
+        )?;
         let a = attrs(&block.body, &self.vars)?;
         let mut g = Map::new();
         g.insert("Name".into(), json!(name));
@@ -335,6 +376,7 @@ impl Cx {
     }
 
     fn service(&self, block: &Block) -> Result<Value, ParseError> {
+        known_blocks(&block.body, &["meta", "canary_meta", "check"], "service")?;
         let a = attrs(&block.body, &self.vars)?;
         let mut s = Map::new();
         map_attrs(
@@ -405,6 +447,11 @@ impl Cx {
 
     fn task(&self, block: &Block) -> Result<Value, ParseError> {
         let name = label(block, 0).ok_or_else(|| spec_err("task block needs a name"))?;
+        known_blocks(
+            &block.body,
+            &["config", "resources", "service", "restart", "meta", "env"],
+            &format!("task {name:?}"),
+        )?;
         let a = attrs(&block.body, &self.vars)?;
         let mut t = Map::new();
         t.insert("Name".into(), json!(name));
@@ -710,6 +757,47 @@ job "demo" {
         assert_eq!(t["Config"]["image"], "img:2");
         assert_eq!(t["Config"]["args"][1], "${NOMAD_PORT_http}");
         assert_eq!(t["KillTimeout"], 5_000_000_000u64);
+    }
+
+    #[test]
+    fn refuses_blocks_it_does_not_model() {
+        let src = r#"
+job "demo" {
+  group "web" {
+    task "t" {
+      driver = "raw_exec"
+      config { command = "x" }
+      template {
+        data        = "x"
+        destination = "local/x"
+      }
+    }
+  }
+}
+"#;
+        let err = parse_job(src, None).unwrap_err().to_string();
+        assert!(
+            err.contains("task \"t\"") && err.contains("\"template\""),
+            "{err}"
+        );
+        let src = r#"
+job "demo" {
+  constraint {
+    attribute = "${attr.kernel.name}"
+    value     = "linux"
+  }
+  group "web" {
+    task "t" {
+      driver = "raw_exec"
+    }
+  }
+}
+"#;
+        let err = parse_job(src, None).unwrap_err().to_string();
+        assert!(
+            err.contains("job \"demo\"") && err.contains("\"constraint\""),
+            "{err}"
+        );
     }
 
     #[test]

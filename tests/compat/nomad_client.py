@@ -5,7 +5,8 @@ Usage: nomad_client.py <host> <port> <job.nomad.hcl>
 Parses the job file, plans it (with diff), registers it, and reads what
 clients read: the job, versions, summary, plan of an edit, the register
 evaluation's allocations, job allocations, deployments and the allocation
-itself. Prints "python-nomad compat: ok" when every call answered as
+itself; then a canary of a destructive change, refused promotion while it is
+unhealthy, and promoted by group. Prints "python-nomad compat: ok" when every call answered as
 Nomad's API documents; any mismatch raises.
 """
 
@@ -13,6 +14,7 @@ import sys
 import time
 
 import nomad
+import nomad.api.exceptions
 
 
 def wait(what, probe, timeout=30.0):
@@ -81,6 +83,38 @@ def main():
     assert plan["Diff"]["Type"] == "Edited", plan["Diff"]
     assert plan["Annotations"]["DesiredTGUpdates"][group]["InPlaceUpdate"] == 1, plan
     assert plan["JobModifyIndex"] == reply["JobModifyIndex"], plan
+
+    # A destructive change with a canary: it runs next to the old allocation
+    # until promoted; promoting before it is healthy is refused.
+    canary = dict(job)
+    canary["TaskGroups"] = [dict(job["TaskGroups"][0])]
+    canary["TaskGroups"][0]["Meta"] = {"version": "v9"}
+    canary["TaskGroups"][0]["Update"] = dict(job["TaskGroups"][0]["Update"], Canary=1)
+    n.job.register_job(job_id, {"Job": canary})
+    pending = n.job.get_deployment(job_id)
+    assert pending["TaskGroups"][group]["DesiredCanaries"] == 1, pending
+    live = [a for a in n.job.get_allocations(job_id) if a["DesiredStatus"] == "run"]
+    assert len(live) == 2 and alloc_id in [a["ID"] for a in live], live
+    try:
+        n.deployment.promote_deployment_all(pending["ID"])
+        raise AssertionError("promoting an unhealthy canary was accepted")
+    except nomad.api.exceptions.BaseNomadException as e:
+        assert "is not healthy" in str(e.nomad_resp.text), e.nomad_resp.text
+    wait(
+        "a healthy canary",
+        lambda: all(
+            (a.get("DeploymentStatus") or {}).get("Healthy")
+            for a in n.job.get_allocations(job_id)
+            if a["ID"] != alloc_id and a["DesiredStatus"] == "run"
+        ),
+    )
+    promoted = n.deployment.promote_deployment_groups(pending["ID"], [group])
+    assert promoted["EvalID"], promoted
+    wait(
+        "the old allocation to stop",
+        lambda: n.allocation.get_allocation(alloc_id)["DesiredStatus"] == "stop",
+    )
+    assert n.deployment.get_deployment(pending["ID"])["TaskGroups"][group]["Promoted"] is True
 
     n.job.deregister_job(job_id, purge=True)
     print("python-nomad compat: ok")

@@ -257,6 +257,9 @@ fn check_body(
         "Timeout": go_duration(c.timeout),
     });
     let obj = body.as_object_mut()?;
+    if !c.initial_status.is_empty() {
+        obj.insert("Status".into(), json!(c.initial_status));
+    }
     match c.kind.as_str() {
         "http" => {
             let proto = if c.protocol.is_empty() {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::sched::{reconcile, store_version, validate};
+use super::sched::{check_modelled, reconcile, store_version, validate};
 use super::spec::{canonicalize, group_names};
 use super::util::str_field;
 use super::{ApiError, Inner};
@@ -32,6 +32,7 @@ struct Desired {
     stop: u64,
     in_place: u64,
     destructive: u64,
+    canary: u64,
 }
 
 impl Desired {
@@ -43,7 +44,7 @@ impl Desired {
             "Stop": self.stop,
             "InPlaceUpdate": self.in_place,
             "DestructiveUpdate": self.destructive,
-            "Canary": 0,
+            "Canary": self.canary,
             "Preemptions": 0,
         })
     }
@@ -57,6 +58,7 @@ impl Desired {
             ("destroy", self.stop),
             ("in-place update", self.in_place),
             ("create/destroy update", self.destructive),
+            ("canary", self.canary),
         ] {
             if v > 0 {
                 m.insert(k.into(), json!(v));
@@ -70,6 +72,7 @@ impl Desired {
 pub(crate) fn plan(inner: &Arc<Inner>, mut job: Value, want_diff: bool) -> Result<Value, ApiError> {
     canonicalize(&mut job);
     validate(&job)?;
+    check_modelled(&job)?;
     let id = str_field(&job, "ID").to_owned();
     inner.read(|s| {
         let current = s.current_job(&id).cloned();
@@ -93,7 +96,9 @@ pub(crate) fn plan(inner: &Arc<Inner>, mut job: Value, want_diff: bool) -> Resul
                 continue;
             };
             let d = desired.entry(alloc.group.clone()).or_default();
-            if alloc.previous_alloc.is_empty() {
+            if alloc.canary {
+                d.canary += 1;
+            } else if alloc.previous_alloc.is_empty() {
                 d.place += 1;
             } else {
                 d.destructive += 1;

@@ -63,6 +63,8 @@ struct AllocView {
     spec: GroupSpec,
     env: BTreeMap<String, String>,
     ports: BTreeMap<String, u16>,
+    /// A canary registers its services with the `canary_tags`.
+    canary: bool,
 }
 
 fn view(inner: &Inner, alloc_id: &str) -> Option<AllocView> {
@@ -75,6 +77,7 @@ fn view(inner: &Inner, alloc_id: &str) -> Option<AllocView> {
             spec,
             env,
             ports: a.ports.clone(),
+            canary: a.canary,
         })
     })
 }
@@ -166,7 +169,7 @@ fn registrations(inner: &Inner, alloc_id: &str, v: &AllocView) -> Vec<Registrati
                 None => v.spec.name.clone(),
             };
             let interp = |s: &str| interpolate(s, &env);
-            registration(alloc_id, &owner, svc, &ip, &v.ports, false, &interp)
+            registration(alloc_id, &owner, svc, &ip, &v.ports, v.canary, &interp)
         })
         .collect()
 }

@@ -8,7 +8,14 @@
 //!   allocation keeps its ID, ports and processes, moves to the new version
 //!   and its runner re-registers its services;
 //! - unchanged: the allocation just moves to the new version;
-//! - `count` adds or removes allocations by index.
+//! - `count` adds or removes allocations by index;
+//! - a group whose `update` block sets `canary` gets that many canaries
+//!   next to the allocations a destructive change would replace; they stay
+//!   side by side until the deployment is promoted (by hand or
+//!   `auto_promote`), then the old ones are replaced.
+//!
+//! Settings the dev stack does not model (templates, constraints, drivers
+//! other than `raw_exec`/`docker`, ...) are refused with a 400 naming them.
 //!
 //! Every reconciliation that places or updates allocations of a service job
 //! creates a deployment; a watcher task decides allocation health from Consul
@@ -26,7 +33,7 @@ use super::consul::{Health, service_id};
 use super::runner::{self, RunnerCmd};
 use super::spec::{GroupSpec, canonicalize, group_names, spec_only};
 use super::state::{Alloc, Deployment, DeploymentGroup, Store, TRACKED_VERSIONS, TaskState};
-use super::util::{str_field, unix_nanos};
+use super::util::{arr_field, str_field, unix_nanos};
 use super::{ApiError, Inner};
 
 /// What a register/revert/stop returns to the client.
@@ -106,6 +113,91 @@ pub(crate) fn validate(job: &Value) -> Result<(), ApiError> {
     }
 }
 
+/// Drivers the dev stack knows: `raw_exec` runs local processes; `docker`
+/// jobs are accepted (the same job file runs on a cluster) and their
+/// allocations fail with a driver error, as on a client without Docker.
+const DRIVERS: &[&str] = &["raw_exec", "docker"];
+
+/// Whether a field of a canonical job carries a setting (not null, not empty).
+fn is_set(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(_) => true,
+    }
+}
+
+/// Settings the dev stack does not model, named, so a job is refused rather
+/// than run without them (a real cluster would honour them).
+fn unmodelled(job: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let check = |out: &mut Vec<String>, v: &Value, fields: &[(&str, &str)], at: &str| {
+        for (field, block) in fields {
+            if is_set(v.get(*field)) {
+                out.push(format!("{at}: {block}"));
+            }
+        }
+    };
+    let placement = [
+        ("Constraints", "constraint"),
+        ("Affinities", "affinity"),
+        ("Spreads", "spread"),
+    ];
+    check(&mut out, job, &placement, "job");
+    check(
+        &mut out,
+        job,
+        &[
+            ("Periodic", "periodic"),
+            ("ParameterizedJob", "parameterized"),
+            ("Multiregion", "multiregion"),
+        ],
+        "job",
+    );
+    for g in arr_field(job, "TaskGroups") {
+        let gname = format!("group {:?}", str_field(g, "Name"));
+        check(&mut out, g, &placement, &gname);
+        check(&mut out, g, &[("Volumes", "volume")], &gname);
+        for t in arr_field(g, "Tasks") {
+            let tname = format!("{gname} task {:?}", str_field(t, "Name"));
+            check(&mut out, t, &placement, &tname);
+            check(
+                &mut out,
+                t,
+                &[
+                    ("Templates", "template"),
+                    ("Artifacts", "artifact"),
+                    ("Vault", "vault"),
+                    ("VolumeMounts", "volume_mount"),
+                    ("Lifecycle", "lifecycle"),
+                ],
+                &tname,
+            );
+            let driver = str_field(t, "Driver");
+            if !DRIVERS.contains(&driver) {
+                out.push(format!(
+                    "{tname}: driver {driver:?} (the dev stack runs raw_exec and accepts docker)"
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Refuses (400, naming them) a job with settings the dev stack does not model.
+pub(crate) fn check_modelled(job: &Value) -> Result<(), ApiError> {
+    let missing = unmodelled(job);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "job uses settings the dev Nomad does not model: {}",
+        missing.join("; ")
+    )))
+}
+
 /// Registers (creates or updates) a job; `enforce` is the CAS
 /// `JobModifyIndex` when `EnforceIndex` was set.
 pub(crate) fn register(
@@ -119,6 +211,7 @@ pub(crate) fn register(
     }
     canonicalize(&mut job);
     validate(&job)?;
+    check_modelled(&job)?;
     let id = str_field(&job, "ID").to_string();
     let (reply, plan) = inner.mutate(|s| -> Result<(WriteReply, Plan), ApiError> {
         let current = s.current_job(&id).cloned();
@@ -409,6 +502,7 @@ fn place(
             client_description: "No tasks have started".into(),
             task_states,
             deployment_id: None,
+            canary: false,
             healthy: None,
             health_time: None,
             health_modify_index: i,
@@ -429,7 +523,34 @@ fn place(
     id
 }
 
+/// The running deployment of `job_id` at `version`, if any: a promotion
+/// reconciles again within it instead of starting a new one.
+fn running_deployment(s: &Store, job_id: &str, version: u64) -> Option<String> {
+    s.deployments
+        .values()
+        .filter(|d| d.job_id == job_id && d.job_version == version && d.is_active())
+        .max_by_key(|d| d.create_index)
+        .map(|d| d.id.clone())
+}
+
+/// What reconciliation did to one group, for its deployment state.
+struct GroupChange {
+    group: String,
+    /// Allocations placed or updated (their health is evaluated afresh).
+    changed: Vec<String>,
+    /// Canaries placed so far in this deployment.
+    canaries: Vec<String>,
+    desired_canaries: u64,
+}
+
 /// Brings the allocations of `job_id` in line with its current version.
+///
+/// A group whose `update` block asks for canaries and whose allocations
+/// need a destructive update first gets `canary` new allocations next to
+/// the old ones, which keep running; only once the deployment is promoted
+/// (`POST /v1/deployment/promote/:id`, or `auto_promote` once the canaries
+/// are healthy) are the canaries counted as the group's allocations and the
+/// old ones replaced, as Nomad's reconciler does.
 pub(crate) fn reconcile(inner: &Inner, s: &mut Store, job_id: &str, eval_id: &str) -> Plan {
     let mut plan = Plan::default();
     let Some(job) = s.current_job(job_id).cloned() else {
@@ -442,6 +563,8 @@ pub(crate) fn reconcile(inner: &Inner, s: &mut Store, job_id: &str, eval_id: &st
     }
     let job = Arc::new(job);
     let version = job.get("Version").and_then(Value::as_u64).unwrap_or(0);
+    let is_service = str_field(&job, "Type") == "service";
+    let current_dep = running_deployment(s, job_id, version);
     let groups = group_names(&job);
     let live: Vec<(String, String, u32)> = s
         .allocs
@@ -455,16 +578,51 @@ pub(crate) fn reconcile(inner: &Inner, s: &mut Store, job_id: &str, eval_id: &st
             plan.stop.push(id.clone());
         }
     }
-    let mut tracked: Vec<(String, Vec<String>)> = Vec::new();
+    let mut tracked: Vec<GroupChange> = Vec::new();
     for g in &groups {
         let Some(spec) = GroupSpec::from_job(&job, g) else {
             continue;
         };
         let dfp = GroupSpec::destructive_fingerprint(&job, g);
         let ffp = GroupSpec::full_fingerprint(&job, g);
+        let desired_canaries = if is_service {
+            spec.update.as_ref().map_or(0, |u| u.canary)
+        } else {
+            0
+        };
+        let dstate = current_dep
+            .as_ref()
+            .and_then(|d| s.deployments.get(d))
+            .and_then(|d| d.groups.get(g));
+        let promoted = dstate.is_some_and(|d| d.promoted);
+        // Canaries of this deployment; those of an older one are stopped.
+        let mut canaries: Vec<(u32, String)> = Vec::new();
+        let mut regular: Vec<(u32, String)> = Vec::new();
+        let mut mine: Vec<&(String, String, u32)> =
+            live.iter().filter(|(_, ag, _)| ag == g).collect();
+        // Where two allocations share a name, the one at this version stays.
+        mine.sort_by_key(|(id, _, _)| s.allocs.get(id).is_none_or(|a| a.job_version != version));
+        for (id, _, idx) in mine {
+            let Some(a) = s.allocs.get(id) else { continue };
+            if a.canary {
+                if current_dep.is_some() && a.deployment_id == current_dep {
+                    canaries.push((*idx, id.clone()));
+                } else {
+                    mark_stop(s, id, "alloc not needed due to job update");
+                    plan.stop.push(id.clone());
+                }
+            } else {
+                regular.push((*idx, id.clone()));
+            }
+        }
         let mut by_index: BTreeMap<u32, String> = BTreeMap::new();
-        for (id, ag, idx) in live.iter().filter(|(_, ag, _)| ag == g) {
-            let _ = ag;
+        if promoted {
+            // Promoted canaries take the place of the allocations they stand for.
+            for (idx, id) in &canaries {
+                by_index.insert(*idx, id.clone());
+            }
+        }
+        for (idx, id) in &regular {
             if by_index.contains_key(idx) {
                 mark_stop(s, id, "alloc not needed due to job update");
                 plan.stop.push(id.clone());
@@ -474,6 +632,7 @@ pub(crate) fn reconcile(inner: &Inner, s: &mut Store, job_id: &str, eval_id: &st
         }
         let mut changed: Vec<String> = Vec::new();
         let mut group_changed = false;
+        let mut awaiting_canary: Vec<u32> = Vec::new();
         for (idx, id) in &by_index {
             if *idx >= spec.count {
                 mark_stop(s, id, "alloc not needed due to job update");
@@ -482,9 +641,18 @@ pub(crate) fn reconcile(inner: &Inner, s: &mut Store, job_id: &str, eval_id: &st
                 continue;
             }
             let Some(a) = s.allocs.get(id) else { continue };
+            if a.canary {
+                // A promoted canary already runs this version.
+                continue;
+            }
             let destructive =
                 a.client_status == "failed" || GroupSpec::destructive_fingerprint(&a.job, g) != dfp;
             let in_place = !destructive && GroupSpec::full_fingerprint(&a.job, g) != ffp;
+            if destructive && desired_canaries > 0 && !promoted && a.client_status != "failed" {
+                // Left running until the canaries are promoted.
+                awaiting_canary.push(*idx);
+                continue;
+            }
             if destructive {
                 mark_stop(s, id, "alloc is being updated due to job update");
                 plan.stop.push(id.clone());
@@ -511,6 +679,23 @@ pub(crate) fn reconcile(inner: &Inner, s: &mut Store, job_id: &str, eval_id: &st
                 }
             }
         }
+        if !awaiting_canary.is_empty() {
+            // Canaries take the names of the allocations they will replace.
+            let wanted = usize::try_from(desired_canaries).unwrap_or(usize::MAX);
+            let mut names = awaiting_canary.iter().cycle();
+            while canaries.len() < wanted {
+                let Some(idx) = names.next().copied() else {
+                    break;
+                };
+                let new_id = place(inner, s, &job, &spec, idx, eval_id, "");
+                if let Some(a) = s.allocs.get_mut(&new_id) {
+                    a.canary = true;
+                }
+                plan.start.push(new_id.clone());
+                changed.push(new_id.clone());
+                canaries.push((idx, new_id));
+            }
+        }
         for idx in 0..spec.count {
             if !by_index.contains_key(&idx) {
                 let new_id = place(inner, s, &job, &spec, idx, eval_id, "");
@@ -518,73 +703,114 @@ pub(crate) fn reconcile(inner: &Inner, s: &mut Store, job_id: &str, eval_id: &st
                 changed.push(new_id);
             }
         }
-        if !changed.is_empty() || group_changed {
-            tracked.push((g.clone(), changed));
+        let in_canary_phase = !awaiting_canary.is_empty() || (!canaries.is_empty() && !promoted);
+        if !changed.is_empty() || group_changed || in_canary_phase {
+            tracked.push(GroupChange {
+                group: g.clone(),
+                changed,
+                canaries: canaries.into_iter().map(|(_, id)| id).collect(),
+                desired_canaries: if in_canary_phase || promoted {
+                    desired_canaries
+                } else {
+                    0
+                },
+            });
         }
     }
-    let is_service = str_field(&job, "Type") == "service";
-    if is_service && !tracked.is_empty() {
-        cancel_deployments(s, job_id, "Cancelled due to newer version of job");
-        let i = s.touch_deploys();
-        let dep_id = uuid::Uuid::new_v4().to_string();
-        let now = SystemTime::now();
-        let mut dgroups = BTreeMap::new();
-        let mut allocs = Vec::new();
-        for (g, ids) in &tracked {
-            let spec = GroupSpec::from_job(&job, g);
-            let update = spec.as_ref().and_then(|s| s.update.clone());
-            let progress = update
-                .as_ref()
-                .map_or(Duration::from_secs(600), |u| u.progress_deadline);
-            dgroups.insert(
-                g.clone(),
-                DeploymentGroup {
-                    auto_revert: update.as_ref().is_some_and(|u| u.auto_revert),
-                    auto_promote: update.as_ref().is_some_and(|u| u.auto_promote),
-                    promoted: false,
-                    desired_total: spec.as_ref().map_or(0, |s| u64::from(s.count)),
-                    placed_allocs: ids.len() as u64,
-                    healthy_allocs: 0,
-                    unhealthy_allocs: 0,
-                    progress_deadline_ns: u64::try_from(progress.as_nanos()).unwrap_or(u64::MAX),
-                    require_progress_by: (!progress.is_zero()).then(|| now + progress),
-                },
-            );
-            allocs.extend(ids.iter().cloned());
+    if !is_service || tracked.is_empty() {
+        return plan;
+    }
+    if let Some(dep_id) = current_dep {
+        extend_deployment(s, &job, &dep_id, &tracked);
+        return plan;
+    }
+    cancel_deployments(s, job_id, "Cancelled due to newer version of job");
+    let i = s.touch_deploys();
+    let dep_id = uuid::Uuid::new_v4().to_string();
+    let now = SystemTime::now();
+    let mut deployment = Deployment {
+        id: dep_id.clone(),
+        namespace: str_field(&job, "Namespace").to_string(),
+        job_id: job_id.to_string(),
+        job_version: version,
+        job_modify_index: job
+            .get("JobModifyIndex")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        job_create_index: job.get("CreateIndex").and_then(Value::as_u64).unwrap_or(0),
+        groups: BTreeMap::new(),
+        allocs: Vec::new(),
+        status: "running".into(),
+        status_description: String::new(),
+        create_index: i,
+        modify_index: i,
+        create_time: now,
+        modify_time: now,
+        priority: job.get("Priority").and_then(Value::as_i64).unwrap_or(50),
+    };
+    add_to_deployment(s, &job, &mut deployment, &tracked);
+    deployment.status_description = deployment.running_description().to_string();
+    s.deployments.insert(dep_id.clone(), deployment);
+    plan.deployment = Some(dep_id);
+    plan
+}
+
+/// Adds what reconciliation placed or updated to a deployment's groups and
+/// resets those allocations' health.
+fn add_to_deployment(s: &mut Store, job: &Value, d: &mut Deployment, tracked: &[GroupChange]) {
+    let now = SystemTime::now();
+    for t in tracked {
+        let spec = GroupSpec::from_job(job, &t.group);
+        let update = spec.as_ref().and_then(|s| s.update.clone());
+        let progress = update
+            .as_ref()
+            .map_or(Duration::from_secs(600), |u| u.progress_deadline);
+        let dg = d
+            .groups
+            .entry(t.group.clone())
+            .or_insert_with(|| DeploymentGroup {
+                auto_revert: update.as_ref().is_some_and(|u| u.auto_revert),
+                auto_promote: update.as_ref().is_some_and(|u| u.auto_promote),
+                promoted: false,
+                desired_canaries: 0,
+                placed_canaries: Vec::new(),
+                desired_total: spec.as_ref().map_or(0, |s| u64::from(s.count)),
+                placed_allocs: 0,
+                healthy_allocs: 0,
+                unhealthy_allocs: 0,
+                progress_deadline_ns: u64::try_from(progress.as_nanos()).unwrap_or(u64::MAX),
+                require_progress_by: (!progress.is_zero()).then(|| now + progress),
+            });
+        dg.desired_canaries = dg.desired_canaries.max(t.desired_canaries);
+        for c in &t.canaries {
+            if !dg.placed_canaries.contains(c) {
+                dg.placed_canaries.push(c.clone());
+            }
         }
-        for id in &allocs {
+        dg.placed_allocs += t.changed.len() as u64;
+        for id in &t.changed {
+            if !d.allocs.contains(id) {
+                d.allocs.push(id.clone());
+            }
             if let Some(a) = s.allocs.get_mut(id) {
-                a.deployment_id = Some(dep_id.clone());
+                a.deployment_id = Some(d.id.clone());
                 a.healthy = None;
                 a.health_epoch = Instant::now();
             }
         }
-        s.deployments.insert(
-            dep_id.clone(),
-            Deployment {
-                id: dep_id.clone(),
-                namespace: str_field(&job, "Namespace").to_string(),
-                job_id: job_id.to_string(),
-                job_version: version,
-                job_modify_index: job
-                    .get("JobModifyIndex")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0),
-                job_create_index: job.get("CreateIndex").and_then(Value::as_u64).unwrap_or(0),
-                groups: dgroups,
-                allocs,
-                status: "running".into(),
-                status_description: "Deployment is running".into(),
-                create_index: i,
-                modify_index: i,
-                create_time: now,
-                modify_time: now,
-                priority: job.get("Priority").and_then(Value::as_i64).unwrap_or(50),
-            },
-        );
-        plan.deployment = Some(dep_id);
     }
-    plan
+}
+
+/// Adds a promotion's placements to the running deployment `dep_id`.
+fn extend_deployment(s: &mut Store, job: &Value, dep_id: &str, tracked: &[GroupChange]) {
+    let Some(mut d) = s.deployments.remove(dep_id) else {
+        return;
+    };
+    add_to_deployment(s, job, &mut d, tracked);
+    let i = s.touch_deploys();
+    d.modify_index = i;
+    d.modify_time = SystemTime::now();
+    s.deployments.insert(dep_id.to_string(), d);
 }
 
 /// Carries out a plan: starts runners, sends stop/update commands, and
@@ -744,6 +970,15 @@ async fn watch_deployment(inner: Arc<Inner>, dep_id: String) {
         {
             tracing::error!(deployment = %dep_id, error = %err.msg, "auto-revert failed");
         }
+        let auto = inner.read(|s| auto_promotable(s, &dep_id));
+        if !auto.is_empty() {
+            match inner.mutate(|s| promote(&inner, s, &dep_id, false, &auto)) {
+                Ok((_, plan)) => apply(&inner, plan),
+                Err(err) => {
+                    tracing::warn!(deployment = %dep_id, error = %err.msg, "auto-promotion failed");
+                }
+            }
+        }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = shutdown.wait_for(|s| *s) => return,
@@ -790,12 +1025,12 @@ fn apply_health(s: &mut Store, dep_id: &str, decisions: &[(String, bool)]) -> Op
     });
     let (status, desc) = if any_unhealthy {
         ("failed", "Failed due to unhealthy allocations".to_string())
-    } else if all_healthy {
+    } else if all_healthy && !d.requires_promotion() {
         (
             "successful",
             "Deployment completed successfully".to_string(),
         )
-    } else if past_deadline {
+    } else if past_deadline && !d.requires_promotion() {
         ("failed", "Failed due to progress deadline".to_string())
     } else {
         ("running", String::new())
@@ -922,30 +1157,124 @@ pub(crate) fn fail_deployment(inner: &Arc<Inner>, dep_id: &str) -> Result<Value,
     Ok(reply)
 }
 
-/// `POST /v1/deployment/promote/:id`. The dev scheduler never places
-/// canaries, so a running deployment has nothing to promote.
+/// `POST /v1/deployment/promote/:id`: marks the canaries of every group
+/// (`All`) or of the named groups healthy-and-promoted, then reconciles so
+/// the canaries stand in for the old allocations, which are replaced.
+/// Refuses as Nomad does: a terminal deployment, an unhealthy canary, or
+/// nothing to promote.
 pub(crate) fn promote_deployment(
     inner: &Arc<Inner>,
     dep_id: &str,
     all: bool,
     groups: &[String],
 ) -> Result<Value, ApiError> {
-    inner.mutate(|s| {
-        let d = s
-            .deployments
-            .get(dep_id)
-            .ok_or_else(|| server_error(format!("deployment not found: {dep_id}")))?;
-        if !d.is_active() {
-            return Err(server_error("can't promote terminal deployment"));
+    if !all && groups.is_empty() {
+        return Err(ApiError::bad_request("must specify All or Groups"));
+    }
+    let (reply, plan) = inner.mutate(|s| promote(inner, s, dep_id, all, groups))?;
+    apply(inner, plan);
+    Ok(reply)
+}
+
+fn promote(
+    inner: &Inner,
+    s: &mut Store,
+    dep_id: &str,
+    all: bool,
+    groups: &[String],
+) -> Result<(Value, Plan), ApiError> {
+    let d = s
+        .deployments
+        .get(dep_id)
+        .ok_or_else(|| server_error(format!("deployment not found: {dep_id}")))?;
+    if !d.is_active() {
+        return Err(server_error("can't promote terminal deployment"));
+    }
+    for g in groups {
+        if !d.groups.contains_key(g) {
+            return Err(server_error(format!("deployment has no task group {g:?}")));
         }
-        if !all && groups.is_empty() {
-            return Err(ApiError::bad_request("must specify All or Groups"));
-        }
-        for g in groups {
-            if !d.groups.contains_key(g) {
-                return Err(server_error(format!("deployment has no task group {g:?}")));
+    }
+    let in_scope = |g: &str| all || groups.iter().any(|x| x == g);
+    let mut errs = Vec::new();
+    let mut promotable = Vec::new();
+    for (g, dg) in d.groups.iter().filter(|(g, _)| in_scope(g)) {
+        for id in &dg.placed_canaries {
+            let Some(a) = s.allocs.get(id) else { continue };
+            if a.is_terminal() || !a.is_live() || a.healthy != Some(true) {
+                errs.push(format!(
+                    "Canary allocation {id:?} for group {g:?} is not healthy"
+                ));
+            } else {
+                promotable.push(id.clone());
             }
         }
-        Err(server_error("no canaries to promote"))
-    })
+    }
+    if !errs.is_empty() {
+        let n = errs.len();
+        let list: Vec<String> = errs.iter().map(|e| format!("\t* {e}")).collect();
+        return Err(server_error(format!(
+            "{n} error{} occurred:\n{}\n\n",
+            if n == 1 { "" } else { "s" },
+            list.join("\n")
+        )));
+    }
+    if promotable.is_empty() {
+        return Err(server_error("no canaries to promote"));
+    }
+    let job_id = d.job_id.clone();
+    let i = s.touch_deploys();
+    if let Some(d) = s.deployments.get_mut(dep_id) {
+        for (g, dg) in d.groups.iter_mut() {
+            if in_scope(g) {
+                dg.promoted = true;
+            }
+        }
+        if d.status == "running" {
+            d.status_description = d.running_description().to_string();
+        }
+        d.modify_index = i;
+        d.modify_time = SystemTime::now();
+    }
+    let ai = s.touch_allocs();
+    for id in &promotable {
+        if let Some(a) = s.allocs.get_mut(id) {
+            a.canary = false;
+            a.health_modify_index = ai;
+            a.modify_index = ai;
+        }
+    }
+    let job = s.current_job(&job_id).cloned().unwrap_or(Value::Null);
+    let (eval_id, eval_index) = s.add_eval(&job, "deployment-watcher", dep_id);
+    let mut plan = reconcile(inner, s, &job_id, &eval_id);
+    // Promoted canaries re-register their services with the regular tags.
+    plan.update.extend(promotable);
+    Ok((
+        json!({
+            "EvalID": eval_id,
+            "EvalCreateIndex": eval_index,
+            "DeploymentModifyIndex": i,
+            "Index": s.index,
+        }),
+        plan,
+    ))
+}
+
+/// Groups of a running deployment whose `auto_promote` canaries are all
+/// placed and healthy.
+fn auto_promotable(s: &Store, dep_id: &str) -> Vec<String> {
+    let Some(d) = s.deployments.get(dep_id).filter(|d| d.status == "running") else {
+        return Vec::new();
+    };
+    d.groups
+        .iter()
+        .filter(|(_, g)| g.auto_promote && !g.promoted && g.desired_canaries > 0)
+        .filter(|(_, g)| {
+            g.placed_canaries.len() as u64 >= g.desired_canaries
+                && g.placed_canaries
+                    .iter()
+                    .all(|id| s.allocs.get(id).is_some_and(|a| a.healthy == Some(true)))
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
 }

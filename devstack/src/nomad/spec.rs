@@ -321,6 +321,8 @@ pub(crate) struct CheckSpec {
     pub(crate) interval: Duration,
     pub(crate) timeout: Duration,
     pub(crate) header: Value,
+    /// `initial_status`: the status Consul gives the check until it first runs.
+    pub(crate) initial_status: String,
 }
 
 /// One `service` block.
@@ -456,6 +458,7 @@ fn services(v: &Value, task: Option<&str>) -> Vec<ServiceSpec> {
                     interval: ns_field(c, "Interval", Duration::from_secs(10)),
                     timeout: ns_field(c, "Timeout", Duration::from_secs(2)),
                     header: c.get("Header").cloned().unwrap_or(Value::Null),
+                    initial_status: str_field(c, "InitialStatus").to_string(),
                 })
                 .collect(),
         })

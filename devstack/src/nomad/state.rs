@@ -102,6 +102,8 @@ pub(crate) struct Alloc {
     pub(crate) client_description: String,
     pub(crate) task_states: BTreeMap<String, TaskState>,
     pub(crate) deployment_id: Option<String>,
+    /// A canary of its deployment (cleared when the deployment is promoted).
+    pub(crate) canary: bool,
     pub(crate) healthy: Option<bool>,
     pub(crate) health_time: Option<SystemTime>,
     pub(crate) health_modify_index: u64,
@@ -134,6 +136,8 @@ pub(crate) struct DeploymentGroup {
     pub(crate) auto_revert: bool,
     pub(crate) auto_promote: bool,
     pub(crate) promoted: bool,
+    pub(crate) desired_canaries: u64,
+    pub(crate) placed_canaries: Vec<String>,
     pub(crate) desired_total: u64,
     pub(crate) placed_allocs: u64,
     pub(crate) healthy_allocs: u64,
@@ -163,9 +167,41 @@ pub(crate) struct Deployment {
     pub(crate) priority: i64,
 }
 
+/// Nomad's `DeploymentStatusDescriptionRunning`.
+pub(crate) const DESC_RUNNING: &str = "Deployment is running";
+/// Nomad's `DeploymentStatusDescriptionRunningNeedsPromotion`.
+pub(crate) const DESC_NEEDS_PROMOTION: &str = "Deployment is running but requires manual promotion";
+/// Nomad's `DeploymentStatusDescriptionRunningAutoPromotion`.
+pub(crate) const DESC_AUTO_PROMOTION: &str = "Deployment is running pending automatic promotion";
+
 impl Deployment {
     pub(crate) fn is_active(&self) -> bool {
         matches!(self.status.as_str(), "running" | "paused" | "pending")
+    }
+
+    /// Whether a group still waits for its canaries to be promoted
+    /// (Nomad's `RequiresPromotion`).
+    pub(crate) fn requires_promotion(&self) -> bool {
+        self.groups
+            .values()
+            .any(|g| g.desired_canaries > 0 && !g.promoted)
+    }
+
+    /// The running description Nomad shows: waiting for a manual or an
+    /// automatic promotion, or just running.
+    pub(crate) fn running_description(&self) -> &'static str {
+        let waiting: Vec<&DeploymentGroup> = self
+            .groups
+            .values()
+            .filter(|g| g.desired_canaries > 0 && !g.promoted)
+            .collect();
+        if waiting.is_empty() {
+            DESC_RUNNING
+        } else if waiting.iter().all(|g| g.auto_promote) {
+            DESC_AUTO_PROMOTION
+        } else {
+            DESC_NEEDS_PROMOTION
+        }
     }
 }
 
@@ -440,7 +476,7 @@ pub(crate) fn render_alloc(a: &Alloc, node: &NodeInfo, with_job: bool) -> Value 
         json!({
             "Healthy": a.healthy,
             "Timestamp": opt_time(a.health_time).as_str().map(str::to_string).unwrap_or_else(|| rfc3339(std::time::UNIX_EPOCH)),
-            "Canary": false,
+            "Canary": a.canary,
             "ModifyIndex": a.health_modify_index,
         })
     } else {
@@ -496,8 +532,8 @@ pub(crate) fn render_deployment(d: &Deployment) -> Value {
                     "AutoRevert": g.auto_revert,
                     "AutoPromote": g.auto_promote,
                     "Promoted": g.promoted,
-                    "PlacedCanaries": null,
-                    "DesiredCanaries": 0,
+                    "PlacedCanaries": if g.placed_canaries.is_empty() { Value::Null } else { json!(g.placed_canaries) },
+                    "DesiredCanaries": g.desired_canaries,
                     "DesiredTotal": g.desired_total,
                     "PlacedAllocs": g.placed_allocs,
                     "HealthyAllocs": g.healthy_allocs,

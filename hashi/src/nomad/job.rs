@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::types::UpdateStrategy;
 use crate::Error;
 
 /// A job as Nomad returns it, kept as JSON so that fields this crate does not model survive a
@@ -201,6 +202,26 @@ impl Job {
         };
         map.insert(key.to_owned(), value);
         Ok(())
+    }
+
+    /// `TaskGroups[name].Update` as Nomad's canonical job carries it (the job-level `update`
+    /// merged under the group's), falling back to the job-level `Update`; `None` when neither is
+    /// set (the group has no update strategy, so no deployment tracks it).
+    pub fn group_update(&self, group: &str) -> Option<UpdateStrategy> {
+        let own = self.group(group)?.get("Update").filter(|u| u.is_object());
+        let update = own.or_else(|| self.0.get("Update").filter(|u| u.is_object()))?;
+        serde_json::from_value(update.clone()).ok()
+    }
+
+    /// The job without `VersionTag`: a version's tag names that version only, and Nomad refuses
+    /// to register a job whose tag another version already carries, so a job read back is
+    /// re-registered without it.
+    pub fn without_version_tag(&self) -> Job {
+        let mut copy = self.clone();
+        if let Some(fields) = copy.0.as_object_mut() {
+            fields.remove("VersionTag");
+        }
+        copy
     }
 
     fn u64_field(&self, name: &str) -> u64 {

@@ -452,3 +452,28 @@ fn plan_response_sample() {
     assert!(p.failed_tg_allocs.contains_key("cache"));
     assert_eq!(diff.objects[0].name, "Datacenters");
 }
+
+#[test]
+fn group_update_and_version_tag() {
+    let mut job = Job(json!({
+        "ID": "web",
+        "VersionTag": {"Name": "golden", "Description": "", "TaggedTime": 1},
+        "Update": {"Canary": 1, "MaxParallel": 1},
+        "TaskGroups": [
+            {"Name": "blue", "Update": {"Canary": 2, "AutoPromote": true, "HealthCheck": "checks",
+                "MinHealthyTime": 1_000_000_000u64}},
+            {"Name": "green"}
+        ]
+    }));
+    let blue = job.group_update("blue").unwrap();
+    assert_eq!((blue.canary, blue.auto_promote), (2, true));
+    assert_eq!(blue.min_healthy_time, 1_000_000_000);
+    // A group without its own update block falls back to the job's.
+    assert_eq!(job.group_update("green").unwrap().canary, 1);
+    assert_eq!(job.group_update("nope"), None);
+    let stripped = job.without_version_tag();
+    assert!(stripped.0.get("VersionTag").is_none());
+    assert_eq!(stripped.id(), "web");
+    job.0["Update"] = serde_json::Value::Null;
+    assert_eq!(job.group_update("green"), None);
+}

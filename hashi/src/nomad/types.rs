@@ -131,6 +131,24 @@ pub struct AllocDeploymentStatus {
     pub modify_index: u64,
 }
 
+/// A group's update strategy (`api.UpdateStrategy`; durations in nanoseconds).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct UpdateStrategy {
+    pub stagger: u64,
+    pub max_parallel: u64,
+    /// `checks`, `task_states` or `manual`.
+    pub health_check: String,
+    pub min_healthy_time: u64,
+    pub healthy_deadline: u64,
+    pub progress_deadline: u64,
+    pub auto_revert: bool,
+    pub auto_promote: bool,
+    /// Canaries placed next to the old allocations before a destructive update proceeds; the
+    /// deployment then waits for a promotion (or `auto_promote`).
+    pub canary: u64,
+}
+
 /// A deployment (`GET /v1/job/:id/deployment`, `/deployments`, `/v1/deployment/:id`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
