@@ -76,12 +76,19 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers. With `upgrade`, keeps the `Connection:
 /// upgrade` / `Upgrade` pair that the upgrade needs.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most messages carry none: one pass over the names is cheaper than a
-    // hash lookup per hop-by-hop name.
-    let any = headers
-        .keys()
-        .any(|k| k == header::UPGRADE || HOP_BY_HOP.iter().any(|h| h == k));
-    if !any {
+    // One pass over the names finds which hop-by-hop headers are there
+    // (most messages carry none, or only `Connection`): removing an absent
+    // name still costs a hash lookup each.
+    let mut present = [false; 8];
+    let mut has_upgrade = false;
+    for k in headers.keys() {
+        if k == header::UPGRADE {
+            has_upgrade = true;
+        } else if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+            present[i] = true;
+        }
+    }
+    if !has_upgrade && !present.contains(&true) {
         return;
     }
     // Headers named by Connection are hop-by-hop too.
@@ -94,16 +101,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         .filter(|n| !(upgrade && n == header::UPGRADE))
         // `Connection: host` must not take the request's Host away.
         .filter(|n| n != header::HOST)
+        // Those already known present or absent need no lookup of their own.
+        .filter(|n| n != header::UPGRADE && !HOP_BY_HOP.contains(n))
         .collect();
     for n in named {
         headers.remove(n);
     }
-    for h in &HOP_BY_HOP {
-        headers.remove(h);
+    for (h, there) in HOP_BY_HOP.iter().zip(present) {
+        if there {
+            headers.remove(h);
+        }
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if has_upgrade {
         headers.remove(header::UPGRADE);
     }
 }
@@ -268,8 +279,17 @@ pub fn add_forwarded(
             );
         }
     } else {
+        // Which of the replaced headers the client sent, in one pass over
+        // the names: removing an absent name still costs a lookup each.
+        let mut sent = [false; 5];
+        for k in headers.keys() {
+            if let Some(i) = REPLACED.iter().position(|r| r == k) {
+                sent[i] = true;
+            }
+        }
+        let [sent_host, sent_port, sent_prefix, sent_forwarded, sent_via] = sent;
         // insert replaces every line a client sent.
-        if let Ok(v) = HeaderValue::from_str(&client.ip.to_string()) {
+        if let Some(v) = ip_value(client.ip) {
             headers.insert(X_FORWARDED_FOR, v);
         }
         headers.insert(X_FORWARDED_PROTO, proto_value);
@@ -277,18 +297,27 @@ pub fn add_forwarded(
             Some(h) => {
                 headers.insert(X_FORWARDED_HOST, h.clone());
             }
-            None => {
+            None if sent_host => {
                 headers.remove(&X_FORWARDED_HOST);
             }
+            None => {}
         }
-        headers.remove(&X_FORWARDED_PORT);
-        headers.remove(&X_FORWARDED_PREFIX);
+        if sent_port {
+            headers.remove(&X_FORWARDED_PORT);
+        }
+        if sent_prefix {
+            headers.remove(&X_FORWARDED_PREFIX);
+        }
         if emit {
             if let Ok(v) = HeaderValue::from_str(&forwarded_element(client, proto, host)) {
                 headers.insert(header::FORWARDED, v);
             }
-        } else {
+        } else if sent_forwarded {
             headers.remove(header::FORWARDED);
+        }
+        if !sent_via {
+            headers.insert(header::VIA, HeaderValue::from_static(via));
+            return;
         }
     }
     if headers.contains_key(header::VIA) {
@@ -298,10 +327,72 @@ pub fn add_forwarded(
     }
 }
 
+/// The headers an untrusted client's values are dropped from (or, for
+/// `Via`, extended), in the order `add_forwarded` reads its scan.
+const REPLACED: [HeaderName; 5] = [
+    X_FORWARDED_HOST,
+    X_FORWARDED_PORT,
+    X_FORWARDED_PREFIX,
+    header::FORWARDED,
+    header::VIA,
+];
+
+/// The client address as a header value. IPv4, the common case, is
+/// written by hand: the formatting machinery costs more than the rest of
+/// the forwarding headers together.
+fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut buf = [0u8; 15];
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                let skip = if octet >= 100 {
+                    0
+                } else if octet >= 10 {
+                    1
+                } else {
+                    2
+                };
+                for d in &digits[skip..] {
+                    buf[n] = b'0' + d;
+                    n += 1;
+                }
+            }
+            HeaderValue::from_bytes(&buf[..n]).ok()
+        }
+        IpAddr::V6(_) => HeaderValue::from_str(&ip.to_string()).ok(),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_addresses_are_written_as_display_writes_them() {
+        let cases = [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.0.255",
+            "127.0.0.1",
+            "192.168.100.9",
+            "255.255.255.255",
+            "99.100.101.10",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:10.1.2.3",
+        ];
+        for c in cases {
+            let ip: IpAddr = c.parse().unwrap();
+            assert_eq!(ip_value(ip).unwrap(), ip.to_string().as_str(), "{c}");
+        }
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {
