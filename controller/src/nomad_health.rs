@@ -223,10 +223,12 @@ impl Controller {
             ..plan.clone()
         };
         let deadline = Instant::now() + self.settings.deadline;
-        Some(match self.wait_standby(&wait, &old, deadline, false).await {
-            Ok(()) => format!("{head}; {} runs {old} again", plan.colour),
-            Err(e) => format!("{head}, but {} has not recovered: {e}", plan.colour),
-        })
+        Some(
+            match self.wait_standby(&wait, &old, deadline, false).await {
+                Ok(()) => format!("{head}; {} runs {old} again", plan.colour),
+                Err(e) => format!("{head}, but {} has not recovered: {e}", plan.colour),
+            },
+        )
     }
 }
 

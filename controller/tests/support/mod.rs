@@ -138,7 +138,11 @@ impl Stack {
         })
         .await;
         let nomad_url = nomad_server.url();
-        let proxy = ProxyHandle::start(&consul_config(&consul_url, "[registration]\ncheck_interval = \"1s\"")).await;
+        let proxy = ProxyHandle::start(&consul_config(
+            &consul_url,
+            "[registration]\ncheck_interval = \"1s\"",
+        ))
+        .await;
 
         let nomad = NomadClient::new(switchyard_hashi::nomad::NomadConfig {
             address: nomad_url.clone(),
