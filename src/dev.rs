@@ -209,309 +209,478 @@ pub(crate) async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> an
     if args.no_nomad && !args.no_proxy {
         tracing::info!("--no-nomad runs Consul only; the proxy stays off");
     }
-
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
-    let dev_json = args.data_dir.join(DEV_JSON);
-    let dev_env = args.data_dir.join(secure::DEV_ENV);
-    // A file left by an earlier run would announce dead addresses.
-    remove_if_exists(&dev_json);
-    remove_if_exists(&dev_env);
-    let secure = if args.secure {
-        Some(secure::prepare(&args.data_dir)?)
-    } else {
-        None
-    };
-    let scheme = if secure.is_some() { "https" } else { "http" };
-
+    let dev = Dev::prepare(args)?;
     // Everything the proxy needs is decided before any socket is bound, so
     // a bad configuration fails fast.
     let proxy_config = if run_proxy {
-        let (text, origin) = read_source(args.proxy_config.as_deref(), PROXY_CONFIG_FILE)
+        Some(dev.proxy_config()?)
+    } else {
+        None
+    };
+    let bound = dev.bind(run_nomad, proxy_config).await?;
+    let consul = dev.start_consul()?;
+    let proxy = start_proxy(bound.proxy)?;
+    let nomad = dev.start_nomad(bound.nomad, &bound.consul_url)?;
+    let mut running = dev.spawn_chain(consul, bound.consul, proxy, nomad);
+    let outcome = {
+        let ctx = dev.up_context(
+            &bound.consul_url,
+            running.nomad.as_ref(),
+            running.proxy.as_ref(),
+        )?;
+        dev.serve(
+            &ctx,
+            bound.consul_addr,
+            &bound.consul_url,
+            &mut running.failures,
+            shutdown,
+        )
+        .await
+    };
+    dev.stop(running).await;
+    if outcome.is_ok() {
+        tracing::info!("switchyard dev: stopped");
+    }
+    outcome
+}
+
+/// What the phases of [`run`] share: the arguments, the files of the data
+/// directory and, with `--secure`, the certificates and tokens.
+struct Dev {
+    args: DevArgs,
+    /// `<data-dir>/dev.json`, written once ready.
+    dev_json: PathBuf,
+    /// `<data-dir>/dev.env`, written once ready with `--secure`.
+    dev_env: PathBuf,
+    secure: Option<secure::Secure>,
+    /// The scheme of the Consul and Nomad APIs.
+    scheme: &'static str,
+}
+
+/// The sockets, bound before anything runs.
+struct Bound {
+    consul: TcpListener,
+    consul_addr: SocketAddr,
+    consul_url: String,
+    /// Nomad's listener and the address to connect to.
+    nomad: Option<(TcpListener, SocketAddr)>,
+    /// The proxy's configuration (with the bound addresses), its listeners,
+    /// and the traffic and admin addresses to connect to.
+    proxy: Option<(Config, Listeners, SocketAddr, SocketAddr)>,
+}
+
+/// The dev Nomad, ready to serve on its bound socket.
+struct NomadRun {
+    nomad: DevNomad,
+    listener: TcpListener,
+    /// The address to connect to.
+    addr: SocketAddr,
+    /// Where task binaries are looked up before `PATH`.
+    extra_path: Vec<PathBuf>,
+}
+
+/// The started chain of components.
+struct Running {
+    /// Set to ask every stage to stop.
+    stop: watch::Sender<bool>,
+    /// Why a component ended on its own.
+    failures: mpsc::UnboundedReceiver<String>,
+    stages: Vec<(&'static str, JoinHandle<()>)>,
+    proxy: Option<ProxyView>,
+    nomad: Option<NomadView>,
+}
+
+impl Dev {
+    /// Creates the data directory, removes the announcements an earlier run
+    /// left, and with `--secure` generates the certificates and tokens.
+    fn prepare(args: DevArgs) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+        let dev_json = args.data_dir.join(DEV_JSON);
+        let dev_env = args.data_dir.join(secure::DEV_ENV);
+        // A file left by an earlier run would announce dead addresses.
+        remove_if_exists(&dev_json);
+        remove_if_exists(&dev_env);
+        let secure = if args.secure {
+            Some(secure::prepare(&args.data_dir)?)
+        } else {
+            None
+        };
+        let scheme = if secure.is_some() { "https" } else { "http" };
+        Ok(Self {
+            args,
+            dev_json,
+            dev_env,
+            secure,
+            scheme,
+        })
+    }
+
+    /// Reads and parses the proxy configuration.
+    fn proxy_config(&self) -> anyhow::Result<Config> {
+        let (text, origin) = read_source(self.args.proxy_config.as_deref(), PROXY_CONFIG_FILE)
             .unwrap_or_else(|| Ok((EMBEDDED_PROXY_CONFIG.to_owned(), "built-in dev.toml".into())))
             .context("reading the proxy configuration")?;
         let mut config = Config::parse(&text, Path::new(&origin), &Env::from_process())
             .context("invalid proxy configuration")?;
-        if args.no_access_log {
+        if self.args.no_access_log {
             config.log.access_log = false;
         }
         tracing::info!(source = %origin, "proxy configuration");
-        Some(config)
-    } else {
-        None
-    };
+        Ok(config)
+    }
 
-    // Bind first: a busy port is reported before anything runs.
-    let default_consul = if args.secure {
-        "127.0.0.1:8501"
-    } else {
-        "127.0.0.1:8500"
-    };
-    let consul_bind = match args.consul_addr {
-        Some(a) => a,
-        None => default_consul.parse()?,
-    };
-    let consul_listener = bind(consul_bind, "Consul").await?;
-    let consul_addr = connectable(consul_listener.local_addr()?);
-    let consul_url = format!("{scheme}://{consul_addr}");
-    let nomad_listener = match run_nomad {
-        true => Some(bind(args.nomad_addr, "Nomad").await?),
-        false => None,
-    };
-    let nomad_addr = match &nomad_listener {
-        Some(l) => Some(connectable(l.local_addr()?)),
-        None => None,
-    };
-    let mut proxy_parts = None;
-    if let Some(mut config) = proxy_config {
-        let traffic = bind(args.proxy_addr, "the proxy").await?;
-        let admin = bind(args.admin_addr, "the proxy admin API").await?;
-        let tls = match &config.tls {
-            Some(t) => Some(bind(t.listen, "the proxy TLS listener").await?),
-            None => None,
+    /// Binds Consul's, Nomad's and the proxy's sockets, so a busy port is
+    /// reported before anything runs, and points the proxy configuration at
+    /// them.
+    async fn bind(&self, run_nomad: bool, proxy_config: Option<Config>) -> anyhow::Result<Bound> {
+        let args = &self.args;
+        let default_consul = if args.secure {
+            "127.0.0.1:8501"
+        } else {
+            "127.0.0.1:8500"
         };
-        config.listen = traffic.local_addr()?;
-        config.admin.listen = Some(admin.local_addr()?);
-        config.consul.client.address = consul_url.clone();
-        if let Some(s) = &secure {
-            // The proxy's own least-privilege token, over TLS.
-            config.consul.client.token = Some(s.tokens.consul_proxy.clone());
-            config.consul.client.token_file = None;
-            config.consul.client.tls.ca_cert = Some(secure::ca_path(s));
+        let consul_bind = match args.consul_addr {
+            Some(a) => a,
+            None => default_consul.parse()?,
+        };
+        let consul = bind(consul_bind, "Consul").await?;
+        let consul_addr = connectable(consul.local_addr()?);
+        let consul_url = format!("{}://{consul_addr}", self.scheme);
+        let nomad = match run_nomad {
+            true => {
+                let l = bind(args.nomad_addr, "Nomad").await?;
+                let addr = connectable(l.local_addr()?);
+                Some((l, addr))
+            }
+            false => None,
+        };
+        let mut proxy = None;
+        if let Some(mut config) = proxy_config {
+            let traffic = bind(args.proxy_addr, "the proxy").await?;
+            let admin = bind(args.admin_addr, "the proxy admin API").await?;
+            let tls = match &config.tls {
+                Some(t) => Some(bind(t.listen, "the proxy TLS listener").await?),
+                None => None,
+            };
+            config.listen = traffic.local_addr()?;
+            config.admin.listen = Some(admin.local_addr()?);
+            config.consul.client.address = consul_url.clone();
+            if let Some(s) = &self.secure {
+                // The proxy's own least-privilege token, over TLS.
+                config.consul.client.token = Some(s.tokens.consul_proxy.clone());
+                config.consul.client.token_file = None;
+                config.consul.client.tls.ca_cert = Some(secure::ca_path(s));
+            }
+            let proxy_addr = connectable(config.listen);
+            let admin_addr = connectable(admin.local_addr()?);
+            let listeners = Listeners {
+                traffic,
+                tls,
+                admin: Some(admin),
+            };
+            proxy = Some((config, listeners, proxy_addr, admin_addr));
         }
-        let proxy_addr = connectable(config.listen);
-        let admin_addr = connectable(admin.local_addr()?);
-        let listeners = Listeners {
-            traffic,
-            tls,
-            admin: Some(admin),
-        };
-        proxy_parts = Some((config, listeners, proxy_addr, admin_addr));
-    }
-
-    let consul_data = (!args.ephemeral).then(|| args.data_dir.join("consul"));
-    let consul = DevConsul::new(ConsulConfig {
-        data_dir: consul_data,
-        acl: secure.as_ref().map(|s| Arc::clone(&s.consul_acl)),
-        ..ConsulConfig::default()
-    })
-    .context("starting the dev Consul")?;
-
-    let mut proxy_run = None;
-    if let Some((config, listeners, proxy_addr, admin_addr)) = proxy_parts {
-        let proxy = Proxy::new(config.clone()).context("starting the proxy")?;
-        let router = Arc::clone(proxy.router());
-        proxy_run = Some((
+        Ok(Bound {
+            consul,
+            consul_addr,
+            consul_url,
+            nomad,
             proxy,
-            listeners,
-            ProxyView {
-                config,
-                router,
-                addr: proxy_addr,
-                admin: admin_addr,
-            },
-        ));
+        })
     }
 
-    let mut nomad_run = None;
-    if let (Some(listener), Some(addr)) = (nomad_listener, nomad_addr) {
+    /// The dev Consul, with its state in `<data-dir>/consul` unless `--ephemeral`.
+    fn start_consul(&self) -> anyhow::Result<DevConsul> {
+        let consul_data = (!self.args.ephemeral).then(|| self.args.data_dir.join("consul"));
+        DevConsul::new(ConsulConfig {
+            data_dir: consul_data,
+            acl: self.secure.as_ref().map(|s| Arc::clone(&s.consul_acl)),
+            ..ConsulConfig::default()
+        })
+        .context("starting the dev Consul")
+    }
+
+    /// The dev Nomad, when its socket is bound, with the directories its tasks'
+    /// binaries are looked up in.
+    fn start_nomad(
+        &self,
+        bound: Option<(TcpListener, SocketAddr)>,
+        consul_url: &str,
+    ) -> anyhow::Result<Option<NomadRun>> {
+        let Some((listener, addr)) = bound else {
+            return Ok(None);
+        };
+        let args = &self.args;
+        let secure = self.secure.as_ref();
         let exe = std::env::current_exe().context("locating the running executable")?;
         let demo_dir = link_demo(&args.data_dir, &exe)?;
         let extra_path = task_dirs(args.hello_bin.as_deref(), &demo_dir, &exe)?;
         tracing::debug!(dirs = ?extra_path, "task binaries are looked up here, then on PATH");
         let nomad = DevNomad::new(NomadConfig {
             data_dir: (!args.ephemeral).then(|| args.data_dir.join("nomad")),
-            consul_addr: consul_url.clone(),
+            consul_addr: consul_url.to_owned(),
             extra_path: extra_path.clone(),
             task_launcher: Some(vec![exe.into_os_string(), LAUNCH_TASK.into()]),
             task_record: Some(args.data_dir.join(TASK_RECORD)),
-            consul_token: secure.as_ref().map(|s| s.tokens.consul_nomad_agent.clone()),
-            consul_ca_cert: secure.as_ref().map(secure::ca_path),
-            acl: secure.as_ref().map(|s| Arc::clone(&s.nomad_acl)),
+            consul_token: secure.map(|s| s.tokens.consul_nomad_agent.clone()),
+            consul_ca_cert: secure.map(secure::ca_path),
+            acl: secure.map(|s| Arc::clone(&s.nomad_acl)),
             ..NomadConfig::default()
         })
         .context("starting the dev Nomad")?;
-        nomad_run = Some((nomad, listener, addr, extra_path));
-    }
-
-    // Start the chain. Gates: the proxy stops on the shutdown signal, Nomad
-    // when the proxy has returned, Consul when Nomad has returned.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (fail_tx, mut fail_rx) = mpsc::unbounded_channel::<String>();
-    let mut stages = Vec::new();
-    let mut gate = stop_rx.clone();
-    let mut view = None;
-    if let Some((proxy, listeners, v)) = proxy_run {
-        let g = gate.clone();
-        let (done_tx, done_rx) = watch::channel(false);
-        stages.push(spawn_stage(
-            "proxy",
-            async move {
-                proxy
-                    .run(listeners, wait_for(g))
-                    .await
-                    .map_err(anyhow::Error::from)
-            },
-            done_tx,
-            stop_rx.clone(),
-            fail_tx.clone(),
-        ));
-        gate = done_rx;
-        view = Some(v);
-    }
-    let mut nomad_info = None;
-    if let Some((nomad, listener, addr, extra_path)) = nomad_run {
-        let g = gate.clone();
-        let (done_tx, done_rx) = watch::channel(false);
-        let alloc_root = nomad.alloc_dir();
-        let tls = secure.as_ref().map(|s| s.pki.clone());
-        stages.push(spawn_stage(
-            "nomad",
-            async move {
-                match tls {
-                    Some(pki) => nomad.serve(pki.listener(listener, None), wait_for(g)).await,
-                    None => nomad.serve(listener, wait_for(g)).await,
-                }
-                .map_err(anyhow::Error::from)
-            },
-            done_tx,
-            stop_rx.clone(),
-            fail_tx.clone(),
-        ));
-        gate = done_rx;
-        nomad_info = Some(NomadView {
+        Ok(Some(NomadRun {
+            nomad,
+            listener,
             addr,
-            alloc_root,
             extra_path,
-        });
+        }))
     }
-    {
-        let g = gate.clone();
-        let (done_tx, _) = watch::channel(false);
-        let tls = secure.as_ref().map(|s| s.pki.clone());
-        // Consul's `limits.http_max_conns_per_client`.
-        let limit = ConnLimit::new(DEFAULT_MAX_CONNS_PER_CLIENT);
-        stages.push(spawn_stage(
-            "consul",
-            async move {
-                match tls {
-                    Some(pki) => {
-                        consul
-                            .serve(pki.listener(consul_listener, Some(limit)), wait_for(g))
-                            .await
-                    }
-                    None => consul.serve(limit.tcp(consul_listener), wait_for(g)).await,
-                }
-                .map_err(anyhow::Error::from)
-            },
-            done_tx,
-            stop_rx.clone(),
-            fail_tx.clone(),
-        ));
-    }
-    drop(fail_tx);
 
-    let deadline = Instant::now() + Duration::from_secs(args.ready_timeout);
-    // The dev command brings the demo up as the cluster's administrator
-    // (the bootstrap tokens), like an operator setting up a cluster.
-    let tls = switchyard_hashi::tls::TlsConfig {
-        ca_cert: secure.as_ref().map(secure::ca_path),
-        ..Default::default()
-    };
-    let ctx = UpContext {
-        consul: ConsulClient::new(switchyard_hashi::consul::ConsulConfig {
-            address: consul_url.clone(),
-            token: secure.as_ref().map(|s| s.tokens.consul_management.clone()),
-            tls: tls.clone(),
+    /// Starts the chain. Gates: the proxy stops on the shutdown signal, Nomad
+    /// when the proxy has returned, Consul when Nomad has returned.
+    fn spawn_chain(
+        &self,
+        consul: DevConsul,
+        consul_listener: TcpListener,
+        proxy_run: Option<(Proxy, Listeners, ProxyView)>,
+        nomad_run: Option<NomadRun>,
+    ) -> Running {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (fail_tx, fail_rx) = mpsc::unbounded_channel::<String>();
+        let mut stages = Vec::new();
+        let mut gate = stop_rx.clone();
+        let mut view = None;
+        if let Some((proxy, listeners, v)) = proxy_run {
+            let g = gate.clone();
+            let (done_tx, done_rx) = watch::channel(false);
+            stages.push(spawn_stage(
+                "proxy",
+                async move {
+                    proxy
+                        .run(listeners, wait_for(g))
+                        .await
+                        .map_err(anyhow::Error::from)
+                },
+                done_tx,
+                stop_rx.clone(),
+                fail_tx.clone(),
+            ));
+            gate = done_rx;
+            view = Some(v);
+        }
+        let mut nomad_info = None;
+        if let Some(NomadRun {
+            nomad,
+            listener,
+            addr,
+            extra_path,
+        }) = nomad_run
+        {
+            let g = gate.clone();
+            let (done_tx, done_rx) = watch::channel(false);
+            let alloc_root = nomad.alloc_dir();
+            let tls = self.secure.as_ref().map(|s| s.pki.clone());
+            stages.push(spawn_stage(
+                "nomad",
+                async move {
+                    match tls {
+                        Some(pki) => nomad.serve(pki.listener(listener, None), wait_for(g)).await,
+                        None => nomad.serve(listener, wait_for(g)).await,
+                    }
+                    .map_err(anyhow::Error::from)
+                },
+                done_tx,
+                stop_rx.clone(),
+                fail_tx.clone(),
+            ));
+            gate = done_rx;
+            nomad_info = Some(NomadView {
+                addr,
+                alloc_root,
+                extra_path,
+            });
+        }
+        {
+            let g = gate.clone();
+            let (done_tx, _) = watch::channel(false);
+            let tls = self.secure.as_ref().map(|s| s.pki.clone());
+            // Consul's `limits.http_max_conns_per_client`.
+            let limit = ConnLimit::new(DEFAULT_MAX_CONNS_PER_CLIENT);
+            stages.push(spawn_stage(
+                "consul",
+                async move {
+                    match tls {
+                        Some(pki) => {
+                            consul
+                                .serve(pki.listener(consul_listener, Some(limit)), wait_for(g))
+                                .await
+                        }
+                        None => consul.serve(limit.tcp(consul_listener), wait_for(g)).await,
+                    }
+                    .map_err(anyhow::Error::from)
+                },
+                done_tx,
+                stop_rx.clone(),
+                fail_tx.clone(),
+            ));
+        }
+        Running {
+            stop: stop_tx,
+            failures: fail_rx,
+            stages,
+            proxy: view,
+            nomad: nomad_info,
+        }
+    }
+
+    /// What the bring-up needs: clients with the cluster administrator's
+    /// (bootstrap) tokens, like an operator setting up a cluster, and the
+    /// deadline of `--ready-timeout`.
+    fn up_context<'a>(
+        &'a self,
+        consul_url: &str,
+        nomad: Option<&'a NomadView>,
+        proxy: Option<&'a ProxyView>,
+    ) -> anyhow::Result<UpContext<'a>> {
+        let deadline = Instant::now() + Duration::from_secs(self.args.ready_timeout);
+        let secure = self.secure.as_ref();
+        let tls = switchyard_hashi::tls::TlsConfig {
+            ca_cert: secure.map(secure::ca_path),
             ..Default::default()
-        })?,
-        nomad_auth: (
-            scheme,
-            secure.as_ref().map(|s| s.tokens.nomad_management.clone()),
-            tls,
-        ),
-        nomad: nomad_info.as_ref(),
-        proxy: view.as_ref(),
-        job: args.job.as_deref(),
-        deadline,
-    };
+        };
+        Ok(UpContext {
+            consul: ConsulClient::new(switchyard_hashi::consul::ConsulConfig {
+                address: consul_url.to_owned(),
+                token: secure.map(|s| s.tokens.consul_management.clone()),
+                tls: tls.clone(),
+                ..Default::default()
+            })?,
+            nomad_auth: (
+                self.scheme,
+                secure.map(|s| s.tokens.nomad_management.clone()),
+                tls,
+            ),
+            nomad,
+            proxy,
+            job: self.args.job.as_deref(),
+            deadline,
+        })
+    }
 
-    let mut shutdown = std::pin::pin!(shutdown);
-    let up = tokio::select! {
-        () = &mut shutdown => None,
-        Some(msg) = fail_rx.recv() => Some(Err(anyhow!(msg))),
-        r = bring_up(&ctx) => Some(r),
-    };
-    let outcome = match up {
-        None => Ok(()),
-        Some(Err(e)) => Err(e),
-        Some(Ok(())) => {
-            let addrs = Announce {
-                consul: consul_addr,
-                nomad: nomad_info.as_ref().map(|n| n.addr),
-                proxy: view.as_ref().map(|v| (v.addr, v.admin)),
-            };
-            let env_written = match &secure {
-                Some(s) => {
-                    let nomad_url = addrs.nomad.map(|n| format!("{scheme}://{n}"));
-                    let admin_url = addrs.proxy.map(|(_, a)| format!("http://{a}"));
-                    secure::write_dev_env(
-                        &dev_env,
-                        &secure::dev_env(
-                            s,
-                            &consul_url,
-                            nomad_url.as_deref(),
-                            admin_url.as_deref(),
-                        ),
-                    )
+    /// Brings the stack up, announces it, and serves until `shutdown`
+    /// resolves or a component fails.
+    async fn serve(
+        &self,
+        ctx: &UpContext<'_>,
+        consul_addr: SocketAddr,
+        consul_url: &str,
+        failures: &mut mpsc::UnboundedReceiver<String>,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let up = tokio::select! {
+            () = &mut shutdown => None,
+            Some(msg) = failures.recv() => Some(Err(anyhow!(msg))),
+            r = bring_up(ctx) => Some(r),
+        };
+        match up {
+            None => Ok(()),
+            Some(Err(e)) => Err(e),
+            Some(Ok(())) => {
+                self.announce(ctx, consul_addr, consul_url)?;
+                tokio::select! {
+                    () = &mut shutdown => Ok(()),
+                    Some(msg) = failures.recv() => Err(anyhow!(msg)),
                 }
-                None => Ok(()),
-            };
-            match env_written.and_then(|()| write_dev_json(&dev_json, &addrs)) {
-                Ok(()) => {
-                    let access_log = (!args.no_access_log && view.is_some())
-                        .then(|| args.data_dir.join(ACCESS_LOG));
-                    let env = secure
-                        .as_ref()
-                        .map(|s| (dev_env.as_path(), secure::ca_path(s)));
-                    eprintln!(
-                        "{}",
-                        tour(
-                            &addrs,
-                            view.as_ref(),
-                            &dev_json,
-                            access_log.as_deref(),
-                            env.as_ref().map(|(p, ca)| (*p, ca.as_path())),
-                        )
-                    );
-                    tokio::select! {
-                        () = &mut shutdown => Ok(()),
-                        Some(msg) = fail_rx.recv() => Err(anyhow!(msg)),
-                    }
-                }
-                Err(e) => Err(e),
             }
         }
-    };
+    }
 
-    tracing::info!("switchyard dev: stopping");
-    stop_tx.send_replace(true);
-    for (name, handle) in stages {
-        if let Err(err) = handle.await {
-            tracing::error!(stage = name, error = %err, "component ended abnormally");
+    /// Writes `dev.env` (with `--secure`) and `dev.json`, then prints the tour.
+    fn announce(
+        &self,
+        ctx: &UpContext<'_>,
+        consul_addr: SocketAddr,
+        consul_url: &str,
+    ) -> anyhow::Result<()> {
+        let view = ctx.proxy;
+        let addrs = Announce {
+            consul: consul_addr,
+            nomad: ctx.nomad.map(|n| n.addr),
+            proxy: view.map(|v| (v.addr, v.admin)),
+        };
+        let env_written = match &self.secure {
+            Some(s) => {
+                let nomad_url = addrs.nomad.map(|n| format!("{}://{n}", self.scheme));
+                let admin_url = addrs.proxy.map(|(_, a)| format!("http://{a}"));
+                secure::write_dev_env(
+                    &self.dev_env,
+                    &secure::dev_env(s, consul_url, nomad_url.as_deref(), admin_url.as_deref()),
+                )
+            }
+            None => Ok(()),
+        };
+        env_written.and_then(|()| write_dev_json(&self.dev_json, &addrs))?;
+        let access_log = (!self.args.no_access_log && view.is_some())
+            .then(|| self.args.data_dir.join(ACCESS_LOG));
+        let env = self
+            .secure
+            .as_ref()
+            .map(|s| (self.dev_env.as_path(), secure::ca_path(s)));
+        eprintln!(
+            "{}",
+            tour(
+                &addrs,
+                view,
+                &self.dev_json,
+                access_log.as_deref(),
+                env.as_ref().map(|(p, ca)| (*p, ca.as_path())),
+            )
+        );
+        Ok(())
+    }
+
+    /// Stops the chain in order, waits for every stage, and removes the
+    /// announcements (and with `--ephemeral` the allocation directories).
+    async fn stop(&self, running: Running) {
+        tracing::info!("switchyard dev: stopping");
+        running.stop.send_replace(true);
+        for (name, handle) in running.stages {
+            if let Err(err) = handle.await {
+                tracing::error!(stage = name, error = %err, "component ended abnormally");
+            }
+        }
+        remove_if_exists(&self.dev_json);
+        remove_if_exists(&self.dev_env);
+        if self.args.ephemeral
+            && let Some(n) = &running.nomad
+        {
+            remove_ephemeral_alloc_root(&n.alloc_root);
         }
     }
-    remove_if_exists(&dev_json);
-    remove_if_exists(&dev_env);
-    if args.ephemeral
-        && let Some(n) = &nomad_info
-    {
-        remove_ephemeral_alloc_root(&n.alloc_root);
-    }
-    if outcome.is_ok() {
-        tracing::info!("switchyard dev: stopped");
-    }
-    outcome
+}
+
+/// The proxy, when its sockets are bound, and what the bring-up and the tour
+/// need to know about it.
+fn start_proxy(
+    bound: Option<(Config, Listeners, SocketAddr, SocketAddr)>,
+) -> anyhow::Result<Option<(Proxy, Listeners, ProxyView)>> {
+    let Some((config, listeners, proxy_addr, admin_addr)) = bound else {
+        return Ok(None);
+    };
+    let proxy = Proxy::new(config.clone()).context("starting the proxy")?;
+    let router = Arc::clone(proxy.router());
+    Ok(Some((
+        proxy,
+        listeners,
+        ProxyView {
+            config,
+            router,
+            addr: proxy_addr,
+            admin: admin_addr,
+        },
+    )))
 }
 
 /// What the bring-up needs to know about the running Nomad.

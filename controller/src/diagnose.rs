@@ -104,20 +104,49 @@ fn restore_hint(obs: &Observed) -> Option<String> {
     ))
 }
 
-/// Builds the `diagnose` findings.
-pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> DiagnoseReport {
-    let mut f = Vec::new();
-    let svc = &obs.service;
-    let mut add = |severity, code, message: String, next: String| {
-        f.push(Finding {
+/// The findings gathered so far, in the order the checks add them.
+#[derive(Default)]
+struct Findings(Vec<Finding>);
+
+impl Findings {
+    fn add(&mut self, severity: Severity, code: &'static str, message: String, next: String) {
+        self.0.push(Finding {
             severity,
             code,
             message,
             next,
-        })
-    };
+        });
+    }
+}
+
+/// Builds the `diagnose` findings: each check in turn, then worst first (the sort is stable, so
+/// findings of one severity keep the order of the checks).
+pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> DiagnoseReport {
+    let mut f = Findings::default();
+    nomad_findings(obs, settings, &mut f);
+    consul_findings(obs, settings, &mut f);
+    route_findings(obs, settings, &mut f);
+    proxy_status_findings(obs, &mut f);
+    proxy_health_findings(obs, &mut f);
+    group_findings(obs, &mut f);
+    version_check_findings(obs, &mut f);
+    instance_findings(obs, settings, &mut f);
+    role_tag_findings(obs, &mut f);
+    backup_findings(obs, backups, settings, &mut f);
+    let mut f = f.0;
+    f.sort_by_key(|x| std::cmp::Reverse(x.severity));
+    let errors = f.iter().filter(|x| x.severity == Severity::Error).count();
+    DiagnoseReport {
+        service: obs.service.clone(),
+        findings: f,
+        errors,
+    }
+}
+
+/// Nomad cannot be read, or has no job of the service.
+fn nomad_findings(obs: &Observed, settings: &Settings, f: &mut Findings) {
     match &obs.nomad {
-        Err(e) => add(
+        Err(e) => f.add(
             Severity::Error,
             "nomad-unreachable",
             format!("Nomad at {} cannot be read: {e}", settings.nomad.address),
@@ -126,7 +155,7 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
                 settings.nomad.address
             ),
         ),
-        Ok(n) if n.job.is_none() => add(
+        Ok(n) if n.job.is_none() => f.add(
             Severity::Error,
             "job-missing",
             format!("Nomad has no job {}", obs.job_id),
@@ -134,8 +163,12 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
         ),
         Ok(_) => {}
     }
+}
+
+/// Consul's instances of the service cannot be read.
+fn consul_findings(obs: &Observed, settings: &Settings, f: &mut Findings) {
     if let Err(e) = &obs.instances {
-        add(
+        f.add(
             Severity::Error,
             "consul-unreachable",
             format!("Consul at {} cannot be read: {e}", settings.consul.address),
@@ -145,21 +178,25 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
             ),
         );
     }
-    let key = obs.route_key.clone();
+}
+
+/// The route key cannot be read, does not parse, or names no colour of the service.
+fn route_findings(obs: &Observed, settings: &Settings, f: &mut Findings) {
+    let key = &obs.route_key;
     match &obs.route {
-        Err(e) => add(
+        Err(e) => f.add(
             Severity::Error,
             "route-key-unreadable",
             format!("route key {key} cannot be read: {e}"),
             format!("curl -sS {}/v1/kv/{key}", settings.consul.address),
         ),
-        Ok(Some(RouteKey { value: Err(e), .. })) => add(
+        Ok(Some(RouteKey { value: Err(e), .. })) => f.add(
             Severity::Error,
             "route-key-invalid",
             format!("route key {key} is unusable: {e}"),
             format!("{} --force  # rewrites it", switchyard("switch", obs)),
         ),
-        Ok(Some(RouteKey { value: Ok(v), .. })) if obs.colour_index(&v.active).is_none() => add(
+        Ok(Some(RouteKey { value: Ok(v), .. })) if obs.colour_index(&v.active).is_none() => f.add(
             Severity::Error,
             "route-key-invalid",
             format!(
@@ -170,9 +207,15 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
         ),
         _ => {}
     }
+}
+
+/// What each proxy's admin status says: unreachable, not routing the service, fail-static, or
+/// serving another colour or an older generation than the route key.
+fn proxy_status_findings(obs: &Observed, f: &mut Findings) {
+    let svc = &obs.service;
     for p in &obs.proxies {
         match &p.status {
-            Err(e) => add(
+            Err(e) => f.add(
                 Severity::Error,
                 "proxy-unreachable",
                 format!("proxy admin {} cannot be read: {e}", p.url),
@@ -181,7 +224,7 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
                     p.url
                 ),
             ),
-            Ok(None) => add(
+            Ok(None) => f.add(
                 Severity::Warning,
                 "proxy-without-service",
                 format!("proxy {} does not route {svc}", p.url),
@@ -189,7 +232,7 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
             ),
             Ok(Some(s)) => {
                 if s.fail_static {
-                    add(
+                    f.add(
                         Severity::Error,
                         "proxy-fail-static",
                         format!(
@@ -205,7 +248,7 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
                 }
                 if let Some(v) = obs.route_value() {
                     if !s.active_colour.eq_ignore_ascii_case(&v.active) {
-                        add(
+                        f.add(
                             Severity::Error,
                             "proxy-disagrees",
                             format!(
@@ -215,7 +258,7 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
                             format!("curl -sS {}/status  # is its Consul watch stuck?", p.url),
                         );
                     } else if s.generation < v.generation {
-                        add(
+                        f.add(
                             Severity::Warning,
                             "proxy-behind",
                             format!(
@@ -229,9 +272,13 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
             }
         }
     }
+}
+
+/// Proxies whose own Consul registration is not passing (`switch` refuses until it is).
+fn proxy_health_findings(obs: &Observed, f: &mut Findings) {
     for p in &obs.proxies {
         if let Some(r) = p.not_passing() {
-            add(
+            f.add(
                 Severity::Error,
                 "proxy-not-passing",
                 format!(
@@ -245,59 +292,63 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
             );
         }
     }
+}
+
+/// Per colour: a missing task group, a registration count other than the group's, and an
+/// active colour without a passing instance.
+fn group_findings(obs: &Observed, f: &mut Findings) {
+    let (Some(job), Ok(_)) = (obs.job(), &obs.instances) else {
+        return;
+    };
     let active = obs.active();
-    if let (Some(job), Ok(_)) = (obs.job(), &obs.instances) {
-        for i in 0..2 {
-            let colour = &obs.colours[i];
-            let is_active = active.is_some_and(|(a, _)| a == i);
-            let Some(group) = obs.group_of(i) else {
-                add(
-                    Severity::Error,
-                    "group-missing",
-                    format!("job {} has no task group for colour {colour}", obs.job_id),
-                    format!("nomad job inspect {}", obs.job_id),
-                );
-                continue;
-            };
-            let want = job.group_count(&group).unwrap_or(0);
-            let have = obs.instances_of(i).len() as u64;
-            let passing = obs.passing_count(i) as u64;
-            if have != want {
-                add(
-                    if is_active && passing == 0 {
-                        Severity::Error
-                    } else {
-                        Severity::Warning
-                    },
-                    "registration-count",
-                    format!(
-                        "group {group} wants {want} instance(s); Consul has {have} registered for {colour}"
-                    ),
-                    format!("nomad job status {}", obs.job_id),
-                );
-            }
-            if is_active && passing == 0 && want > 0 {
-                add(
-                    Severity::Error,
-                    "active-down",
-                    format!("the active colour {colour} has no passing instance"),
-                    format!(
-                        "{}  # or: {}",
-                        switchyard("rollback", obs),
-                        switchyard("switch", obs)
-                    ),
-                );
-            }
+    for i in 0..2 {
+        let colour = &obs.colours[i];
+        let is_active = active.is_some_and(|(a, _)| a == i);
+        let Some(group) = obs.group_of(i) else {
+            f.add(
+                Severity::Error,
+                "group-missing",
+                format!("job {} has no task group for colour {colour}", obs.job_id),
+                format!("nomad job inspect {}", obs.job_id),
+            );
+            continue;
+        };
+        let want = job.group_count(&group).unwrap_or(0);
+        let have = obs.instances_of(i).len() as u64;
+        let passing = obs.passing_count(i) as u64;
+        if have != want {
+            f.add(
+                if is_active && passing == 0 {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                },
+                "registration-count",
+                format!(
+                    "group {group} wants {want} instance(s); Consul has {have} registered for {colour}"
+                ),
+                format!("nomad job status {}", obs.job_id),
+            );
+        }
+        if is_active && passing == 0 && want > 0 {
+            f.add(
+                Severity::Error,
+                "active-down",
+                format!("the active colour {colour} has no passing instance"),
+                format!(
+                    "{}  # or: {}",
+                    switchyard("rollback", obs),
+                    switchyard("switch", obs)
+                ),
+            );
         }
     }
-    let check = obs.version_check().unwrap_or_default();
-    let asked = check.describe();
-    let path = match &check {
-        VersionCheck::Body { path } | VersionCheck::Header { path, .. } => path.as_str(),
-        VersionCheck::None => "/",
-    };
+}
+
+/// The job's version check meta does not parse.
+fn version_check_findings(obs: &Observed, f: &mut Findings) {
     if let Err(e) = obs.version_check() {
-        add(
+        f.add(
             Severity::Error,
             "version-check-invalid",
             e,
@@ -309,130 +360,144 @@ pub fn diagnose(obs: &Observed, backups: &[Backup], settings: &Settings) -> Diag
             ),
         );
     }
-    if let Ok(instances) = &obs.instances {
-        for inst in instances {
-            let colour = inst.colour.map(|c| obs.colours[c].clone());
-            let is_active = matches!((inst.colour, active), (Some(c), Some((a, _))) if c == a);
-            if inst.colour.is_none() {
-                add(
-                    Severity::Warning,
-                    "uncoloured-instance",
-                    format!(
-                        "instance {} ({}) carries both or neither colour tag; it is never routed to",
-                        inst.address, inst.id
-                    ),
-                    format!(
-                        "curl -sS {}/v1/health/service/{svc}",
-                        settings.consul.address
-                    ),
-                );
-            }
-            if !inst.passing() {
-                add(
-                    if is_active {
-                        Severity::Error
-                    } else {
-                        Severity::Warning
-                    },
-                    "check-failing",
-                    format!(
-                        "{} instance {} is {}: {}",
-                        colour.as_deref().unwrap_or("uncoloured"),
-                        inst.address,
-                        inst.health,
-                        inst.failing_checks.join("; ")
-                    ),
-                    format!("curl -sS http://{}/health", inst.address),
-                );
-            }
-            match (&inst.reported_version, inst.version_tag()) {
-                (Some(Ok(v)), Some(tag)) if v != tag => add(
-                    Severity::Error,
-                    "version-mismatch",
-                    format!(
-                        "instance {} is tagged version={tag} but answers {v:?} on {asked}",
-                        inst.address
-                    ),
-                    if is_active {
-                        format!(
-                            "nomad job status {}  # the active colour runs the wrong build",
-                            obs.job_id
-                        )
-                    } else {
-                        redeploy_hint(obs, tag)
-                    },
+}
+
+/// Per instance: no colour, failing checks, and a version answer that disagrees with its tag
+/// or is missing.
+fn instance_findings(obs: &Observed, settings: &Settings, f: &mut Findings) {
+    let Ok(instances) = &obs.instances else {
+        return;
+    };
+    let svc = &obs.service;
+    let active = obs.active();
+    let check = obs.version_check().unwrap_or_default();
+    let asked = check.describe();
+    let path = match &check {
+        VersionCheck::Body { path } | VersionCheck::Header { path, .. } => path.as_str(),
+        VersionCheck::None => "/",
+    };
+    for inst in instances {
+        let colour = inst.colour.map(|c| obs.colours[c].clone());
+        let is_active = matches!((inst.colour, active), (Some(c), Some((a, _))) if c == a);
+        if inst.colour.is_none() {
+            f.add(
+                Severity::Warning,
+                "uncoloured-instance",
+                format!(
+                    "instance {} ({}) carries both or neither colour tag; it is never routed to",
+                    inst.address, inst.id
                 ),
-                (Some(Err(e)), _) if inst.passing() => add(
-                    Severity::Warning,
-                    "version-unanswered",
-                    format!(
-                        "instance {} passes its checks but did not answer {asked}: {e}",
-                        inst.address
-                    ),
-                    format!("curl -sS -i http://{}{path}", inst.address),
+                format!(
+                    "curl -sS {}/v1/health/service/{svc}",
+                    settings.consul.address
                 ),
-                _ => {}
-            }
+            );
+        }
+        if !inst.passing() {
+            f.add(
+                if is_active {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                },
+                "check-failing",
+                format!(
+                    "{} instance {} is {}: {}",
+                    colour.as_deref().unwrap_or("uncoloured"),
+                    inst.address,
+                    inst.health,
+                    inst.failing_checks.join("; ")
+                ),
+                format!("curl -sS http://{}/health", inst.address),
+            );
+        }
+        match (&inst.reported_version, inst.version_tag()) {
+            (Some(Ok(v)), Some(tag)) if v != tag => f.add(
+                Severity::Error,
+                "version-mismatch",
+                format!(
+                    "instance {} is tagged version={tag} but answers {v:?} on {asked}",
+                    inst.address
+                ),
+                if is_active {
+                    format!(
+                        "nomad job status {}  # the active colour runs the wrong build",
+                        obs.job_id
+                    )
+                } else {
+                    redeploy_hint(obs, tag)
+                },
+            ),
+            (Some(Err(e)), _) if inst.passing() => f.add(
+                Severity::Warning,
+                "version-unanswered",
+                format!(
+                    "instance {} passes its checks but did not answer {asked}: {e}",
+                    inst.address
+                ),
+                format!("curl -sS -i http://{}{path}", inst.address),
+            ),
+            _ => {}
         }
     }
-    if let Some((a, DecidedBy::RouteKey)) = active {
-        for i in 0..2 {
-            let want = if i == a { "active" } else { "standby" };
-            let wrong = obs
-                .instances_of(i)
-                .iter()
-                .filter(|x| x.role_tag().is_some_and(|r| r != want))
-                .count();
-            if wrong > 0 {
-                add(
-                    Severity::Warning,
-                    "role-tags-disagree",
-                    format!(
-                        "the route key makes {} {want}, but {wrong} of its instance(s) carry another role tag",
-                        obs.colours[i]
-                    ),
-                    format!(
-                        "nomad job inspect {}  # set the {} group's role tag to {want}; traffic follows the route key meanwhile",
-                        obs.job_id, obs.colours[i]
-                    ),
-                );
-            }
+}
+
+/// When the route key decides the active colour: instances whose role tag says otherwise.
+fn role_tag_findings(obs: &Observed, f: &mut Findings) {
+    let Some((a, DecidedBy::RouteKey)) = obs.active() else {
+        return;
+    };
+    for i in 0..2 {
+        let want = if i == a { "active" } else { "standby" };
+        let wrong = obs
+            .instances_of(i)
+            .iter()
+            .filter(|x| x.role_tag().is_some_and(|r| r != want))
+            .count();
+        if wrong > 0 {
+            f.add(
+                Severity::Warning,
+                "role-tags-disagree",
+                format!(
+                    "the route key makes {} {want}, but {wrong} of its instance(s) carry another role tag",
+                    obs.colours[i]
+                ),
+                format!(
+                    "nomad job inspect {}  # set the {} group's role tag to {want}; traffic follows the route key meanwhile",
+                    obs.job_id, obs.colours[i]
+                ),
+            );
         }
     }
+}
+
+/// The job backups on disk, with the deploy that restores what the last one replaced.
+fn backup_findings(obs: &Observed, backups: &[Backup], settings: &Settings, f: &mut Findings) {
+    let dir = settings.state_dir.join("backups");
     match backups.last() {
-        Some(b) => add(
+        Some(b) => f.add(
             Severity::Info,
             "backups",
             format!(
                 "{} job backup(s) in {}; latest {} (group {})",
                 backups.len(),
-                settings.state_dir.join("backups").display(),
+                dir.display(),
                 b.path.display(),
                 b.group
             ),
             restore_hint(obs).unwrap_or_else(|| {
                 format!(
                     "ls -l {}  # whole-job copies: re-submitting one would change the active group too",
-                    settings.state_dir.join("backups").display()
+                    dir.display()
                 )
             }),
         ),
-        None => add(
+        None => f.add(
             Severity::Info,
             "backups",
-            format!(
-                "no job backup in {}",
-                settings.state_dir.join("backups").display()
-            ),
+            format!("no job backup in {}", dir.display()),
             "switchyard deploy --help  # a deploy saves the job here before changing it".to_owned(),
         ),
-    }
-    f.sort_by_key(|x| std::cmp::Reverse(x.severity));
-    let errors = f.iter().filter(|x| x.severity == Severity::Error).count();
-    DiagnoseReport {
-        service: svc.clone(),
-        findings: f,
-        errors,
     }
 }
 
