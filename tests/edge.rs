@@ -721,7 +721,10 @@ async fn shutdown_drains_websockets_to_their_deadline_then_closes_them() {
     let mut p = ProxyHandle::start(&static_config(
         &[a.addr],
         &[],
-        &timeouts("drain = \"1s\"\nshutdown_grace = \"10s\""),
+        &format!(
+            "{}[shutdown]\nderegister_delay = \"0s\"\n",
+            timeouts("drain = \"1s\"\nshutdown_grace = \"10s\"")
+        ),
     ))
     .await;
     let mut ws = websocket(&p).await;

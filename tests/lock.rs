@@ -462,7 +462,7 @@ async fn sigint_mid_deploy_reverts_and_a_running_nomad_deployment_blocks_the_swi
         text.contains(&format!("next: switchyard deploy v3 --service {SERVICE}")),
         "{text}"
     );
-    let mut json = stack.run(&["status", "--json"]);
+    let mut json = stack.run(&["status", "--json", "--service", SERVICE]);
     assert!(json.wait(Duration::from_secs(30)).await.success());
     let doc: Value = serde_json::from_str(&json.stdout()).unwrap();
     assert_eq!(doc["interrupted"]["entry"]["to_version"], "v3");
