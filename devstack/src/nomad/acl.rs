@@ -109,15 +109,8 @@ const VALID: &[&str] = &[
     "delete-service-registration",
 ];
 
-/// A policy that cannot be loaded.
-#[derive(Debug, thiserror::Error)]
-#[error("ACL policy {name}: {reason}")]
-pub struct PolicyError {
-    /// The policy's name (its file name, usually).
-    pub name: String,
-    /// What is wrong, naming the rule.
-    pub reason: String,
-}
+/// A policy that cannot be loaded: the same error as a Consul policy's.
+pub use crate::consul::acl::PolicyError;
 
 /// Namespace rules: capabilities per namespace name or glob.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
