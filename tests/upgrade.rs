@@ -493,3 +493,60 @@ consul = {{}}
     let _ = server.await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A keep-alive connection open on the old process when it hands over is not closed under a
+/// client about to send on it: its next request (a POST, which no client retries) is served,
+/// with `Connection: close`, and only then does the connection end. The old process exits as
+/// soon as its connections have ended this way, well before half its grace period.
+#[tokio::test]
+async fn an_upgrade_ends_keep_alive_connections_after_a_complete_exchange() {
+    use http_body_util::BodyExt as _;
+    let upstream = Upstream::start("a").await;
+    let dir = tempdir("upgrade-keepalive");
+    let config = write_config(&dir, upstream.addr);
+    let mut old = ProxyProcess::spawn(&config, false);
+    let traffic = old.address("proxy listening").await;
+    old.wait_for("upgrade socket listening").await;
+
+    let mut send = connection(traffic).await;
+    assert_eq!(get(&mut send, "/").await, (200, "hello from a".to_owned()));
+
+    let mut new = ProxyProcess::spawn(&config, true);
+    new.wait_for("listener taken over").await;
+    old.wait_for("listeners handed over: no longer accepting")
+        .await;
+    // Idle on the old process for a while after the handover (the old shutdown closed idle
+    // connections half a second in).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    send.ready().await.expect("the idle connection was closed");
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/")
+        .header("host", "proxy.test")
+        .body("payload".to_owned())
+        .unwrap();
+    let resp = send.send_request(req).await.expect("the POST failed");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["connection"], "close");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"hello from a");
+    // The connection ends after that exchange.
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while !send.is_closed() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the connection stayed open after Connection: close");
+    // No connection left: the old process does not wait out half its 10 s grace.
+    assert_eq!(old.exit_code(Duration::from_secs(3)).await, Some(0));
+
+    // The new process serves keep-alive connections as usual.
+    let mut send = connection(traffic).await;
+    assert_eq!(get(&mut send, "/").await, (200, "hello from a".to_owned()));
+    assert_eq!(get(&mut send, "/").await, (200, "hello from a".to_owned()));
+    drop(send);
+    new.signal("TERM");
+    assert_eq!(new.exit_code(Duration::from_secs(15)).await, Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -93,9 +93,8 @@ pub(crate) async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, Start
         .map_err(StartError::from_io(addr))
 }
 
-/// After the listeners close, how long connections accepted just before get
-/// to send their first request before the graceful shutdown begins.
-const FIRST_REQUEST_SETTLE: Duration = Duration::from_millis(500);
+/// How often a stopping proxy looks whether its connections have all ended.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// Why [`Proxy::run_until`] stops serving.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -518,6 +517,7 @@ impl Proxy {
 
         let builder = Arc::new(server::builder(&config.timeouts, &config.limits));
         let graceful = GracefulShutdown::new();
+        let draining = server::Draining::default();
         if let Ok(a) = listeners.traffic.local_addr() {
             tracing::info!(address = %a, "proxy listening");
         }
@@ -530,6 +530,7 @@ impl Proxy {
             Arc::clone(&forwarder),
             Arc::clone(&builder),
             &graceful,
+            draining.clone(),
             config.limits,
             config.timeouts,
         );
@@ -545,6 +546,7 @@ impl Proxy {
                         Arc::clone(&forwarder),
                         Arc::clone(&builder),
                         &graceful,
+                        draining.clone(),
                         config.limits,
                         config.timeouts,
                     )
@@ -561,8 +563,10 @@ impl Proxy {
             () = &mut accepting => Stop::Terminate,
             why = stop => why,
         };
-        // Readiness fails first, while the listeners still accept.
+        // Readiness fails first, while the listeners still accept, and
+        // HTTP/1 clients are told to reconnect (to whoever serves next).
         listening_tx.send_replace(false);
+        draining.start();
         if let Some(task) = registering {
             task.abort();
             let _ = task.await;
@@ -595,11 +599,6 @@ impl Proxy {
         }
         // Close the listeners (the accept loops own them).
         drop(accepting);
-        // A connection accepted in the last instant may not have shown its
-        // protocol yet, and a graceful shutdown during the HTTP/1-or-2 sniff
-        // closes it unanswered: let first requests arrive before asking
-        // every connection to finish.
-        tokio::time::sleep(FIRST_REQUEST_SETTLE.min(config.timeouts.shutdown_grace)).await;
         let grace = config.timeouts.shutdown_grace;
         tracing::info!(
             grace_secs = grace.as_secs_f64(),
@@ -608,6 +607,18 @@ impl Proxy {
         );
         // Upgraded connections are drained too, and closed cleanly by then.
         router.close_upgraded(grace);
+        // First half of the grace period: each HTTP/1 connection ends after
+        // its next response (`Connection: close`), so no client sends a
+        // request into a connection that is being closed; a connection
+        // accepted in the last instant gets its first request answered.
+        let started = tokio::time::Instant::now();
+        let window = grace / 2;
+        while graceful.count() > 0 && started.elapsed() < window {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        // Then the rest: idle connections are closed, HTTP/2 ones get a
+        // GOAWAY, requests still running may finish.
+        let grace = grace.saturating_sub(started.elapsed());
         match tokio::time::timeout(grace, graceful.shutdown()).await {
             Ok(()) => tracing::info!("all connections closed"),
             Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
