@@ -8,7 +8,7 @@ use switchyard_model::DecidedBy;
 
 use crate::Controller;
 use crate::history::HistoryEntry;
-use crate::observe::{Observed, RouteKey};
+use crate::observe::{Instance, Observed, ProxyObservation, RouteKey};
 
 /// The `status` document.
 #[derive(Clone, Debug, Serialize)]
@@ -151,6 +151,34 @@ pub struct ProxySummary {
 
 /// Builds the `status` document.
 pub fn status_report(obs: &Observed) -> StatusReport {
+    let active = obs.active();
+    let job = obs.job();
+    StatusReport {
+        service: obs.service.clone(),
+        job: obs.job_id.clone(),
+        active: active.map(|(i, _)| obs.colours[i].clone()),
+        decided_by: active.map(|(_, d)| d),
+        route: route_summary(&obs.route),
+        job_version: job.map(|j| j.version()),
+        colours: (0..2)
+            .map(|i| colour_status(obs, i, active.map(|(a, _)| a)))
+            .collect(),
+        proxies: obs.proxies.iter().map(proxy_summary).collect(),
+        interrupted: obs
+            .history
+            .as_ref()
+            .ok()
+            .and_then(|h| h.interrupted_deploy())
+            .map(|e| InterruptedDeploy {
+                next: after_interrupted_deploy(e, &obs.service, &obs.job_id),
+                entry: e.clone(),
+            }),
+        errors: unread_sources(obs),
+    }
+}
+
+/// The sources that could not be read, each named.
+fn unread_sources(obs: &Observed) -> Vec<String> {
     let mut errors = Vec::new();
     if let Err(e) = &obs.nomad {
         errors.push(format!("nomad: {e}"));
@@ -161,138 +189,130 @@ pub fn status_report(obs: &Observed) -> StatusReport {
     if let Err(e) = &obs.route {
         errors.push(format!("route key: {e}"));
     }
-    let active = obs.active();
-    let route = match &obs.route {
-        Ok(Some(RouteKey {
-            modify_index,
-            value,
-        })) => Some(match value {
-            Ok(v) => RouteSummary {
-                modify_index: *modify_index,
-                active: Some(v.active.clone()),
-                generation: Some(v.generation),
-                updated_at: Some(v.updated_at.clone()),
-                updated_by: Some(v.updated_by.clone()),
-                error: None,
-            },
-            Err(e) => RouteSummary {
-                modify_index: *modify_index,
-                active: None,
-                generation: None,
-                updated_at: None,
-                updated_by: None,
-                error: Some(e.clone()),
-            },
-        }),
-        _ => None,
+    errors
+}
+
+/// The route key, when it exists (a read error is among the report's errors).
+fn route_summary(route: &Result<Option<RouteKey>, String>) -> Option<RouteSummary> {
+    let Ok(Some(RouteKey {
+        modify_index,
+        value,
+    })) = route
+    else {
+        return None;
     };
+    Some(match value {
+        Ok(v) => RouteSummary {
+            modify_index: *modify_index,
+            active: Some(v.active.clone()),
+            generation: Some(v.generation),
+            updated_at: Some(v.updated_at.clone()),
+            updated_by: Some(v.updated_by.clone()),
+            error: None,
+        },
+        Err(e) => RouteSummary {
+            modify_index: *modify_index,
+            active: None,
+            generation: None,
+            updated_at: None,
+            updated_by: None,
+            error: Some(e.clone()),
+        },
+    })
+}
+
+/// Colour `i`: its role (when the active colour, `active`, is known), its group and its
+/// instances.
+fn colour_status(obs: &Observed, i: usize, active: Option<usize>) -> ColourStatus {
     let job = obs.job();
-    let colours = (0..2)
-        .map(|i| {
-            let group = obs.group_of(i);
-            let instances = obs.registered_of(i);
-            let mut role_tags: Vec<String> = instances
-                .iter()
-                .filter_map(|x| x.role_tag())
-                .map(str::to_owned)
-                .collect();
-            role_tags.sort();
-            role_tags.dedup();
-            ColourStatus {
-                colour: obs.colours[i].clone(),
-                role: active.map(|(a, _)| if a == i { "active" } else { "standby" }.to_owned()),
-                role_tags,
-                group_version: group
-                    .as_deref()
-                    .and_then(|g| job?.group_meta(g, "version"))
-                    .map(str::to_owned),
-                group_count: group.as_deref().and_then(|g| job?.group_count(g)),
-                group,
-                version: obs.version_of(i),
-                passing: obs.passing_count(i),
-                instances: instances
-                    .iter()
-                    .map(|x| InstanceStatus {
-                        id: x.id.clone(),
-                        address: x.address.clone(),
-                        health: if x.node_failed {
-                            "node failed".to_owned()
-                        } else {
-                            x.health.to_string()
-                        },
-                        version_tag: x.version_tag().map(str::to_owned),
-                        reported_version: x.reported().map(str::to_owned),
-                        version_error: match &x.reported_version {
-                            Some(Err(e)) => Some(e.clone()),
-                            _ => None,
-                        },
-                        role_tag: x.role_tag().map(str::to_owned),
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
-    let proxies = obs
-        .proxies
+    let group = obs.group_of(i);
+    let instances = obs.registered_of(i);
+    let mut role_tags: Vec<String> = instances
         .iter()
-        .map(|p| (p, p.registration.as_ref()))
-        .map(|(p, reg)| match &p.status {
-            Ok(Some(s)) => ProxySummary {
-                url: p.url.clone(),
-                reachable: true,
-                routes_service: true,
-                error: None,
-                generation: Some(s.generation),
-                active: Some(s.active_colour.clone()),
-                decided_by: Some(s.decided_by.clone()),
-                fail_static: s.fail_static,
-                fail_static_reason: s.fail_static_reason.clone(),
-                synced: Some(s.synced),
-                registered_id: reg.map(|r| r.id.clone()),
-                consul_health: reg.map(|r| r.health.to_string()),
-            },
-            other => ProxySummary {
-                url: p.url.clone(),
-                reachable: other.is_ok(),
-                routes_service: false,
-                error: other.as_ref().err().cloned(),
-                generation: None,
-                active: None,
-                decided_by: None,
-                fail_static: false,
-                fail_static_reason: None,
-                synced: None,
-                registered_id: reg.map(|r| r.id.clone()),
-                consul_health: reg.map(|r| r.health.to_string()),
-            },
-        })
+        .filter_map(|x| x.role_tag())
+        .map(str::to_owned)
         .collect();
-    StatusReport {
-        service: obs.service.clone(),
-        job: obs.job_id.clone(),
-        active: active.map(|(i, _)| obs.colours[i].clone()),
-        decided_by: active.map(|(_, d)| d),
-        route,
-        job_version: job.map(|j| j.version()),
-        colours,
-        proxies,
-        interrupted: obs
-            .history
-            .as_ref()
-            .ok()
-            .and_then(|h| h.interrupted_deploy())
-            .map(|e| InterruptedDeploy {
-                next: after_interrupted_deploy(e, &obs.service, &obs.job_id),
-                entry: e.clone(),
-            }),
-        errors,
+    role_tags.sort();
+    role_tags.dedup();
+    ColourStatus {
+        colour: obs.colours[i].clone(),
+        role: active.map(|a| if a == i { "active" } else { "standby" }.to_owned()),
+        role_tags,
+        group_version: group
+            .as_deref()
+            .and_then(|g| job?.group_meta(g, "version"))
+            .map(str::to_owned),
+        group_count: group.as_deref().and_then(|g| job?.group_count(g)),
+        group,
+        version: obs.version_of(i),
+        passing: obs.passing_count(i),
+        instances: instances.into_iter().map(instance_status).collect(),
     }
+}
+
+/// One registered instance.
+fn instance_status(x: &Instance) -> InstanceStatus {
+    InstanceStatus {
+        id: x.id.clone(),
+        address: x.address.clone(),
+        health: if x.node_failed {
+            "node failed".to_owned()
+        } else {
+            x.health.to_string()
+        },
+        version_tag: x.version_tag().map(str::to_owned),
+        reported_version: x.reported().map(str::to_owned),
+        version_error: match &x.reported_version {
+            Some(Err(e)) => Some(e.clone()),
+            _ => None,
+        },
+        role_tag: x.role_tag().map(str::to_owned),
+    }
+}
+
+/// One proxy: what it serves when it routes the service.
+fn proxy_summary(p: &ProxyObservation) -> ProxySummary {
+    let reg = p.registration.as_ref();
+    match &p.status {
+        Ok(Some(s)) => ProxySummary {
+            url: p.url.clone(),
+            reachable: true,
+            routes_service: true,
+            error: None,
+            generation: Some(s.generation),
+            active: Some(s.active_colour.clone()),
+            decided_by: Some(s.decided_by.clone()),
+            fail_static: s.fail_static,
+            fail_static_reason: s.fail_static_reason.clone(),
+            synced: Some(s.synced),
+            registered_id: reg.map(|r| r.id.clone()),
+            consul_health: reg.map(|r| r.health.to_string()),
+        },
+        other => ProxySummary {
+            url: p.url.clone(),
+            reachable: other.is_ok(),
+            routes_service: false,
+            error: other.as_ref().err().cloned(),
+            generation: None,
+            active: None,
+            decided_by: None,
+            fail_static: false,
+            fail_static_reason: None,
+            synced: None,
+            registered_id: reg.map(|r| r.id.clone()),
+            consul_health: reg.map(|r| r.health.to_string()),
+        },
+    }
+}
+
+/// `-` for what is unknown.
+fn opt(s: &Option<String>) -> String {
+    s.clone().unwrap_or_else(|| "-".to_owned())
 }
 
 /// Renders the `status` document as text.
 pub fn render_status(r: &StatusReport) -> String {
     let mut out = String::new();
-    let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".to_owned());
     let _ = writeln!(
         out,
         "service {}  job {} (version {})  active: {} (decided by {})",
@@ -305,31 +325,56 @@ pub fn render_status(r: &StatusReport) -> String {
             DecidedBy::Tags => "role tags",
         })
     );
-    match &r.route {
-        Some(k) if k.error.is_none() => {
-            let _ = writeln!(
-                out,
-                "route key: active {} generation {} written {} by {} (index {})",
-                opt(&k.active),
-                k.generation.unwrap_or(0),
-                opt(&k.updated_at),
-                opt(&k.updated_by),
-                k.modify_index
-            );
-        }
-        Some(k) => {
-            let _ = writeln!(out, "route key: UNUSABLE: {}", opt(&k.error));
-        }
-        None => {
-            let _ = writeln!(out, "route key: absent (role tags decide)");
-        }
+    let _ = writeln!(out, "{}", route_line(r.route.as_ref()));
+    render_colours(&mut out, &r.colours);
+    for p in &r.proxies {
+        let _ = writeln!(out, "{}", proxy_line(p, &r.service));
     }
+    if let Some(i) = &r.interrupted {
+        let _ = writeln!(
+            out,
+            "interrupted: deploy {} to {} at {} by {}: {}",
+            opt(&i.entry.to_version),
+            i.entry.to,
+            i.entry.at,
+            i.entry.who,
+            i.entry
+                .outcome
+                .strip_prefix(crate::history::INTERRUPTED)
+                .unwrap_or(&i.entry.outcome)
+        );
+        let _ = writeln!(out, "next: {}", i.next);
+    }
+    for e in &r.errors {
+        let _ = writeln!(out, "error: {e}");
+    }
+    out
+}
+
+/// The route key's line.
+fn route_line(route: Option<&RouteSummary>) -> String {
+    match route {
+        Some(k) if k.error.is_none() => format!(
+            "route key: active {} generation {} written {} by {} (index {})",
+            opt(&k.active),
+            k.generation.unwrap_or(0),
+            opt(&k.updated_at),
+            opt(&k.updated_by),
+            k.modify_index
+        ),
+        Some(k) => format!("route key: UNUSABLE: {}", opt(&k.error)),
+        None => "route key: absent (role tags decide)".to_owned(),
+    }
+}
+
+/// The table of colours, each followed by its instances.
+fn render_colours(out: &mut String, colours: &[ColourStatus]) {
     let _ = writeln!(
         out,
         "{:<8} {:<8} {:<12} {:<8} {:<9} {:<8} {:<10}",
         "COLOUR", "ROLE", "ROLE TAGS", "GROUP", "VERSION", "PASSING", "COUNT"
     );
-    for c in &r.colours {
+    for c in colours {
         let _ = writeln!(
             out,
             "{:<8} {:<8} {:<12} {:<8} {:<9} {:<8} {:<10}",
@@ -361,59 +406,37 @@ pub fn render_status(r: &StatusReport) -> String {
             );
         }
     }
-    for p in &r.proxies {
-        let consul = match &p.consul_health {
-            Some(h) if h != "passing" => format!(" [{h} in Consul]"),
-            _ => String::new(),
-        };
-        if let Some(g) = p.generation {
-            let _ = writeln!(
-                out,
-                "proxy {}{consul}: serves {} generation {}{}{}",
-                p.url,
-                opt(&p.active),
-                g,
-                if p.synced == Some(false) {
-                    ", not synced"
-                } else {
-                    ""
-                },
-                if p.fail_static {
-                    format!(", FAIL-STATIC: {}", opt(&p.fail_static_reason))
-                } else {
-                    String::new()
-                }
-            );
-        } else if p.reachable {
-            let _ = writeln!(out, "proxy {}{consul}: does not route {}", p.url, r.service);
-        } else {
-            let _ = writeln!(
-                out,
-                "proxy {}{consul}: unreachable: {}",
-                p.url,
-                opt(&p.error)
-            );
-        }
+}
+
+/// A proxy's line: what it serves, that it does not route `service`, or why it could not be
+/// asked.
+fn proxy_line(p: &ProxySummary, service: &str) -> String {
+    let consul = match &p.consul_health {
+        Some(h) if h != "passing" => format!(" [{h} in Consul]"),
+        _ => String::new(),
+    };
+    if let Some(g) = p.generation {
+        format!(
+            "proxy {}{consul}: serves {} generation {}{}{}",
+            p.url,
+            opt(&p.active),
+            g,
+            if p.synced == Some(false) {
+                ", not synced"
+            } else {
+                ""
+            },
+            if p.fail_static {
+                format!(", FAIL-STATIC: {}", opt(&p.fail_static_reason))
+            } else {
+                String::new()
+            }
+        )
+    } else if p.reachable {
+        format!("proxy {}{consul}: does not route {service}", p.url)
+    } else {
+        format!("proxy {}{consul}: unreachable: {}", p.url, opt(&p.error))
     }
-    if let Some(i) = &r.interrupted {
-        let _ = writeln!(
-            out,
-            "interrupted: deploy {} to {} at {} by {}: {}",
-            opt(&i.entry.to_version),
-            i.entry.to,
-            i.entry.at,
-            i.entry.who,
-            i.entry
-                .outcome
-                .strip_prefix(crate::history::INTERRUPTED)
-                .unwrap_or(&i.entry.outcome)
-        );
-        let _ = writeln!(out, "next: {}", i.next);
-    }
-    for e in &r.errors {
-        let _ = writeln!(out, "error: {e}");
-    }
-    out
 }
 
 impl Controller {

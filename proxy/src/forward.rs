@@ -52,6 +52,8 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
+use hyper::upgrade::OnUpgrade;
 
 use crate::body::{AccessLine, Finish, Progress, ProxyBody, RequestBody, ResponseGuard};
 use crate::config::{
@@ -135,7 +137,11 @@ impl Forwarder {
             .access_log
             .then(|| req.uri().path().to_owned());
         match self.forward(req, client, start).await {
-            Ok((mut resp, service, pool, upstream)) => {
+            Ok(Forwarded {
+                mut resp,
+                routed: Routed { service, pool },
+                upstream,
+            }) => {
                 let status = resp.status().as_u16();
                 if let Some(path) = path_for_log {
                     let line = AccessLine {
@@ -167,7 +173,7 @@ impl Forwarder {
             Err(Failure { err: e, at }) => {
                 let status = e.status();
                 let (service, colour) = match &at {
-                    Some((s, p)) => (s.name.as_str(), p.colour.as_str()),
+                    Some(r) => (r.service.name.as_str(), r.pool.colour.as_str()),
                     None => ("", ""),
                 };
                 self.router
@@ -193,53 +199,61 @@ impl Forwarder {
         }
     }
 
+    /// The steps of the module doc's diagram, in its order: each returns
+    /// the response its failure gets.
     async fn forward(
         &self,
         mut req: Request<Incoming>,
         client: ClientInfo,
         start: Instant,
-    ) -> Result<
-        (
-            Response<ProxyBody>,
-            Arc<ServiceRoutes>,
-            Arc<Pool>,
-            SocketAddr,
-        ),
-        Failure,
-    > {
-        if req.method() == Method::CONNECT {
-            return Err(ProxyError::MethodNotAllowed(Method::CONNECT).into());
-        }
+    ) -> Result<Forwarded, Failure> {
+        let host = RequestHost::of(&req)?;
+        let (routed, uri) = self.route(&req, host.name()?, client, start)?;
+        let upgrade = self.keeps_upgrade(&mut req);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
-        // The authority of an absolute-form (or HTTP/2) request wins over
-        // Host (RFC 9112 §3.2.2); either way exactly one host is forwarded.
-        let from_authority = req.uri().authority().is_some();
-        let host_value: Option<HeaderValue> = match req.uri().authority() {
-            Some(a) => Some(
-                HeaderValue::from_str(a.as_str())
-                    .map_err(|_| ProxyError::BadRequest("invalid authority"))?,
-            ),
-            None => {
-                let mut hosts = req.headers().get_all(header::HOST).iter();
-                let first = hosts.next().cloned();
-                if hosts.next().is_some() {
-                    return Err(ProxyError::BadRequest("more than one Host header").into());
-                }
-                first
-            }
-        };
-        if host_value.is_none() && req.version() == Version::HTTP_11 {
-            return Err(ProxyError::BadRequest("HTTP/1.1 request without Host").into());
-        }
-        let host = match &host_value {
-            Some(v) => v
-                .to_str()
-                .map_err(|_| ProxyError::BadRequest("Host is not text"))?,
-            None => "",
-        };
+        let (mut parts, body) = req.into_parts();
+        // The connection's place in the limits, for an upgraded connection.
+        let conn_slot = parts.extensions.remove::<ConnSlot>();
+        let headers = self.upstream_headers(parts.headers, parts.version, upgrade, &host, client)?;
+        let out = self.outgoing(parts.method, uri, headers, body, &routed.pool);
 
-        // Preview: the header, or the path prefix (stripped), when the
-        // service lets this client preview.
+        let exchanged = self
+            .exchange(
+                &routed.service,
+                &routed.pool,
+                out.request,
+                out.replay,
+                out.progress.as_deref(),
+            )
+            .await;
+        let (resp, guard, upstream) = match exchanged {
+            Ok(x) => x,
+            Err(err) => return Err(Failure::of_pool(err, routed, start)),
+        };
+        let upgrade = client_upgrade.map(|client| ClientUpgrade {
+            client,
+            slot: conn_slot,
+        });
+        let resp = self.respond(resp, guard, &routed, upgrade, start);
+        Ok(Forwarded {
+            resp,
+            routed,
+            upstream,
+        })
+    }
+
+    /// The service and pool a request goes to (the preview header or path
+    /// prefix may choose the standby pool, when the service lets this
+    /// client preview), and the URI it is sent with: 404 without a route,
+    /// 503 when the pool has no instance.
+    fn route(
+        &self,
+        req: &Request<Incoming>,
+        host: &str,
+        client: ClientInfo,
+        start: Instant,
+    ) -> Result<(Routed, Uri), Failure> {
         let preview = &self.settings.preview;
         let ask = PreviewAsk {
             header: req
@@ -271,50 +285,51 @@ impl Forwarder {
                 service: service.name.clone(),
                 pool: role.as_str(),
             };
-            return Err(Failure::of_pool(err, service, pool, start));
+            return Err(Failure::of_pool(err, Routed { service, pool }, start));
         }
+        let uri = upstream_uri(req.uri(), path, stripped)?;
+        Ok((Routed { service, pool }, uri))
+    }
 
-        // Origin-form URI towards the upstream: the request's own path and
-        // query (a cheap shared copy) unless the preview prefix came off.
-        let path_and_query = match (stripped, req.uri().path_and_query()) {
-            (false, Some(pq)) => pq.clone(),
-            _ => {
-                let pq = match req.uri().query() {
-                    Some(q) => format!("{path}?{q}"),
-                    None => path.to_owned(),
-                };
-                PathAndQuery::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid path"))?
-            }
-        };
-        let uri = Uri::from(path_and_query);
-
-        // Only the configured protocols are upgraded to (WebSocket by
-        // default); any other offer is dropped and the request goes on as
-        // an ordinary one.
-        let upgrade = req.version() == Version::HTTP_11
+    /// Whether the request's upgrade offer stands: only the configured
+    /// protocols are upgraded to (WebSocket by default); any other offer is
+    /// dropped and the request goes on as an ordinary one.
+    fn keeps_upgrade<B>(&self, req: &mut Request<B>) -> bool {
+        req.version() == Version::HTTP_11
             && headers::wants_upgrade(req.headers())
             && headers::keep_upgrades(
                 req.headers_mut(),
                 &self.settings.forwarding.upgrade_protocols,
-            );
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+            )
+    }
 
-        let (mut parts, body) = req.into_parts();
-        // The connection's place in the limits, for an upgraded connection.
-        let conn_slot = parts.extensions.remove::<ConnSlot>();
-        let mut headers = parts.headers;
+    /// The request's headers as the upstream gets them: hop-by-hop and
+    /// preview headers out, one Host and at most one Content-Length,
+    /// forwarding headers in. Transfer codings other than chunked are
+    /// refused (501).
+    fn upstream_headers(
+        &self,
+        mut headers: HeaderMap,
+        version: Version,
+        upgrade: bool,
+        host: &RequestHost,
+        client: ClientInfo,
+    ) -> Result<HeaderMap, ProxyError> {
         let chunked = headers.contains_key(header::TRANSFER_ENCODING);
         if chunked && !headers::only_chunked(&headers) {
             // Stripping the header would hand the upstream coded bytes it
             // cannot know are coded (RFC 9112 §6.1: 501).
-            return Err(ProxyError::NotImplemented("transfer codings other than chunked").into());
+            return Err(ProxyError::NotImplemented(
+                "transfer codings other than chunked",
+            ));
         }
         headers::strip_hop_by_hop(&mut headers, upgrade);
-        if parts.version == Version::HTTP_2 {
+        if version == Version::HTTP_2 {
             // HTTP/2 may split cookies into several fields; HTTP/1 wants
             // one (RFC 9113 §8.2.3).
             headers::join_cookies(&mut headers);
         }
+        let preview = &self.settings.preview;
         headers.remove(header::EXPECT);
         headers.remove(&preview.header);
         headers.remove(&preview.token_header);
@@ -328,10 +343,12 @@ impl Forwarder {
             }
         }
         // The Host header already says it unless the authority decided.
-        if from_authority && let Some(h) = &host_value {
+        if host.from_authority
+            && let Some(h) = &host.value
+        {
             headers.insert(header::HOST, h.clone());
         }
-        let via = if parts.version == Version::HTTP_2 {
+        let via = if version == Version::HTTP_2 {
             "2 switchyard"
         } else {
             "1.1 switchyard"
@@ -339,75 +356,110 @@ impl Forwarder {
         headers::add_forwarded(
             &mut headers,
             client,
-            host_value.as_ref(),
+            host.value.as_ref(),
             via,
             self.settings.forwarding.emit_forwarded,
         );
+        Ok(headers)
+    }
 
+    /// The request towards the upstream, with what a retry of it needs.
+    fn outgoing(
+        &self,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Incoming,
+        pool: &Pool,
+    ) -> Outgoing {
         let bodiless = body.is_end_stream();
-        // A replay needs another instance to go to and a try left; keep
-        // the copy of the headers only then.
-        let replayable = bodiless
-            && is_idempotent(&parts.method)
-            && self.settings.retry_attempts > 0
-            && pool.endpoints.len() > 1;
-        let replay = replayable.then(|| Replay {
-            method: parts.method.clone(),
+        // Keep the copy of the headers only when a replay may happen.
+        let replay = replayable(
+            &method,
+            bodiless,
+            self.settings.retry_attempts,
+            pool.endpoints.len(),
+        )
+        .then(|| Replay {
+            method: method.clone(),
             uri: uri.clone(),
             headers: headers.clone(),
         });
-        let timeouts = &self.settings.timeouts;
         let (body, progress): (UpstreamBody, _) = if bodiless {
             (Either::Right(Empty::new()), None)
         } else {
             let progress = Progress::new();
-            let body = RequestBody::new(body, timeouts.read_idle, Arc::clone(&progress));
+            let body = RequestBody::new(
+                body,
+                self.settings.timeouts.read_idle,
+                Arc::clone(&progress),
+            );
             (Either::Left(body), Some(progress))
         };
-        let mut up = Request::new(body);
-        *up.method_mut() = parts.method;
-        *up.uri_mut() = uri;
-        *up.headers_mut() = headers;
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        Outgoing {
+            request,
+            replay,
+            progress,
+        }
+    }
 
-        let exchanged = self
-            .exchange(&service, &pool, up, replay, progress.as_deref())
-            .await;
-        let (mut resp, guard, addr) = match exchanged {
-            Ok(x) => x,
-            Err(err) => return Err(Failure::of_pool(err, service, pool, start)),
-        };
-
-        // Response headers: hop-by-hop out, except an upgrade's pair.
+    /// The response towards the client: hop-by-hop headers out (an
+    /// accepted upgrade keeps its pair) and the head counted; the body
+    /// streams back through `guard`, or an accepted upgrade becomes a
+    /// tunnel.
+    fn respond(
+        &self,
+        mut resp: Response<Incoming>,
+        guard: ResponseGuard,
+        routed: &Routed,
+        upgrade: Option<ClientUpgrade>,
+        start: Instant,
+    ) -> Response<ProxyBody> {
+        let pool = &routed.pool;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        headers::strip_hop_by_hop(resp.headers_mut(), switching && upgrade);
+        headers::strip_hop_by_hop(resp.headers_mut(), switching && upgrade.is_some());
         let status = resp.status().as_u16();
         pool.metrics.observe_head(start.elapsed().as_secs_f64());
 
         let (parts, body) = resp.into_parts();
-        if switching && let Some(client_upgrade) = client_upgrade {
+        if switching && let Some(upgrade) = upgrade {
             pool.metrics.count(status);
-            let mut upstream_resp = Response::from_parts(parts.clone(), body);
-            let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
-            tunnel::spawn(
-                tunnel::Tunnel {
-                    client: client_upgrade,
-                    upstream: upstream_upgrade,
-                    guard,
-                    slot: conn_slot,
-                    closing: self.router.closing(),
-                },
-                Arc::clone(&pool),
-                service.name.clone(),
-            );
-            let resp = Response::from_parts(parts, ProxyBody::empty());
-            return Ok((resp, service, pool, addr));
+            return self.tunnel(parts, body, upgrade, guard, routed);
         }
-        let finish = Finish::new(Arc::clone(&pool), status);
+        let finish = Finish::new(Arc::clone(pool), status);
         let body = ProxyBody::upstream(body, guard, self.settings.timeouts.read_idle, finish);
-        let resp = Response::from_parts(parts, body);
-        Ok((resp, service, pool, addr))
+        Response::from_parts(parts, body)
     }
 
+    /// Joins both sides of an accepted upgrade in a tunnel of its own; the
+    /// client gets the upstream's 101 head.
+    fn tunnel(
+        &self,
+        parts: http::response::Parts,
+        body: Incoming,
+        upgrade: ClientUpgrade,
+        guard: ResponseGuard,
+        routed: &Routed,
+    ) -> Response<ProxyBody> {
+        let mut upstream_resp = Response::from_parts(parts.clone(), body);
+        let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
+        tunnel::spawn(
+            tunnel::Tunnel {
+                client: upgrade.client,
+                upstream: upstream_upgrade,
+                guard,
+                slot: upgrade.slot,
+                closing: self.router.closing(),
+            },
+            Arc::clone(&routed.pool),
+            routed.service.name.clone(),
+        );
+        Response::from_parts(parts, ProxyBody::empty())
+    }
     /// Picks instances and sends, retrying by the rules in the module doc.
     ///
     /// Each try ends in one [`Attempt`]; the loop below is the only place
@@ -525,67 +577,76 @@ impl Forwarder {
         leeway: Leeway,
     ) -> Attempt {
         let addr = ep.addr();
-        let timeouts = &self.settings.timeouts;
         let in_flight = OwnedInFlight::new(Arc::clone(ep));
         pool.metrics.in_flight.inc();
         let in_flight_gauge = GaugeGuard(pool);
 
-        let (mut sender, pooled): (Sender, bool) = match ep.checkout().await {
-            Some(s) => (s, true),
-            None => match ep.connect().await {
-                Ok(s) => (s, false),
-                Err(e) => {
-                    let err = match e {
-                        ConnectError::Timeout => {
-                            service.metrics.connect_timeouts.inc();
-                            ProxyError::ConnectTimeout { addr }
-                        }
-                        other => {
-                            service.metrics.connect_errors.inc();
-                            ProxyError::Connect {
-                                addr,
-                                reason: other.to_string(),
-                            }
-                        }
-                    };
-                    // Never sent: any request may go elsewhere.
-                    return Attempt::failed(err, Retry::Unsent(req), true);
-                }
-            },
+        let (mut sender, pooled) = match self.sender(service, ep).await {
+            Ok(s) => s,
+            // Never sent: any request may go elsewhere.
+            Err(err) => return Attempt::failed(err, Retry::Unsent(req), true),
         };
-
         let send = sender.try_send_request(req);
-        let sent = match progress {
-            None => tokio::time::timeout(timeouts.response_head, send)
-                .await
-                .map_err(|_| Stall::Head),
-            Some(p) => head_after_body(send, p, timeouts).await,
-        };
-        match sent {
+        match response_head(send, progress, &self.settings.timeouts).await {
             Ok(Ok(resp)) => {
                 let status = resp.status();
-                if !is_retryable_status(status) {
+                match judge_status(status, leeway) {
                     // An answer, even an application's 500: the instance is
                     // up. Only gateway errors count towards ejection.
-                    ep.record_success();
-                } else if leeway.retry_status {
-                    // Dropping the response and its connection: an unread
-                    // body makes the connection unusable anyway.
-                    let err = ProxyError::Upstream {
-                        addr,
-                        reason: format!("answered {status}"),
-                    };
-                    return Attempt::failed(err, Retry::IfReplayable, true);
-                } else {
+                    Judged::Up => ep.record_success(),
+                    Judged::TryElsewhere => {
+                        // Dropping the response and its connection: an
+                        // unread body makes the connection unusable anyway.
+                        let err = ProxyError::Upstream {
+                            addr,
+                            reason: format!("answered {status}"),
+                        };
+                        return Attempt::failed(err, Retry::IfReplayable, true);
+                    }
                     // Passed to the client as it came, but still a failure.
-                    self.instance_failed(service, pool, ep);
+                    Judged::PassOnFailed => self.instance_failed(service, pool, ep),
                 }
                 std::mem::forget(in_flight_gauge);
                 let guard = ResponseGuard::new(sender, in_flight, Arc::clone(pool));
                 Attempt::Answered(resp, guard)
             }
-            Err(Stall::Head) => {
-                // Dropping the exchange closes the connection.
+            Err(stall) => self.stalled(service, addr, stall),
+            Ok(Err(e)) => self.send_failed(service, addr, e, pooled, progress, leeway),
+        }
+    }
+
+    /// A connection to `ep`: an idle pooled one (`true`), else a new one.
+    /// A failed connect is counted by kind.
+    async fn sender(
+        &self,
+        service: &ServiceRoutes,
+        ep: &Endpoint,
+    ) -> Result<(Sender, bool), ProxyError> {
+        if let Some(s) = ep.checkout().await {
+            return Ok((s, true));
+        }
+        match ep.connect().await {
+            Ok(s) => Ok((s, false)),
+            Err(ConnectError::Timeout) => {
+                service.metrics.connect_timeouts.inc();
+                Err(ProxyError::ConnectTimeout { addr: ep.addr() })
+            }
+            Err(other) => {
+                service.metrics.connect_errors.inc();
+                Err(ProxyError::Connect {
+                    addr: ep.addr(),
+                    reason: other.to_string(),
+                })
+            }
+        }
+    }
+
+    /// A try whose wait ran out before the response head; dropping the
+    /// exchange closes the connection.
+    fn stalled(&self, service: &ServiceRoutes, addr: SocketAddr, stall: Stall) -> Attempt {
+        let timeouts = &self.settings.timeouts;
+        match stall {
+            Stall::Head => {
                 service.metrics.response_timeouts.inc();
                 let err = ProxyError::ResponseTimeout {
                     addr,
@@ -593,7 +654,7 @@ impl Forwarder {
                 };
                 Attempt::failed(err, Retry::IfReplayable, true)
             }
-            Err(Stall::Send) => {
+            Stall::Send => {
                 // The instance stopped reading the body: abandon both sides.
                 self.router.metrics().abandoned(Abandon::UpstreamSend).inc();
                 let err = ProxyError::SendTimeout {
@@ -602,46 +663,56 @@ impl Forwarder {
                 };
                 Attempt::failed(err, Retry::Never, true)
             }
-            Ok(Err(_)) if progress.is_some_and(Progress::client_stalled) => {
-                self.router.metrics().abandoned(Abandon::ClientBody).inc();
-                let err = ProxyError::ClientBodyTimeout {
-                    timeout_ms: timeouts.read_idle.as_millis(),
-                };
-                Attempt::failed(err, Retry::Never, false)
-            }
-            Ok(Err(e)) if e.error().is_user() => {
-                // hyper blames the request side: the client's body stream
-                // failed (invalid chunked framing, or the client went away
-                // mid-upload). Not the instance's fault, so no 502, no
-                // failure towards ejection, and no retry; the upstream saw a
-                // truncated request it will discard.
-                tracing::debug!(upstream = %addr, error = %e.error(), "request body from the client failed");
-                let err = ProxyError::BadRequest("invalid or incomplete request body");
-                Attempt::failed(err, Retry::Never, false)
-            }
-            Ok(Err(mut e)) => {
-                let reason = e.error().to_string();
-                let err = ProxyError::Upstream { addr, reason };
-                match e.take_message() {
-                    // A pooled connection that closed before the write is
-                    // staleness, not a failure of the instance.
-                    Some(unsent) if pooled && leeway.stale_redo => {
-                        Attempt::failed(err, Retry::Redo(unsent), false)
-                    }
-                    // Never written: safe to send again, body and all.
-                    Some(unsent) => {
-                        service.metrics.upstream_errors.inc();
-                        Attempt::failed(err, Retry::Unsent(unsent), true)
-                    }
-                    None => {
-                        service.metrics.upstream_errors.inc();
-                        Attempt::failed(err, Retry::IfReplayable, true)
-                    }
-                }
-            }
         }
     }
 
+    /// A try hyper gave up on: the client's body is to blame, or the
+    /// instance (a stale pooled connection is not its fault).
+    fn send_failed(
+        &self,
+        service: &ServiceRoutes,
+        addr: SocketAddr,
+        mut e: TrySendError<Request<UpstreamBody>>,
+        pooled: bool,
+        progress: Option<&Progress>,
+        leeway: Leeway,
+    ) -> Attempt {
+        if progress.is_some_and(Progress::client_stalled) {
+            self.router.metrics().abandoned(Abandon::ClientBody).inc();
+            let err = ProxyError::ClientBodyTimeout {
+                timeout_ms: self.settings.timeouts.read_idle.as_millis(),
+            };
+            return Attempt::failed(err, Retry::Never, false);
+        }
+        if e.error().is_user() {
+            // hyper blames the request side: the client's body stream
+            // failed (invalid chunked framing, or the client went away
+            // mid-upload). Not the instance's fault, so no 502, no
+            // failure towards ejection, and no retry; the upstream saw a
+            // truncated request it will discard.
+            tracing::debug!(upstream = %addr, error = %e.error(), "request body from the client failed");
+            let err = ProxyError::BadRequest("invalid or incomplete request body");
+            return Attempt::failed(err, Retry::Never, false);
+        }
+        let reason = e.error().to_string();
+        let err = ProxyError::Upstream { addr, reason };
+        match e.take_message() {
+            // A pooled connection that closed before the write is
+            // staleness, not a failure of the instance.
+            Some(unsent) if pooled && leeway.stale_redo => {
+                Attempt::failed(err, Retry::Redo(unsent), false)
+            }
+            // Never written: safe to send again, body and all.
+            Some(unsent) => {
+                service.metrics.upstream_errors.inc();
+                Attempt::failed(err, Retry::Unsent(unsent), true)
+            }
+            None => {
+                service.metrics.upstream_errors.inc();
+                Attempt::failed(err, Retry::IfReplayable, true)
+            }
+        }
+    }
     /// Counts a failure of `ep` towards passive ejection, and counts and
     /// logs the ejection it may cause.
     /// Ejection never takes more than `ejection.max_ejected_percent` of the
@@ -666,11 +737,118 @@ struct Leeway {
     stale_redo: bool,
 }
 
+/// The host a request names: the authority of an absolute-form (or
+/// HTTP/2) request, which wins over Host (RFC 9112 §3.2.2), else its one
+/// Host header; either way exactly one host is forwarded.
+#[derive(Debug)]
+struct RequestHost {
+    value: Option<HeaderValue>,
+    /// The value came from the authority (so Host must be set to it).
+    from_authority: bool,
+}
+
+impl RequestHost {
+    /// The host of a request the proxy serves: CONNECT is refused (405); a
+    /// bad authority, two Host headers, or an HTTP/1.1 request without a
+    /// host are 400.
+    fn of<B>(req: &Request<B>) -> Result<Self, ProxyError> {
+        if req.method() == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed(Method::CONNECT));
+        }
+        let from_authority = req.uri().authority().is_some();
+        let value = match req.uri().authority() {
+            Some(a) => Some(
+                HeaderValue::from_str(a.as_str())
+                    .map_err(|_| ProxyError::BadRequest("invalid authority"))?,
+            ),
+            None => {
+                let mut hosts = req.headers().get_all(header::HOST).iter();
+                let first = hosts.next().cloned();
+                if hosts.next().is_some() {
+                    return Err(ProxyError::BadRequest("more than one Host header"));
+                }
+                first
+            }
+        };
+        if value.is_none() && req.version() == Version::HTTP_11 {
+            return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
+        }
+        Ok(Self {
+            value,
+            from_authority,
+        })
+    }
+
+    /// The host to route by (empty when an HTTP/1.0 request named none).
+    fn name(&self) -> Result<&str, ProxyError> {
+        match &self.value {
+            Some(v) => v
+                .to_str()
+                .map_err(|_| ProxyError::BadRequest("Host is not text")),
+            None => Ok(""),
+        }
+    }
+}
+
+/// The origin-form URI towards the upstream: the request's own path and
+/// query (a cheap shared copy) unless the preview prefix came off, leaving
+/// `path`.
+fn upstream_uri(uri: &Uri, path: &str, stripped: bool) -> Result<Uri, ProxyError> {
+    let path_and_query = match (stripped, uri.path_and_query()) {
+        (false, Some(pq)) => pq.clone(),
+        _ => {
+            let pq = match uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_owned(),
+            };
+            PathAndQuery::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid path"))?
+        }
+    };
+    Ok(Uri::from(path_and_query))
+}
+
+/// Whether a request may be replayed on another instance: bodiless,
+/// idempotent, with a try left and another instance to go to.
+fn replayable(method: &Method, bodiless: bool, retry_attempts: u32, instances: usize) -> bool {
+    bodiless && is_idempotent(method) && retry_attempts > 0 && instances > 1
+}
+
+/// Where a request was routed: its service and the pool (colour) serving
+/// it.
+struct Routed {
+    service: Arc<ServiceRoutes>,
+    pool: Arc<Pool>,
+}
+
+/// A response on its way to the client.
+struct Forwarded {
+    resp: Response<ProxyBody>,
+    routed: Routed,
+    /// The instance that answered.
+    upstream: SocketAddr,
+}
+
+/// A request ready for the upstream, with what a retry of it needs.
+struct Outgoing {
+    request: Request<UpstreamBody>,
+    /// Its parts, kept for a replay (a replayable request only).
+    replay: Option<Replay>,
+    /// How far its body has been sent (a request with a body only).
+    progress: Option<Arc<Progress>>,
+}
+
+/// The client's side of an upgrade the proxy accepted.
+struct ClientUpgrade {
+    client: OnUpgrade,
+    /// The connection's place in the limits, which the tunnel keeps.
+    slot: Option<ConnSlot>,
+}
+
 /// A request that failed on the proxy's side, with the service and colour
 /// it was routed to, when it got that far.
 struct Failure {
     err: ProxyError,
-    at: Option<(Arc<ServiceRoutes>, Arc<Pool>)>,
+    at: Option<Routed>,
 }
 
 impl From<ProxyError> for Failure {
@@ -682,17 +860,14 @@ impl From<ProxyError> for Failure {
 impl Failure {
     /// A failure after routing: counted with the pool's requests, so the
     /// per-colour error ratio sees the proxy's own 502/503/504 too.
-    fn of_pool(
-        err: ProxyError,
-        service: Arc<ServiceRoutes>,
-        pool: Arc<Pool>,
-        start: Instant,
-    ) -> Self {
-        pool.metrics
+    fn of_pool(err: ProxyError, routed: Routed, start: Instant) -> Self {
+        routed
+            .pool
+            .metrics
             .observe(err.status().as_u16(), start.elapsed().as_secs_f64());
         Self {
             err,
-            at: Some((service, pool)),
+            at: Some(routed),
         }
     }
 }
@@ -748,6 +923,24 @@ enum Stall {
     Head,
 }
 
+/// Awaits the response head of `send`: within `timeouts.response_head`, or
+/// for a request with a body, as [`head_after_body`] says.
+async fn response_head<F, T>(
+    send: F,
+    progress: Option<&Progress>,
+    timeouts: &Timeouts,
+) -> Result<T, Stall>
+where
+    F: std::future::Future<Output = T>,
+{
+    match progress {
+        None => tokio::time::timeout(timeouts.response_head, send)
+            .await
+            .map_err(|_| Stall::Head),
+        Some(p) => head_after_body(send, p, timeouts).await,
+    }
+}
+
 /// Awaits the response head of a request with a body. The head timer
 /// starts once the body has been sent (an upload may take longer than the
 /// head timeout); until then the instance must keep reading it.
@@ -799,6 +992,29 @@ impl Replay {
         *r.uri_mut() = self.uri.clone();
         *r.headers_mut() = self.headers.clone();
         r
+    }
+}
+
+/// What an upstream's answer makes of a try.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Judged {
+    /// The instance answered (even an application's 500): it is up.
+    Up,
+    /// A gateway error with a try elsewhere allowed: dropped for that try.
+    TryElsewhere,
+    /// A gateway error passed to the client as it came: still a failure of
+    /// the instance.
+    PassOnFailed,
+}
+
+/// Judges an answer's status (see the module doc).
+fn judge_status(status: StatusCode, leeway: Leeway) -> Judged {
+    if !is_retryable_status(status) {
+        Judged::Up
+    } else if leeway.retry_status {
+        Judged::TryElsewhere
+    } else {
+        Judged::PassOnFailed
     }
 }
 
@@ -901,5 +1117,100 @@ impl RetryBudget {
             .retries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         true
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn request(method: Method, uri: &str, version: Version, hosts: &[&str]) -> Request<()> {
+        let mut req = Request::new(());
+        *req.method_mut() = method;
+        *req.uri_mut() = uri.parse().unwrap();
+        *req.version_mut() = version;
+        for h in hosts {
+            req.headers_mut()
+                .append(header::HOST, HeaderValue::from_str(h).unwrap());
+        }
+        req
+    }
+
+    #[test]
+    fn the_authority_wins_over_host_and_one_host_is_required() {
+        let get = |uri, version, hosts: &[&str]| RequestHost::of(&request(Method::GET, uri, version, hosts));
+
+        let h = get("http://a.example:81/x", Version::HTTP_11, &["b.example"]).unwrap();
+        assert!(h.from_authority);
+        assert_eq!(h.name().unwrap(), "a.example:81");
+
+        let h = get("/x", Version::HTTP_11, &["b.example"]).unwrap();
+        assert!(!h.from_authority);
+        assert_eq!(h.name().unwrap(), "b.example");
+
+        let two = get("/x", Version::HTTP_11, &["a.example", "b.example"]).unwrap_err();
+        assert!(matches!(two, ProxyError::BadRequest("more than one Host header")), "{two}");
+        let none = get("/x", Version::HTTP_11, &[]).unwrap_err();
+        assert!(matches!(none, ProxyError::BadRequest("HTTP/1.1 request without Host")), "{none}");
+
+        // HTTP/1.0 may leave Host out: routed by the empty host.
+        let h = get("/x", Version::HTTP_10, &[]).unwrap();
+        assert_eq!(h.name().unwrap(), "");
+
+        let connect = RequestHost::of(&request(Method::CONNECT, "a.example:443", Version::HTTP_11, &[]));
+        assert_eq!(connect.unwrap_err().status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[test]
+    fn a_host_that_is_not_text_is_refused_when_routed() {
+        let mut req = request(Method::GET, "/", Version::HTTP_11, &[]);
+        req.headers_mut()
+            .insert(header::HOST, HeaderValue::from_bytes(b"caf\xe9.example").unwrap());
+        let h = RequestHost::of(&req).unwrap();
+        let err = h.name().unwrap_err();
+        assert!(matches!(err, ProxyError::BadRequest("Host is not text")), "{err}");
+    }
+
+    #[test]
+    fn the_upstream_uri_loses_only_the_preview_prefix() {
+        let uri: Uri = "/standby/a/b?q=1".parse().unwrap();
+        assert_eq!(upstream_uri(&uri, "/a/b", true).unwrap(), "/a/b?q=1");
+        assert_eq!(
+            upstream_uri(&"/standby".parse().unwrap(), "/", true).unwrap(),
+            "/"
+        );
+        assert_eq!(upstream_uri(&uri, "/standby/a/b", false).unwrap(), "/standby/a/b?q=1");
+        // Absolute form goes out in origin form.
+        let absolute: Uri = "http://a.example/x?y".parse().unwrap();
+        assert_eq!(upstream_uri(&absolute, "/x", false).unwrap(), "/x?y");
+    }
+
+    #[test]
+    fn only_bodiless_idempotent_requests_with_somewhere_to_go_are_replayable() {
+        assert!(replayable(&Method::GET, true, 1, 2));
+        assert!(replayable(&Method::PUT, true, 2, 3));
+        assert!(!replayable(&Method::POST, true, 1, 2), "not idempotent");
+        assert!(!replayable(&Method::GET, false, 1, 2), "has a body");
+        assert!(!replayable(&Method::GET, true, 0, 2), "no retry configured");
+        assert!(!replayable(&Method::GET, true, 1, 1), "no other instance");
+    }
+
+    #[test]
+    fn only_gateway_errors_fail_a_try() {
+        let leeway = |retry_status| Leeway {
+            retry_status,
+            stale_redo: true,
+        };
+        for ok in [200, 404, 500, 501, 505] {
+            let s = StatusCode::from_u16(ok).unwrap();
+            assert_eq!(judge_status(s, leeway(true)), Judged::Up, "{s}");
+            assert_eq!(judge_status(s, leeway(false)), Judged::Up, "{s}");
+        }
+        for gateway in [502, 503, 504] {
+            let s = StatusCode::from_u16(gateway).unwrap();
+            assert_eq!(judge_status(s, leeway(true)), Judged::TryElsewhere, "{s}");
+            assert_eq!(judge_status(s, leeway(false)), Judged::PassOnFailed, "{s}");
+        }
     }
 }

@@ -476,20 +476,7 @@ impl Proxy {
         } = self;
         let (listening_tx, listening_rx) = watch::channel(false);
 
-        let mut background = tokio::task::JoinSet::new();
-        for w in watches.0.values() {
-            background.spawn(Arc::clone(w).run());
-        }
-        {
-            let router = Arc::clone(&router);
-            background.spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(5));
-                loop {
-                    tick.tick().await;
-                    router.expire_idle();
-                }
-            });
-        }
+        let mut background = spawn_background(&watches, &router);
         let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
         let registration = match (&config.registration, consul, admin_addr) {
             (Some(r), Some(client), Some(admin)) => {
@@ -500,8 +487,7 @@ impl Proxy {
         let registering = registration
             .clone()
             .map(|r| tokio::spawn(r.register_until_done()));
-        let mut admin_task = None;
-        if let Some(admin_listener) = listeners.admin {
+        let admin_task = listeners.admin.map(|admin_listener| {
             let admin = Arc::new(Admin {
                 router: Arc::clone(&router),
                 watches: watches.clone(),
@@ -512,53 +498,19 @@ impl Proxy {
             if let Ok(a) = admin_listener.local_addr() {
                 tracing::info!(address = %a, "admin listening");
             }
-            admin_task = Some(background.spawn(admin::serve(admin_listener, admin)));
-        }
+            background.spawn(admin::serve(admin_listener, admin))
+        });
 
-        let builder = Arc::new(server::builder(&config.timeouts, &config.limits));
         let graceful = GracefulShutdown::new();
         let draining = server::Draining::default();
-        if let Ok(a) = listeners.traffic.local_addr() {
-            tracing::info!(address = %a, "proxy listening");
-        }
-        for (service, who) in routing::describe_preview(&config.preview) {
-            tracing::info!(service = %service, prefix = %config.preview.path_prefix, header = %config.preview.header, "standby preview {who}");
-        }
-        let plain = server::accept_loop(
-            listeners.traffic,
-            None,
-            Arc::clone(&forwarder),
-            Arc::clone(&builder),
-            &graceful,
-            draining.clone(),
-            config.limits,
-            config.timeouts,
-        );
-        let secure = async {
-            match (listeners.tls, tls) {
-                (Some(l), Some(acceptor)) => {
-                    if let Ok(a) = l.local_addr() {
-                        tracing::info!(address = %a, "TLS listening");
-                    }
-                    server::accept_loop(
-                        l,
-                        Some(acceptor),
-                        Arc::clone(&forwarder),
-                        Arc::clone(&builder),
-                        &graceful,
-                        draining.clone(),
-                        config.limits,
-                        config.timeouts,
-                    )
-                    .await;
-                }
-                _ => std::future::pending::<()>().await,
-            }
+        let serving = Serving {
+            config: &config,
+            forwarder: &forwarder,
+            graceful: &graceful,
+            draining: &draining,
         };
+        let mut accepting = Box::pin(serving.accept(listeners.traffic, listeners.tls, tls));
         listening_tx.send_replace(true);
-        let mut accepting = Box::pin(async {
-            tokio::join!(plain, secure);
-        });
         let why = tokio::select! {
             () = &mut accepting => Stop::Terminate,
             why = stop => why,
@@ -573,19 +525,8 @@ impl Proxy {
         }
         match why {
             Stop::Terminate => {
-                // Leave Consul, then give whoever sends traffic time to notice.
-                if let Some(r) = &registration {
-                    r.deregister().await;
-                }
                 let delay = config.shutdown.deregister_delay;
-                tracing::info!(
-                    delay_secs = delay.as_secs_f64(),
-                    "not ready: accepting until the deregister delay is over"
-                );
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = &mut accepting => {}
-                }
+                leave_consul(registration.as_ref(), delay, &mut accepting).await;
             }
             Stop::HandedOver => {
                 // The admin socket is shared with the new process too: leave
@@ -599,31 +540,142 @@ impl Proxy {
         }
         // Close the listeners (the accept loops own them).
         drop(accepting);
-        let grace = config.timeouts.shutdown_grace;
-        tracing::info!(
-            grace_secs = grace.as_secs_f64(),
-            open = router.metrics().client_connections().get(),
-            "shutting down: waiting for in-flight requests"
-        );
-        // Upgraded connections are drained too, and closed cleanly by then.
-        router.close_upgraded(grace);
-        // First half of the grace period: each HTTP/1 connection ends after
-        // its next response (`Connection: close`), so no client sends a
-        // request into a connection that is being closed; a connection
-        // accepted in the last instant gets its first request answered.
-        let started = tokio::time::Instant::now();
-        let window = grace / 2;
-        while graceful.count() > 0 && started.elapsed() < window {
-            tokio::time::sleep(DRAIN_POLL).await;
-        }
-        // Then the rest: idle connections are closed, HTTP/2 ones get a
-        // GOAWAY, requests still running may finish.
-        let grace = grace.saturating_sub(started.elapsed());
-        match tokio::time::timeout(grace, graceful.shutdown()).await {
-            Ok(()) => tracing::info!("all connections closed"),
-            Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
-        }
+        drain(&router, graceful, config.timeouts.shutdown_grace).await;
         background.shutdown().await;
         Ok(())
+    }
+}
+
+/// Starts what runs beside the listeners for the proxy's whole life: the
+/// Consul watches and the sweep of idle upstream connections.
+fn spawn_background(watches: &Watches, router: &Arc<Router>) -> tokio::task::JoinSet<()> {
+    let mut background = tokio::task::JoinSet::new();
+    for w in watches.0.values() {
+        background.spawn(Arc::clone(w).run());
+    }
+    let router = Arc::clone(router);
+    background.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            router.expire_idle();
+        }
+    });
+    background
+}
+
+/// What the accept loops share.
+struct Serving<'a> {
+    config: &'a Config,
+    forwarder: &'a Arc<ArcSwap<Forwarder>>,
+    graceful: &'a GracefulShutdown,
+    draining: &'a server::Draining,
+}
+
+impl<'a> Serving<'a> {
+    /// The accept loops of the traffic listener and, when configured, the
+    /// TLS one; they end when their listeners fail, and dropping them closes
+    /// the listeners.
+    fn accept(
+        self,
+        traffic: TcpListener,
+        tls_listener: Option<TcpListener>,
+        tls: Option<TlsAcceptor>,
+    ) -> impl std::future::Future<Output = ()> + 'a {
+        let Serving {
+            config,
+            forwarder,
+            graceful,
+            draining,
+        } = self;
+        let builder = Arc::new(server::builder(&config.timeouts, &config.limits));
+        if let Ok(a) = traffic.local_addr() {
+            tracing::info!(address = %a, "proxy listening");
+        }
+        for (service, who) in routing::describe_preview(&config.preview) {
+            tracing::info!(service = %service, prefix = %config.preview.path_prefix, header = %config.preview.header, "standby preview {who}");
+        }
+        let plain = server::accept_loop(
+            traffic,
+            None,
+            Arc::clone(forwarder),
+            Arc::clone(&builder),
+            graceful,
+            draining.clone(),
+            config.limits,
+            config.timeouts,
+        );
+        let secure = async move {
+            match (tls_listener, tls) {
+                (Some(l), Some(acceptor)) => {
+                    if let Ok(a) = l.local_addr() {
+                        tracing::info!(address = %a, "TLS listening");
+                    }
+                    server::accept_loop(
+                        l,
+                        Some(acceptor),
+                        Arc::clone(forwarder),
+                        Arc::clone(&builder),
+                        graceful,
+                        draining.clone(),
+                        config.limits,
+                        config.timeouts,
+                    )
+                    .await;
+                }
+                _ => std::future::pending::<()>().await,
+            }
+        };
+        async move {
+            tokio::join!(plain, secure);
+        }
+    }
+}
+
+/// SIGTERM's first step once readiness fails: leave Consul, then give
+/// whoever sends traffic `delay` to notice while the listeners still accept.
+async fn leave_consul(
+    registration: Option<&registration::Registration>,
+    delay: Duration,
+    accepting: &mut (impl std::future::Future<Output = ()> + Unpin),
+) {
+    if let Some(r) = registration {
+        r.deregister().await;
+    }
+    tracing::info!(
+        delay_secs = delay.as_secs_f64(),
+        "not ready: accepting until the deregister delay is over"
+    );
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        () = accepting => {}
+    }
+}
+
+/// Lets the open connections end within `grace` once the listeners are
+/// closed, then closes what is left.
+async fn drain(router: &Router, graceful: GracefulShutdown, grace: Duration) {
+    tracing::info!(
+        grace_secs = grace.as_secs_f64(),
+        open = router.metrics().client_connections().get(),
+        "shutting down: waiting for in-flight requests"
+    );
+    // Upgraded connections are drained too, and closed cleanly by then.
+    router.close_upgraded(grace);
+    // First half of the grace period: each HTTP/1 connection ends after
+    // its next response (`Connection: close`), so no client sends a
+    // request into a connection that is being closed; a connection
+    // accepted in the last instant gets its first request answered.
+    let started = tokio::time::Instant::now();
+    let window = grace / 2;
+    while graceful.count() > 0 && started.elapsed() < window {
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+    // Then the rest: idle connections are closed, HTTP/2 ones get a
+    // GOAWAY, requests still running may finish.
+    let grace = grace.saturating_sub(started.elapsed());
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("all connections closed"),
+        Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
     }
 }
