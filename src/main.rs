@@ -355,35 +355,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let settings =
                 switchyard_controller::deploy_settings::StandbySettings { meta, env, image };
             if dry_run {
-                let dry = controller_runtime()?
-                    .block_on(controller.deploy_dry_run(&version, &settings))
-                    .map_err(controller_failure)?;
-                if common.json {
-                    print_json(switchyard_controller::to_json(&dry))?;
-                } else {
-                    print!("{}", switchyard_controller::deploy::render_dry_run(&dry));
-                }
-                return match dry.refused {
-                    Some(why) => Err(controller_failure(ControllerError::PlanRefused(why))),
-                    None => Ok(()),
-                };
-            }
-            // Bad input is refused before the lock is taken.
-            switchyard_controller::refusal::validate_version(&version)
-                .map_err(|r| controller_failure(r.into()))?;
-            let outcome = locked(
-                controller,
-                &format!("deploy {version}"),
-                &lock,
-                Interrupt::Cooperative,
-                |c| async move { c.deploy_with(&version, &settings).await },
-            )?;
-            if common.json {
-                print_json(switchyard_controller::to_json(&outcome))?;
+                deploy_dry_run(&controller, &version, &settings, common.json)
             } else {
-                println!("{}", switchyard_controller::deploy::render_deploy(&outcome));
+                deploy(controller, version, settings, &lock, common.json)
             }
-            Ok(())
         }
         Command::Switch {
             to,
@@ -417,46 +392,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             print_switch(&outcome, common.json)
         }
         Command::Status { common } if common.service.is_none() => status_all(&common),
-        Command::Status { common } => {
-            let controller = common.controller(|_| {})?;
-            let report = controller_runtime()?.block_on(controller.status());
-            if common.json {
-                print_json(switchyard_controller::to_json(&report))?;
-            } else {
-                print!("{}", switchyard_controller::status::render_status(&report));
-            }
-            match report.errors.first() {
-                Some(e) => Err(Failure {
-                    reported: common.json,
-                    ..anyhow::anyhow!("cannot read everything: {e}").into()
-                }),
-                None => Ok(()),
-            }
-        }
-        Command::Diagnose { common } => {
-            let controller = common.controller(|_| {})?;
-            let report = controller_runtime()?.block_on(controller.diagnose());
-            if common.json {
-                print_json(switchyard_controller::to_json(&report))?;
-            } else {
-                print!(
-                    "{}",
-                    switchyard_controller::diagnose::render_diagnose(&report)
-                );
-            }
-            if report.has_errors() {
-                let first = report
-                    .findings
-                    .first()
-                    .map(|f| f.message.clone())
-                    .unwrap_or_default();
-                return Err(Failure {
-                    reported: common.json,
-                    ..anyhow::anyhow!("{} error finding(s); first: {first}", report.errors).into()
-                });
-            }
-            Ok(())
-        }
+        Command::Status { common } => status_one(&common),
+        Command::Diagnose { common } => diagnose(&common),
         #[cfg(feature = "dev")]
         Command::Dev(args) => {
             let _flush_access_log = dev::init_logging(&args).map_err(bad_input)?;
@@ -487,6 +424,98 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// `deploy --dry-run`: prints Nomad's plan of the change; a plan that would be refused fails
+/// with exit status 4.
+fn deploy_dry_run(
+    controller: &Controller,
+    version: &str,
+    settings: &switchyard_controller::deploy_settings::StandbySettings,
+    json: bool,
+) -> Result<(), Failure> {
+    let dry = controller_runtime()?
+        .block_on(controller.deploy_dry_run(version, settings))
+        .map_err(controller_failure)?;
+    if json {
+        print_json(switchyard_controller::to_json(&dry))?;
+    } else {
+        print!("{}", switchyard_controller::deploy::render_dry_run(&dry));
+    }
+    match dry.refused {
+        Some(why) => Err(controller_failure(ControllerError::PlanRefused(why))),
+        None => Ok(()),
+    }
+}
+
+/// `deploy <version>` under the service's lock.
+fn deploy(
+    controller: Controller,
+    version: String,
+    settings: switchyard_controller::deploy_settings::StandbySettings,
+    lock: &LockArgs,
+    json: bool,
+) -> Result<(), Failure> {
+    // Bad input is refused before the lock is taken.
+    switchyard_controller::refusal::validate_version(&version)
+        .map_err(|r| controller_failure(r.into()))?;
+    let outcome = locked(
+        controller,
+        &format!("deploy {version}"),
+        lock,
+        Interrupt::Cooperative,
+        |c| async move { c.deploy_with(&version, &settings).await },
+    )?;
+    if json {
+        print_json(switchyard_controller::to_json(&outcome))?;
+    } else {
+        println!("{}", switchyard_controller::deploy::render_deploy(&outcome));
+    }
+    Ok(())
+}
+
+/// `status --service S`: the report of one service.
+fn status_one(common: &CommonArgs) -> Result<(), Failure> {
+    let controller = common.controller(|_| {})?;
+    let report = controller_runtime()?.block_on(controller.status());
+    if common.json {
+        print_json(switchyard_controller::to_json(&report))?;
+    } else {
+        print!("{}", switchyard_controller::status::render_status(&report));
+    }
+    match report.errors.first() {
+        Some(e) => Err(Failure {
+            reported: common.json,
+            ..anyhow::anyhow!("cannot read everything: {e}").into()
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `diagnose`: fails when a finding is an error.
+fn diagnose(common: &CommonArgs) -> Result<(), Failure> {
+    let controller = common.controller(|_| {})?;
+    let report = controller_runtime()?.block_on(controller.diagnose());
+    if common.json {
+        print_json(switchyard_controller::to_json(&report))?;
+    } else {
+        print!(
+            "{}",
+            switchyard_controller::diagnose::render_diagnose(&report)
+        );
+    }
+    if report.has_errors() {
+        let first = report
+            .findings
+            .first()
+            .map(|f| f.message.clone())
+            .unwrap_or_default();
+        return Err(Failure {
+            reported: common.json,
+            ..anyhow::anyhow!("{} error finding(s); first: {first}", report.errors).into()
+        });
+    }
+    Ok(())
 }
 
 /// `status` without `--service`: the report of every service the proxies route (a JSON array

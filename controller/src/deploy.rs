@@ -8,7 +8,7 @@
 //! its version; on any failure revert with `EnforcePriorVersion`. `--dry-run` stops after the
 //! plan.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use switchyard_hashi::QueryOptions;
@@ -17,8 +17,8 @@ use switchyard_hashi::nomad::{Deployment, Job, JobPlanResponse};
 use crate::deploy_guard::{check_plan, render_plan};
 use crate::deploy_settings::{StandbySettings, apply, resolved_images};
 use crate::history::{HistoryEntry, INTERRUPTED};
-use crate::nomad_health::{Promotion, promotion_for};
-use crate::observe::Observed;
+use crate::nomad_health::{GroupProgress, Promotion, promotion_for};
+use crate::observe::{Instance, Observed};
 use crate::refusal::{Refusal, check_route, validate_version};
 use crate::version_check::{VersionCheck, nomad_proof};
 use crate::{Controller, ControllerError};
@@ -467,123 +467,95 @@ impl Controller {
             .iter()
             .position(|c| *c == plan.colour)
             .unwrap_or(0);
-        let new_version = plan.prior_job_version + 1;
         let mut last = String::new();
         loop {
-            let allocs = self
-                .nomad
-                .job_allocations(&plan.job_id, false, &QueryOptions::default())
-                .await
-                .map(|(a, _)| a);
-            let (progress, nomad_note) = match &allocs {
-                Ok(a) => {
-                    self.nomad_progress(&plan.job_id, &plan.group, new_version, plan.promotion, a)
-                        .await
-                }
-                Err(_) => Default::default(),
-            };
-            // Nomad may be unreachable while the allocations keep running: say so rather
-            // than report the wait as a health problem.
-            let nomad_down = allocs.as_ref().err().map(|e| e.to_string());
-            let running = match &allocs {
-                Ok(a) => a
-                    .iter()
-                    .filter(|a| {
-                        a.task_group == plan.group
-                            && a.desired_status == "run"
-                            && a.client_status == "running"
-                            && a.job_version >= new_version
-                    })
-                    .count(),
-                Err(_) => 0,
-            };
-            let deployment = self.deployment_of(&plan.job_id, new_version).await;
-            // The switch pre-flight refuses while a deployment runs, so the deploy ends only
-            // when Nomad's deployment of the new version (if the job has one) has ended too.
-            let rolling_out = deployment
-                .as_ref()
-                .filter(|d| !d.is_terminal())
-                .map(|d| d.status.clone());
-            let mine = self.live_instances_of(colour_idx).await.unwrap_or_default();
-            let ready = mine
-                .iter()
-                .filter(|i| i.passing() && i.version_tag() == Some(version))
-                .count();
-            let stale = mine
-                .iter()
-                .filter(|i| i.version_tag() != Some(version))
-                .count();
-            let expected = usize::try_from(plan.expected_count).unwrap_or(usize::MAX);
-            let line = format!(
-                "waiting for {}: {running}/{expected} allocation(s) running{nomad_note}, {ready}/{expected} passing with version={version}{}{}{}",
-                plan.colour,
-                if stale > 0 {
-                    format!(", {stale} old instance(s) still registered")
-                } else {
-                    String::new()
-                },
-                match &nomad_down {
-                    Some(e) => format!(" (Nomad API unreachable: {e})"),
-                    None => String::new(),
-                },
-                match &rolling_out {
-                    Some(status) => format!(", Nomad deployment {status}"),
-                    None => String::new(),
-                }
-            );
+            let look = self.look_at_standby(plan, version, colour_idx).await;
+            let line = look.line(plan, version);
             if line != last {
                 self.say(&line);
                 last = line;
             }
-            // Nomad's verdict counts too: healthy for min_healthy_time, canaries promoted.
-            // A group with an update strategy is tracked by the deployment of the new version.
-            // The switch pre-flight refuses while a deployment runs, so the deploy ends only
-            // when Nomad's deployment of the new version (if the job has one) has ended too.
-            let nomad_healthy = plan.job.group_update(&plan.group).is_none()
-                || (progress.tracked && progress.healthy >= expected);
-            if running >= expected
-                && ready >= expected
-                && stale == 0
-                && nomad_healthy
-                && progress.canaries.is_none()
-                && rolling_out.is_none()
-            {
+            if look.settled(plan) {
                 return Ok(());
             }
-            if let Some(why) = progress.failed {
+            if let Some(why) = &look.progress.failed {
                 return Err(format!("Nomad deployment failed ({why})"));
             }
             if interruptible && let Some(why) = self.interrupted() {
                 return Err(format!("interrupted ({why})"));
             }
             if Instant::now() >= deadline {
-                if let Some(e) = nomad_down {
-                    return Err(format!(
-                        "the Nomad API was unreachable at the deadline of {}s ({e}), so the allocations of group {} could not be confirmed ({ready}/{expected} passing with version={version} in Consul)",
-                        self.settings.deadline.as_secs(),
-                        plan.group
-                    ));
-                }
-                let failing: Vec<String> = mine
-                    .iter()
-                    .filter(|i| !i.passing())
-                    .map(|i| format!("{} {}", i.address, i.failing_checks.join(", ")))
-                    .collect();
-                return Err(format!(
-                    "never healthy within the deadline of {}s ({ready}/{expected} passing with version={version}{})",
-                    self.settings.deadline.as_secs(),
-                    if failing.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; failing: {}", failing.join("; "))
-                    }
-                ));
+                return Err(look.deadline_error(plan, version, self.settings.deadline));
             }
             if interruptible {
                 self.pause(self.settings.poll_interval).await;
             } else {
                 tokio::time::sleep(self.settings.poll_interval).await;
             }
+        }
+    }
+
+    /// Reads what Nomad and Consul say of the plan's group and colour `colour_idx` now.
+    async fn look_at_standby(
+        &self,
+        plan: &DeployPlan,
+        version: &str,
+        colour_idx: usize,
+    ) -> StandbyLook {
+        let new_version = plan.prior_job_version + 1;
+        let allocs = self
+            .nomad
+            .job_allocations(&plan.job_id, false, &QueryOptions::default())
+            .await
+            .map(|(a, _)| a);
+        let (progress, nomad_note) = match &allocs {
+            Ok(a) => {
+                self.nomad_progress(&plan.job_id, &plan.group, new_version, plan.promotion, a)
+                    .await
+            }
+            Err(_) => Default::default(),
+        };
+        // Nomad may be unreachable while the allocations keep running: say so rather
+        // than report the wait as a health problem.
+        let nomad_down = allocs.as_ref().err().map(|e| e.to_string());
+        let running = match &allocs {
+            Ok(a) => a
+                .iter()
+                .filter(|a| {
+                    a.task_group == plan.group
+                        && a.desired_status == "run"
+                        && a.client_status == "running"
+                        && a.job_version >= new_version
+                })
+                .count(),
+            Err(_) => 0,
+        };
+        let deployment = self.deployment_of(&plan.job_id, new_version).await;
+        // The switch pre-flight refuses while a deployment runs, so the deploy ends only
+        // when Nomad's deployment of the new version (if the job has one) has ended too.
+        let rolling_out = deployment
+            .as_ref()
+            .filter(|d| !d.is_terminal())
+            .map(|d| d.status.clone());
+        let mine = self.live_instances_of(colour_idx).await.unwrap_or_default();
+        let ready = mine
+            .iter()
+            .filter(|i| i.passing() && i.version_tag() == Some(version))
+            .count();
+        let stale = mine
+            .iter()
+            .filter(|i| i.version_tag() != Some(version))
+            .count();
+        StandbyLook {
+            expected: usize::try_from(plan.expected_count).unwrap_or(usize::MAX),
+            running,
+            ready,
+            stale,
+            progress,
+            nomad_note,
+            nomad_down,
+            rolling_out,
+            mine,
         }
     }
 
@@ -699,6 +671,105 @@ impl Controller {
                 plan.job_id, plan.prior_job_version, plan.colour
             ),
         }
+    }
+}
+
+/// One look at the standby group while a deploy (or its revert) waits for it.
+#[derive(Clone, Debug, Default)]
+struct StandbyLook {
+    /// Instances the group should run.
+    expected: usize,
+    /// Allocations of the group at the new job version that run.
+    running: usize,
+    /// Instances of the colour in Consul passing with the new version.
+    ready: usize,
+    /// Instances of the colour in Consul with another version.
+    stale: usize,
+    /// What Nomad's deployment says of the group.
+    progress: GroupProgress,
+    /// That, for the progress line.
+    nomad_note: String,
+    /// Why Nomad could not be read, when it could not.
+    nomad_down: Option<String>,
+    /// The status of Nomad's deployment of the new version while it runs.
+    rolling_out: Option<String>,
+    /// The colour's instances in Consul.
+    mine: Vec<Instance>,
+}
+
+impl StandbyLook {
+    /// The progress line.
+    fn line(&self, plan: &DeployPlan, version: &str) -> String {
+        let StandbyLook {
+            expected,
+            running,
+            ready,
+            stale,
+            ..
+        } = self;
+        format!(
+            "waiting for {}: {running}/{expected} allocation(s) running{}, {ready}/{expected} passing with version={version}{}{}{}",
+            plan.colour,
+            self.nomad_note,
+            if *stale > 0 {
+                format!(", {stale} old instance(s) still registered")
+            } else {
+                String::new()
+            },
+            match &self.nomad_down {
+                Some(e) => format!(" (Nomad API unreachable: {e})"),
+                None => String::new(),
+            },
+            match &self.rolling_out {
+                Some(status) => format!(", Nomad deployment {status}"),
+                None => String::new(),
+            }
+        )
+    }
+
+    /// Whether the wait is over: every allocation runs, every instance passes with the new
+    /// version and no old one is left, and Nomad agrees. Nomad's verdict counts too: healthy
+    /// for min_healthy_time, canaries promoted. A group with an update strategy is tracked by
+    /// the deployment of the new version. The switch pre-flight refuses while a deployment
+    /// runs, so the deploy ends only when Nomad's deployment of the new version (if the job
+    /// has one) has ended too.
+    fn settled(&self, plan: &DeployPlan) -> bool {
+        let expected = self.expected;
+        let nomad_healthy = plan.job.group_update(&plan.group).is_none()
+            || (self.progress.tracked && self.progress.healthy >= expected);
+        self.running >= expected
+            && self.ready >= expected
+            && self.stale == 0
+            && nomad_healthy
+            && self.progress.canaries.is_none()
+            && self.rolling_out.is_none()
+    }
+
+    /// Why the group was not ready by the deadline (`deadline` long).
+    fn deadline_error(&self, plan: &DeployPlan, version: &str, deadline: Duration) -> String {
+        let (ready, expected) = (self.ready, self.expected);
+        if let Some(e) = &self.nomad_down {
+            return format!(
+                "the Nomad API was unreachable at the deadline of {}s ({e}), so the allocations of group {} could not be confirmed ({ready}/{expected} passing with version={version} in Consul)",
+                deadline.as_secs(),
+                plan.group
+            );
+        }
+        let failing: Vec<String> = self
+            .mine
+            .iter()
+            .filter(|i| !i.passing())
+            .map(|i| format!("{} {}", i.address, i.failing_checks.join(", ")))
+            .collect();
+        format!(
+            "never healthy within the deadline of {}s ({ready}/{expected} passing with version={version}{})",
+            deadline.as_secs(),
+            if failing.is_empty() {
+                String::new()
+            } else {
+                format!("; failing: {}", failing.join("; "))
+            }
+        )
     }
 }
 
@@ -876,5 +947,64 @@ mod tests {
             plan_deploy(&obs, "v3").unwrap_err(),
             Refusal::BadRouteKey { .. }
         ));
+    }
+
+    #[test]
+    fn the_standby_wait_ends_only_when_consul_and_nomad_agree() {
+        let plan = plan_deploy(&observed(), "v3").unwrap();
+        let settled = StandbyLook {
+            expected: 2,
+            running: 2,
+            ready: 2,
+            progress: GroupProgress {
+                tracked: true,
+                healthy: 2,
+                ..GroupProgress::default()
+            },
+            ..StandbyLook::default()
+        };
+        assert!(settled.settled(&plan));
+        assert_eq!(
+            settled.line(&plan, "v3"),
+            "waiting for green: 2/2 allocation(s) running, 2/2 passing with version=v3"
+        );
+        let not = |change: fn(&mut StandbyLook)| {
+            let mut look = settled.clone();
+            change(&mut look);
+            look
+        };
+        let stale = not(|l| l.stale = 1);
+        assert!(!stale.settled(&plan));
+        assert!(
+            stale
+                .line(&plan, "v3")
+                .ends_with(", 1 old instance(s) still registered"),
+            "{}",
+            stale.line(&plan, "v3")
+        );
+        assert!(!not(|l| l.running = 1).settled(&plan));
+        assert!(!not(|l| l.ready = 1).settled(&plan));
+        assert!(!not(|l| l.progress.canaries = Some((1, 1))).settled(&plan));
+        let rolling = not(|l| l.rolling_out = Some("running".into()));
+        assert!(!rolling.settled(&plan));
+        assert!(
+            rolling
+                .line(&plan, "v3")
+                .ends_with(", Nomad deployment running")
+        );
+
+        let down = not(|l| l.nomad_down = Some("connection refused".into()));
+        let why = down.deadline_error(&plan, "v3", Duration::from_secs(60));
+        assert!(
+            why.starts_with(
+                "the Nomad API was unreachable at the deadline of 60s (connection refused)"
+            ),
+            "{why}"
+        );
+        let why = not(|_| {}).deadline_error(&plan, "v3", Duration::from_secs(60));
+        assert_eq!(
+            why,
+            "never healthy within the deadline of 60s (2/2 passing with version=v3)"
+        );
     }
 }

@@ -342,70 +342,22 @@ impl Admin {
                 format!("{service} has no standby colour yet"),
             );
         }
-        if !force {
-            if to.endpoints.is_empty() {
-                return error(
-                    StatusCode::CONFLICT,
-                    format!(
-                        "refusing to switch {service}: standby colour {} has no passing instance (force=true overrides)",
-                        to.colour
-                    ),
-                );
-            }
-            if to.endpoints.len() < from.endpoints.len() {
-                return error(
-                    StatusCode::CONFLICT,
-                    format!(
-                        "refusing to switch {service}: standby colour {} has {} passing instance(s), active {} has {} (force=true overrides)",
-                        to.colour,
-                        to.endpoints.len(),
-                        from.colour,
-                        from.endpoints.len()
-                    ),
-                );
-            }
+        if !force
+            && let Some(why) = switch_refusal(
+                service,
+                (&from.colour, from.endpoints.len()),
+                (&to.colour, to.endpoints.len()),
+            )
+        {
+            return error(StatusCode::CONFLICT, why);
         }
         let target = to.colour.clone();
-        let generation = match self.watches.0.get(service) {
-            Some(w) => match self.write_route(w, &current, &target, who).await {
-                Ok(g) => g,
-                Err(resp) => return *resp,
-            },
-            None => {
-                // Static pools: the flip is local to this proxy.
-                let g = current.snapshot.generation + 1;
-                let snap = ServiceSnapshot {
-                    active: current.snapshot.standby.clone(),
-                    standby: current.snapshot.active.clone(),
-                    generation: g,
-                    route_written_at: Some(SystemTime::now()),
-                    decided_by: "static",
-                    ..current.snapshot.clone()
-                };
-                self.router.apply(snap);
-                g
-            }
+        let generation = match self.route_to(service, &current, &target, who).await {
+            Ok(g) => g,
+            Err(resp) => return *resp,
         };
-        // Answer once this proxy has applied the route, with what it serves.
-        let mut rx = self.router.subscribe();
-        let served = tokio::time::timeout(SWITCH_ACK_TIMEOUT, async {
-            loop {
-                {
-                    let t = self.router.table();
-                    if let Some(s) = t.service(service)
-                        && s.snapshot.generation >= generation
-                    {
-                        return Arc::clone(s);
-                    }
-                }
-                if rx.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        })
-        .await;
-        match served {
-            Ok(now) if now.active.colour == target => {
+        match self.served(service, generation).await {
+            Some(now) if now.active.colour == target => {
                 tracing::info!(service, active = %target, previous = %from.colour, generation, by = %who, "switch served");
                 json_response(
                     StatusCode::OK,
@@ -418,7 +370,7 @@ impl Admin {
                     }),
                 )
             }
-            Ok(now) => {
+            Some(now) => {
                 let why = now
                     .snapshot
                     .fail_static_reason
@@ -439,7 +391,7 @@ impl Admin {
                     }),
                 )
             }
-            Err(_) => error(
+            None => error(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
                     "route key written (generation {generation}) but this proxy did not serve it within {}s; check Consul connectivity",
@@ -447,6 +399,57 @@ impl Admin {
                 ),
             ),
         }
+    }
+
+    /// Makes `target` the service's active colour: the route key for a
+    /// Consul-backed service, this proxy's own table for static pools.
+    /// Returns the generation to wait for.
+    async fn route_to(
+        &self,
+        service: &str,
+        current: &ServiceRoutes,
+        target: &str,
+        who: &str,
+    ) -> Result<u64, Box<AdminResponse>> {
+        if let Some(w) = self.watches.0.get(service) {
+            return self.write_route(w, current, target, who).await;
+        }
+        // Static pools: the flip is local to this proxy.
+        let g = current.snapshot.generation + 1;
+        let snap = ServiceSnapshot {
+            active: current.snapshot.standby.clone(),
+            standby: current.snapshot.active.clone(),
+            generation: g,
+            route_written_at: Some(SystemTime::now()),
+            decided_by: "static",
+            ..current.snapshot.clone()
+        };
+        self.router.apply(snap);
+        Ok(g)
+    }
+
+    /// What this proxy serves for `service` once it has applied
+    /// `generation`; `None` when that takes longer than
+    /// [`SWITCH_ACK_TIMEOUT`].
+    async fn served(&self, service: &str, generation: u64) -> Option<Arc<ServiceRoutes>> {
+        let mut rx = self.router.subscribe();
+        tokio::time::timeout(SWITCH_ACK_TIMEOUT, async {
+            loop {
+                {
+                    let t = self.router.table();
+                    if let Some(s) = t.service(service)
+                        && s.snapshot.generation >= generation
+                    {
+                        return Arc::clone(s);
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await
+        .ok()
     }
 
     /// Check-and-set write of the route key (the shared flip); returns the new generation.
@@ -501,6 +504,27 @@ impl Admin {
             }
         }
     }
+}
+
+/// Why an unforced switch from the active pool to the standby one is
+/// refused (each a colour and its passing instances): a standby without
+/// passing instances, or with fewer than the active colour has.
+fn switch_refusal(
+    service: &str,
+    (from, from_passing): (&str, usize),
+    (to, to_passing): (&str, usize),
+) -> Option<String> {
+    if to_passing == 0 {
+        return Some(format!(
+            "refusing to switch {service}: standby colour {to} has no passing instance (force=true overrides)"
+        ));
+    }
+    if to_passing < from_passing {
+        return Some(format!(
+            "refusing to switch {service}: standby colour {to} has {to_passing} passing instance(s), active {from} has {from_passing} (force=true overrides)"
+        ));
+    }
+    None
 }
 
 fn pool_status(p: &Pool) -> serde_json::Value {
@@ -695,5 +719,23 @@ mod tests {
         assert_eq!(q[2], ("x".into(), "a b".into()));
         assert_eq!(q[3], ("bad".into(), "%zz".into()));
         assert_eq!(q[4], ("end".into(), "%4".into()));
+    }
+
+    #[test]
+    fn a_switch_to_a_weaker_standby_is_refused() {
+        assert_eq!(switch_refusal("web", ("blue", 2), ("green", 2)), None);
+        assert_eq!(switch_refusal("web", ("blue", 0), ("green", 1)), None);
+        assert_eq!(
+            switch_refusal("web", ("blue", 1), ("green", 0)).as_deref(),
+            Some(
+                "refusing to switch web: standby colour green has no passing instance (force=true overrides)"
+            )
+        );
+        assert_eq!(
+            switch_refusal("web", ("blue", 3), ("green", 2)).as_deref(),
+            Some(
+                "refusing to switch web: standby colour green has 2 passing instance(s), active blue has 3 (force=true overrides)"
+            )
+        );
     }
 }

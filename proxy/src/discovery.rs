@@ -267,22 +267,7 @@ impl ServiceWatch {
             self.update_state(k, false);
             return;
         };
-        let mut by_colour: [Vec<InstanceSpec>; 2] = [Vec::new(), Vec::new()];
-        let mut unassigned = Vec::new();
-        for i in instances {
-            let spec = InstanceSpec {
-                addr: i.addr,
-                id: Some(i.id.clone()),
-                version: switchyard_model::version_of(&i.tags).map(str::to_owned),
-            };
-            match switchyard_model::classify(&i.tags, &self.colours) {
-                Classification::Colour(c) => by_colour[c].push(spec),
-                _ => unassigned.push(spec),
-            }
-        }
-        for pool in &mut by_colour {
-            pool.sort_by_key(|a| a.addr);
-        }
+        let (by_colour, unassigned) = by_colour(instances, &self.colours);
 
         // Every instance here passes (`?passing`), as the shared rule wants.
         let active_tagged = switchyard_model::count_active_tagged(
@@ -377,6 +362,31 @@ impl ServiceWatch {
             route_index,
         });
     }
+}
+
+/// The instances of each colour (sorted by address), and those whose tags
+/// name no colour.
+fn by_colour(
+    instances: &[Instance],
+    colours: &[String; 2],
+) -> ([Vec<InstanceSpec>; 2], Vec<InstanceSpec>) {
+    let mut by_colour: [Vec<InstanceSpec>; 2] = [Vec::new(), Vec::new()];
+    let mut unassigned = Vec::new();
+    for i in instances {
+        let spec = InstanceSpec {
+            addr: i.addr,
+            id: Some(i.id.clone()),
+            version: switchyard_model::version_of(&i.tags).map(str::to_owned),
+        };
+        match switchyard_model::classify(&i.tags, colours) {
+            Classification::Colour(c) => by_colour[c].push(spec),
+            _ => unassigned.push(spec),
+        }
+    }
+    for pool in &mut by_colour {
+        pool.sort_by_key(|a| a.addr);
+    }
+    (by_colour, unassigned)
 }
 
 fn pool_spec(colour: &str, instances: &[InstanceSpec]) -> PoolSpec {

@@ -215,7 +215,8 @@ impl Forwarder {
         let (mut parts, body) = req.into_parts();
         // The connection's place in the limits, for an upgraded connection.
         let conn_slot = parts.extensions.remove::<ConnSlot>();
-        let headers = self.upstream_headers(parts.headers, parts.version, upgrade, &host, client)?;
+        let headers =
+            self.upstream_headers(parts.headers, parts.version, upgrade, &host, client)?;
         let out = self.outgoing(parts.method, uri, headers, body, &routed.pool);
 
         let exchanged = self
@@ -1139,7 +1140,9 @@ mod tests {
 
     #[test]
     fn the_authority_wins_over_host_and_one_host_is_required() {
-        let get = |uri, version, hosts: &[&str]| RequestHost::of(&request(Method::GET, uri, version, hosts));
+        let get = |uri, version, hosts: &[&str]| {
+            RequestHost::of(&request(Method::GET, uri, version, hosts))
+        };
 
         let h = get("http://a.example:81/x", Version::HTTP_11, &["b.example"]).unwrap();
         assert!(h.from_authority);
@@ -1150,26 +1153,48 @@ mod tests {
         assert_eq!(h.name().unwrap(), "b.example");
 
         let two = get("/x", Version::HTTP_11, &["a.example", "b.example"]).unwrap_err();
-        assert!(matches!(two, ProxyError::BadRequest("more than one Host header")), "{two}");
+        assert!(
+            matches!(two, ProxyError::BadRequest("more than one Host header")),
+            "{two}"
+        );
         let none = get("/x", Version::HTTP_11, &[]).unwrap_err();
-        assert!(matches!(none, ProxyError::BadRequest("HTTP/1.1 request without Host")), "{none}");
+        assert!(
+            matches!(
+                none,
+                ProxyError::BadRequest("HTTP/1.1 request without Host")
+            ),
+            "{none}"
+        );
 
         // HTTP/1.0 may leave Host out: routed by the empty host.
         let h = get("/x", Version::HTTP_10, &[]).unwrap();
         assert_eq!(h.name().unwrap(), "");
 
-        let connect = RequestHost::of(&request(Method::CONNECT, "a.example:443", Version::HTTP_11, &[]));
-        assert_eq!(connect.unwrap_err().status(), StatusCode::METHOD_NOT_ALLOWED);
+        let connect = RequestHost::of(&request(
+            Method::CONNECT,
+            "a.example:443",
+            Version::HTTP_11,
+            &[],
+        ));
+        assert_eq!(
+            connect.unwrap_err().status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
     }
 
     #[test]
     fn a_host_that_is_not_text_is_refused_when_routed() {
         let mut req = request(Method::GET, "/", Version::HTTP_11, &[]);
-        req.headers_mut()
-            .insert(header::HOST, HeaderValue::from_bytes(b"caf\xe9.example").unwrap());
+        req.headers_mut().insert(
+            header::HOST,
+            HeaderValue::from_bytes(b"caf\xe9.example").unwrap(),
+        );
         let h = RequestHost::of(&req).unwrap();
         let err = h.name().unwrap_err();
-        assert!(matches!(err, ProxyError::BadRequest("Host is not text")), "{err}");
+        assert!(
+            matches!(err, ProxyError::BadRequest("Host is not text")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1180,7 +1205,10 @@ mod tests {
             upstream_uri(&"/standby".parse().unwrap(), "/", true).unwrap(),
             "/"
         );
-        assert_eq!(upstream_uri(&uri, "/standby/a/b", false).unwrap(), "/standby/a/b?q=1");
+        assert_eq!(
+            upstream_uri(&uri, "/standby/a/b", false).unwrap(),
+            "/standby/a/b?q=1"
+        );
         // Absolute form goes out in origin form.
         let absolute: Uri = "http://a.example/x?y".parse().unwrap();
         assert_eq!(upstream_uri(&absolute, "/x", false).unwrap(), "/x?y");

@@ -638,6 +638,15 @@ impl Router {
             e.retire();
         }
 
+        self.count_applied(prev, &next);
+        self.applied.send_replace(version);
+        Self::log_applied(prev, &next, version);
+        true
+    }
+
+    /// The metrics of a service whose routes were replaced (`prev` by
+    /// `next`).
+    fn count_applied(&self, prev: &ServiceRoutes, next: &ServiceRoutes) {
         self.metrics.table_updated();
         self.metrics
             .set_generation(&next.name, next.snapshot.generation);
@@ -653,14 +662,19 @@ impl Router {
             self.metrics
                 .observe_cutover(&next.name, delay.as_secs_f64());
         }
-        self.applied.send_replace(version);
+    }
+
+    /// Logs what changed for operators when a service's routes were
+    /// replaced (a refresh that changed only Consul's indexes at debug
+    /// level).
+    fn log_applied(prev: &ServiceRoutes, next: &ServiceRoutes, version: u64) {
         let visible = prev.snapshot.active != next.snapshot.active
             || prev.snapshot.standby != next.snapshot.standby
             || prev.snapshot.generation != next.snapshot.generation
             || prev.snapshot.fail_static != next.snapshot.fail_static;
         if !visible {
             tracing::debug!(service = %next.name, table = version, "routing table refreshed (indexes only)");
-            return true;
+            return;
         }
         tracing::info!(
             service = %next.name,
@@ -674,7 +688,6 @@ impl Router {
             fail_static = next.snapshot.fail_static,
             "routing table updated"
         );
-        true
     }
 
     /// Replaces the routes (a configuration reload): the same pools behind

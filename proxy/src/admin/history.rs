@@ -117,85 +117,7 @@ impl History {
         if *seen == now {
             return;
         }
-        let at = humantime::format_rfc3339_millis(s.applied_at).to_string();
-        let event = |kind, summary: String| Event {
-            at: at.clone(),
-            kind,
-            generation: now.generation,
-            source: "proxy",
-            summary,
-            from: None,
-            to: None,
-            from_version: None,
-            to_version: None,
-        };
-        let mut new = Vec::new();
-        if seen.active.0.is_empty() {
-            let pool = |p: &crate::routing::Pool| {
-                if p.endpoints.is_empty() {
-                    format!("{} (no instances)", p.colour)
-                } else {
-                    format!("{} {}", p.colour, p.version)
-                }
-            };
-            new.push(event(
-                "serving",
-                format!("{} active, {} standby", pool(&s.active), pool(&s.standby)),
-            ));
-        } else {
-            if seen.active.0 != now.active.0 {
-                new.push(Event {
-                    from: Some(seen.active.0.clone()),
-                    to: Some(now.active.0.clone()),
-                    ..event(
-                        "switch",
-                        format!(
-                            "switched from {} ({}) to {} ({})",
-                            seen.active.0, seen.active.1, now.active.0, now.active.1
-                        ),
-                    )
-                });
-            } else if seen.generation != now.generation {
-                new.push(event(
-                    "generation",
-                    format!(
-                        "generation {} → {}, {} still active",
-                        seen.generation, now.generation, now.active.0
-                    ),
-                ));
-            }
-            for (colour, version) in &now.versions {
-                if let Some(before) = seen.version_of(colour)
-                    && before != version
-                {
-                    new.push(Event {
-                        to: Some(colour.clone()),
-                        from_version: Some(before.to_owned()),
-                        to_version: Some(version.clone()),
-                        ..event(
-                            "deploy",
-                            format!("{colour} now runs {version} (was {before})"),
-                        )
-                    });
-                }
-            }
-        }
-        if seen.fail_static != now.fail_static {
-            new.push(if now.fail_static {
-                event(
-                    "fail_static",
-                    format!(
-                        "serving last good pools: {}",
-                        s.snapshot
-                            .fail_static_reason
-                            .as_deref()
-                            .unwrap_or("Consul unavailable")
-                    ),
-                )
-            } else {
-                event("recovered", "Consul answers again".to_owned())
-            });
-        }
+        let new = changes(seen, &now, s);
         for e in new {
             if events.len() == KEEP {
                 events.pop_front();
@@ -204,6 +126,92 @@ impl History {
         }
         *seen = now;
     }
+}
+
+/// The events that tell how `s` changed from what was `seen` to what is
+/// seen `now`: the first pools served, a switch or a new generation, a new
+/// version on a colour, and entering or leaving fail-static.
+fn changes(seen: &Seen, now: &Seen, s: &ServiceRoutes) -> Vec<Event> {
+    let at = humantime::format_rfc3339_millis(s.applied_at).to_string();
+    let event = |kind, summary: String| Event {
+        at: at.clone(),
+        kind,
+        generation: now.generation,
+        source: "proxy",
+        summary,
+        from: None,
+        to: None,
+        from_version: None,
+        to_version: None,
+    };
+    let mut new = Vec::new();
+    if seen.active.0.is_empty() {
+        let pool = |p: &crate::routing::Pool| {
+            if p.endpoints.is_empty() {
+                format!("{} (no instances)", p.colour)
+            } else {
+                format!("{} {}", p.colour, p.version)
+            }
+        };
+        new.push(event(
+            "serving",
+            format!("{} active, {} standby", pool(&s.active), pool(&s.standby)),
+        ));
+    } else {
+        if seen.active.0 != now.active.0 {
+            new.push(Event {
+                from: Some(seen.active.0.clone()),
+                to: Some(now.active.0.clone()),
+                ..event(
+                    "switch",
+                    format!(
+                        "switched from {} ({}) to {} ({})",
+                        seen.active.0, seen.active.1, now.active.0, now.active.1
+                    ),
+                )
+            });
+        } else if seen.generation != now.generation {
+            new.push(event(
+                "generation",
+                format!(
+                    "generation {} → {}, {} still active",
+                    seen.generation, now.generation, now.active.0
+                ),
+            ));
+        }
+        for (colour, version) in &now.versions {
+            if let Some(before) = seen.version_of(colour)
+                && before != version
+            {
+                new.push(Event {
+                    to: Some(colour.clone()),
+                    from_version: Some(before.to_owned()),
+                    to_version: Some(version.clone()),
+                    ..event(
+                        "deploy",
+                        format!("{colour} now runs {version} (was {before})"),
+                    )
+                });
+            }
+        }
+    }
+    if seen.fail_static != now.fail_static {
+        new.push(if now.fail_static {
+            event(
+                "fail_static",
+                format!(
+                    "serving last good pools: {}",
+                    s.snapshot
+                        .fail_static_reason
+                        .as_deref()
+                        .unwrap_or("Consul unavailable")
+                ),
+            )
+        } else {
+            event("recovered", "Consul answers again".to_owned())
+        });
+    }
+    new
 }
 
 /// Records every table change until the router goes away.
