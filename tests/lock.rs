@@ -1,5 +1,7 @@
 //! One mutating command per service at a time, and interrupted deploys, with the real binary
-//! against `switchyard dev` (every address on port 0, one instance per colour):
+//! against `switchyard dev --secure` (every address on port 0, one instance per colour, Consul
+//! and Nomad over HTTPS with ACLs enforced): every command gets exactly the operator's
+//! environment from `dev.env` (its tokens, the HTTPS addresses, the CA), nothing else.
 //!
 //! - `concurrent_commands_take_turns_and_a_killed_holders_lock_expires`: a deploy and a switch
 //!   started together: exactly one changes anything, the other exits 3 naming the holder;
@@ -12,16 +14,17 @@
 //!   Nomad deployment still running (a healthy instance inside its `min_healthy_time`) makes
 //!   the switch pre-flight refuse.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use switchyard_hashi::QueryOptions;
-use switchyard_hashi::consul::{ConsulClient, ConsulConfig};
-use switchyard_hashi::nomad::{NomadClient, NomadConfig};
+use switchyard_hashi::consul::ConsulClient;
+use switchyard_hashi::nomad::NomadClient;
 
-use crate::support::dev::{DevChild, TempDir, addr, spawn_dev, wait_dev_json};
+use crate::support::dev::{SecureDev, TempDir, history, operator_env, start_secure};
 
 const SERVICE: &str = "hello-service";
 
@@ -56,12 +59,11 @@ fn test_job(dir: &Path) -> PathBuf {
 
 /// Field order matters: the dev stack stops before its directory is removed.
 struct Stack {
-    _dev: DevChild,
+    _dev: SecureDev,
     tmp: TempDir,
     consul: ConsulClient,
     nomad: NomadClient,
-    env: Vec<(&'static str, String)>,
-    admin: String,
+    env: BTreeMap<String, String>,
 }
 
 /// A controller command running in the background, its output in files.
@@ -142,34 +144,16 @@ impl Stack {
     async fn start(tag: &str) -> Stack {
         let tmp = TempDir::new(tag);
         let job = test_job(&tmp.0);
-        let data = tmp.0.join("data");
-        let mut dev = spawn_dev(
-            &data,
-            &tmp.0.join("dev.log"),
-            &["--ephemeral", "--job", job.to_str().unwrap()],
-        );
-        let doc = wait_dev_json(&mut dev, &data, Duration::from_secs(90)).await;
-        let consul = format!("http://{}", addr(&doc, "consul"));
-        let nomad = format!("http://{}", addr(&doc, "nomad"));
-        let admin = format!("http://{}", addr(&doc, "admin"));
+        let dev = start_secure(&tmp.0, &["--job", job.to_str().unwrap()]).await;
+        // The test reads and edits with the management tokens; the commands under test get
+        // the operator's environment from `dev.env` and nothing else.
+        let mut env = dev.env.clone();
+        env.insert("SWITCHYARD_LOCK_TTL".into(), "10s".into());
+        env.insert("SWITCHYARD_LOCK_DELAY".into(), "1s".into());
         let stack = Stack {
-            consul: ConsulClient::new(ConsulConfig {
-                address: consul.clone(),
-                ..ConsulConfig::default()
-            })
-            .unwrap(),
-            nomad: NomadClient::new(NomadConfig {
-                address: nomad.clone(),
-                ..NomadConfig::default()
-            })
-            .unwrap(),
-            env: vec![
-                ("CONSUL_HTTP_ADDR", consul),
-                ("NOMAD_ADDR", nomad),
-                ("SWITCHYARD_LOCK_TTL", "10s".to_owned()),
-                ("SWITCHYARD_LOCK_DELAY", "1s".to_owned()),
-            ],
-            admin,
+            consul: dev.consul(Some("consul-management")),
+            nomad: dev.nomad(Some("nomad-management")),
+            env,
             tmp,
             _dev: dev,
         };
@@ -216,18 +200,13 @@ impl Stack {
         let stdout = self.tmp.0.join(format!("{}-{n}.out", args[0]));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
         cmd.args(args)
-            .arg("--proxy")
-            .arg(&self.admin)
             .arg("--state-dir")
             .arg(self.tmp.0.join("state"))
-            .env_remove("SWITCHYARD_PROXIES")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap());
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
+        operator_env(&mut cmd, &self.env);
         Run {
             child: cmd.spawn().unwrap(),
             stderr,
@@ -236,19 +215,7 @@ impl Stack {
     }
 
     async fn history(&self) -> Vec<Value> {
-        let (pair, _) = self
-            .consul
-            .kv_get(
-                &format!("switchyard/state/{SERVICE}"),
-                &QueryOptions::default(),
-            )
-            .await
-            .unwrap();
-        let Some(pair) = pair else {
-            return Vec::new();
-        };
-        let doc: Value = serde_json::from_slice(pair.value.as_deref().unwrap_or(b"{}")).unwrap();
-        doc["entries"].as_array().cloned().unwrap_or_default()
+        history(&self.consul, SERVICE).await
     }
 
     async fn lock_session(&self) -> Option<String> {

@@ -1,20 +1,23 @@
-//! The operator's view of a `switchyard dev` stack through the binary: `status` without
-//! `--service` reports every service the proxies route (found through their Consul
-//! registration), and a hint `diagnose` prints runs as printed in a shell.
+//! The operator's view of a `switchyard dev --secure` stack through the binary, each command
+//! with the operator's environment from `dev.env` only (HTTPS, the CA, the operator's tokens)
+//! and no proxy named by hand: `status` without `--service` reports every service the
+//! proxies route (found through their Consul registration), and a hint `diagnose` prints
+//! runs as printed in a shell.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use switchyard_hashi::QueryOptions;
-use switchyard_hashi::consul::{ConsulClient, KvWrite};
+use switchyard_hashi::consul::KvWrite;
 
-use crate::support::dev::{TempDir, addr, spawn_dev, wait_dev_json};
+use crate::support::dev::{TempDir, operator_env, start_secure};
 
 /// Runs `switchyard args` (or, with `shell`, `sh -c args[0]` with the binary on `PATH`)
-/// against the stack at `consul` / `nomad`, in `cwd`, with no proxy named by hand.
-fn run(args: &[&str], shell: bool, consul: &str, nomad: &str, cwd: &Path) -> Output {
+/// with the operator's environment `env`, in `cwd`, with no proxy named by hand.
+fn run(args: &[&str], shell: bool, env: &BTreeMap<String, String>, cwd: &Path) -> Output {
     let bin = Path::new(env!("CARGO_BIN_EXE_switchyard"));
     let mut cmd = if shell {
         let mut c = Command::new("sh");
@@ -30,11 +33,12 @@ fn run(args: &[&str], shell: bool, consul: &str, nomad: &str, cwd: &Path) -> Out
         bin.parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    operator_env(
+        &mut cmd,
+        env.iter()
+            .filter(|(k, _)| k.as_str() != "SWITCHYARD_PROXIES"),
+    );
     cmd.env("PATH", path)
-        .env("CONSUL_HTTP_ADDR", format!("http://{consul}"))
-        .env("NOMAD_ADDR", format!("http://{nomad}"))
-        .env_remove("SWITCHYARD_PROXIES")
-        .env_remove("SWITCHYARD_CONFIG")
         .env("NO_COLOR", "1")
         .current_dir(cwd)
         .output()
@@ -51,29 +55,19 @@ async fn status_shows_every_routed_service_and_diagnose_hints_run() {
         hello.display()
     );
     let tmp = TempDir::new("operators");
-    let data = tmp.0.join("data");
-    let log = tmp.0.join("dev.log");
-    let mut dev = spawn_dev(
-        &data,
-        &log,
-        &[
-            "--ephemeral",
-            "--hello-bin",
-            hello.parent().unwrap().to_str().unwrap(),
-        ],
-    );
-    let doc = wait_dev_json(&mut dev, &data, Duration::from_secs(90)).await;
-    let (consul, nomad, admin) = (
-        addr(&doc, "consul").to_string(),
-        addr(&doc, "nomad").to_string(),
-        addr(&doc, "admin").to_string(),
-    );
+    let dev = start_secure(
+        &tmp.0,
+        &["--hello-bin", hello.parent().unwrap().to_str().unwrap()],
+    )
+    .await;
+    let env = &dev.env;
+    let admin = dev.addr("admin").to_string();
     let cwd = tmp.0.clone();
 
     // No --service and no --proxy: the proxy is found in Consul and its service reported.
     let deadline = Instant::now() + Duration::from_secs(60);
     let reports = loop {
-        let out = run(&["status", "--json"], false, &consul, &nomad, &cwd);
+        let out = run(&["status", "--json"], false, env, &cwd);
         let parsed: Option<Value> = serde_json::from_slice(&out.stdout).ok();
         if let Some(Value::Array(reports)) = &parsed
             && out.status.success()
@@ -87,7 +81,7 @@ async fn status_shows_every_routed_service_and_diagnose_hints_run() {
         assert!(
             Instant::now() < deadline,
             "status never showed the routed services: {out:?}\n{}",
-            dev.log()
+            dev.dev.log()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
@@ -107,24 +101,21 @@ async fn status_shows_every_routed_service_and_diagnose_hints_run() {
         "{}",
         reports[0]["proxies"][0]
     );
-    let out = run(&["status"], false, &consul, &nomad, &cwd);
+    let out = run(&["status"], false, env, &cwd);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(text.starts_with("service hello-service "), "{text}");
 
     // A route key nobody can use: diagnose says so, and its hint, run as printed, fixes it.
-    let kv = ConsulClient::new(switchyard_hashi::consul::ConsulConfig {
-        address: format!("http://{consul}"),
-        ..Default::default()
-    })
-    .unwrap();
+    // The test's own writes use the management token.
+    let kv = dev.consul(Some("consul-management"));
     let key = "switchyard/routes/hello-service";
     assert!(
         kv.kv_put(key, b"{not json", &KvWrite::default())
             .await
             .unwrap()
     );
-    let out = run(&["diagnose", "--json"], false, &consul, &nomad, &cwd);
+    let out = run(&["diagnose", "--json"], false, env, &cwd);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let finding = report["findings"]
@@ -135,12 +126,12 @@ async fn status_shows_every_routed_service_and_diagnose_hints_run() {
         .unwrap_or_else(|| panic!("no route-key-invalid finding: {report}"));
     let hint = finding["next"].as_str().unwrap();
     assert!(hint.starts_with("switchyard switch "), "{hint}");
-    let out = run(&[hint], true, &consul, &nomad, &cwd);
+    let out = run(&[hint], true, env, &cwd);
     assert!(out.status.success(), "`{hint}` failed: {out:?}");
     let (pair, _) = kv.kv_get(key, &QueryOptions::default()).await.unwrap();
     let value: Value = serde_json::from_slice(&pair.unwrap().value.unwrap()).unwrap();
     assert_eq!(value["active"], "green", "{value}");
-    let out = run(&["diagnose", "--json"], false, &consul, &nomad, &cwd);
+    let out = run(&["diagnose", "--json"], false, env, &cwd);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         !report["findings"]

@@ -1,6 +1,7 @@
 //! `switchyard dev` as a child process for end-to-end tests: every address on port 0, its
 //! log in a file, stopped (TERM, then KILL) on drop so no stack outlives a failed test.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -134,5 +135,130 @@ pub async fn wait_dev_json(dev: &mut DevChild, data: &Path, within: Duration) ->
             dev.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The variables the controller reads from the operator's shell (Consul's, Nomad's and
+/// switchyard's own): a command run "with only `dev.env`" has every one of these removed
+/// before `dev.env`'s are set, so nothing leaks in from the test's environment.
+pub const OPERATOR_VARS: &[&str] = &[
+    "CONSUL_HTTP_ADDR",
+    "CONSUL_HTTP_SSL",
+    "CONSUL_HTTP_TOKEN",
+    "CONSUL_HTTP_TOKEN_FILE",
+    "CONSUL_CACERT",
+    "CONSUL_CAPATH",
+    "CONSUL_CLIENT_CERT",
+    "CONSUL_CLIENT_KEY",
+    "CONSUL_TLS_SERVER_NAME",
+    "CONSUL_HTTP_SSL_VERIFY",
+    "NOMAD_ADDR",
+    "NOMAD_TOKEN",
+    "NOMAD_REGION",
+    "NOMAD_NAMESPACE",
+    "NOMAD_CACERT",
+    "NOMAD_CAPATH",
+    "NOMAD_CLIENT_CERT",
+    "NOMAD_CLIENT_KEY",
+    "NOMAD_TLS_SERVER_NAME",
+    "NOMAD_SKIP_VERIFY",
+    "SWITCHYARD_PROXIES",
+    "SWITCHYARD_PROXY_SERVICE",
+    "SWITCHYARD_CONFIG",
+    "SWITCHYARD_ADMIN_TOKEN",
+];
+
+/// The `export K=V` lines of a `dev.env` (single quotes removed).
+pub fn read_dev_env(path: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not K=V in {}: {l:?}", path.display()));
+            (k.to_owned(), v.trim_matches('\'').to_owned())
+        })
+        .collect()
+}
+
+/// `switchyard dev --secure --ephemeral` on port 0 everywhere (Consul and Nomad over HTTPS
+/// with a generated CA, ACLs enforced with the shipped policies), started and ready: its
+/// `dev.json`, and the operator's environment from its `dev.env`.
+pub struct SecureDev {
+    /// The running stack (stopped on drop).
+    pub dev: DevChild,
+    /// Its `--data-dir`.
+    pub data: PathBuf,
+    /// `dev.json`.
+    pub doc: Value,
+    /// `dev.env`: exactly what an operator sources.
+    pub env: BTreeMap<String, String>,
+}
+
+impl SecureDev {
+    /// Starts `<bin> dev --secure --ephemeral <extra>` with its data directory and log in
+    /// `dir`, and waits (at most 90 s) until it is ready.
+    pub async fn start(bin: &Path, dir: &Path, extra: &[&str]) -> SecureDev {
+        let data = dir.join("data");
+        let mut args = vec!["--secure", "--ephemeral"];
+        args.extend_from_slice(extra);
+        let mut dev = spawn_dev(bin, &data, &dir.join("dev.log"), &args);
+        let doc = wait_dev_json(&mut dev, &data, Duration::from_secs(90)).await;
+        let env = read_dev_env(&data.join("dev.env"));
+        SecureDev {
+            dev,
+            data,
+            doc,
+            env,
+        }
+    }
+
+    /// An address from `dev.json` (`consul`, `nomad`, `proxy`, `admin`).
+    pub fn addr(&self, key: &str) -> SocketAddr {
+        addr(&self.doc, key)
+    }
+
+    /// The secret in `<data-dir>/acl/<name>.token` (e.g. `consul-management`,
+    /// `consul-proxy`).
+    pub fn token(&self, name: &str) -> String {
+        let path = self.token_file(name);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+            .trim()
+            .to_owned()
+    }
+
+    /// `<data-dir>/acl/<name>.token`, absolute.
+    pub fn token_file(&self, name: &str) -> PathBuf {
+        std::path::absolute(self.data.join("acl").join(format!("{name}.token"))).unwrap()
+    }
+
+    /// The CA certificate every HTTPS address chains to (`CONSUL_CACERT`).
+    pub fn ca_cert(&self) -> PathBuf {
+        PathBuf::from(&self.env["CONSUL_CACERT"])
+    }
+
+    /// A Consul client configured from `dev.env`, with `token` instead of the operator's when
+    /// given (e.g. `consul-management`).
+    pub fn consul(&self, token: Option<&str>) -> switchyard_hashi::consul::ConsulClient {
+        let mut config =
+            switchyard_hashi::consul::ConsulConfig::from_lookup(|k| self.env.get(k).cloned());
+        if let Some(name) = token {
+            config.token = Some(self.token(name));
+        }
+        switchyard_hashi::consul::ConsulClient::new(config).unwrap()
+    }
+
+    /// A Nomad client configured from `dev.env`, with `token` instead of the operator's when
+    /// given (e.g. `nomad-management`).
+    pub fn nomad(&self, token: Option<&str>) -> switchyard_hashi::nomad::NomadClient {
+        let mut config =
+            switchyard_hashi::nomad::NomadConfig::from_lookup(|k| self.env.get(k).cloned());
+        if let Some(name) = token {
+            config.token = Some(self.token(name));
+        }
+        switchyard_hashi::nomad::NomadClient::new(config).unwrap()
     }
 }

@@ -11,7 +11,8 @@
 //! - [`proxy`]: a switchyard proxy from TOML text with its listeners on ephemeral ports;
 //! - [`load`]: keep-alive clients requesting one URL, recording
 //!   `switchyard_loadcheck::Sample`s;
-//! - [`dev`]: `switchyard dev` as a child process;
+//! - [`dev`]: `switchyard dev` as a child process, and `dev --secure` with the operator's
+//!   environment from its `dev.env` ([`SecureDev`]);
 //! - [`fs`]: temporary directories, the workspace root and the built binaries.
 //!
 //! Everything here is for tests: a helper that cannot do its job panics, which fails the
@@ -30,7 +31,7 @@ pub mod serve;
 pub mod wait;
 
 pub use consul::{DevConsulServer, register, register_with_status};
-pub use dev::{DevChild, spawn_dev, strip_ansi, wait_dev_json};
+pub use dev::{DevChild, SecureDev, read_dev_env, spawn_dev, strip_ansi, wait_dev_json};
 pub use fs::{TempDir, hello_bin_dir, temp_dir, workspace_root};
 pub use http::{answered_by, client, dead_addr, get_text, http_client};
 pub use load::{Clock, LoadGen};

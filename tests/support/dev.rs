@@ -16,3 +16,44 @@ pub fn spawn_dev(data: &Path, log: &Path, extra: &[&str]) -> DevChild {
         extra,
     )
 }
+
+pub use switchyard_testkit::dev::{OPERATOR_VARS, SecureDev};
+
+/// Starts this package's `switchyard dev --secure --ephemeral <extra>` in `dir` and waits until
+/// it is ready (its `dev.json` and `dev.env` written).
+pub async fn start_secure(dir: &Path, extra: &[&str]) -> SecureDev {
+    SecureDev::start(Path::new(env!("CARGO_BIN_EXE_switchyard")), dir, extra).await
+}
+
+/// `cmd` with every variable the controller reads removed, then exactly `env` (the
+/// operator's `dev.env`, plus what a test adds) set.
+pub fn operator_env<'a>(
+    cmd: &mut std::process::Command,
+    env: impl IntoIterator<Item = (&'a String, &'a String)>,
+) {
+    for var in OPERATOR_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env);
+}
+
+/// The controller's history of `service` (`switchyard/state/<service>`'s `entries`), oldest
+/// first; empty when nothing was recorded yet.
+pub async fn history(
+    consul: &switchyard_hashi::consul::ConsulClient,
+    service: &str,
+) -> Vec<serde_json::Value> {
+    let (pair, _) = consul
+        .kv_get(
+            &format!("switchyard/state/{service}"),
+            &switchyard_hashi::QueryOptions::default(),
+        )
+        .await
+        .unwrap();
+    let Some(pair) = pair else {
+        return Vec::new();
+    };
+    let doc: serde_json::Value =
+        serde_json::from_slice(pair.value.as_deref().unwrap_or(b"{}")).unwrap();
+    doc["entries"].as_array().cloned().unwrap_or_default()
+}

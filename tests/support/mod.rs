@@ -14,6 +14,7 @@ pub mod consul;
 pub mod dev;
 pub mod faulty;
 pub mod load;
+pub mod proxy_process;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
