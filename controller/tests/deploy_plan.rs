@@ -96,7 +96,7 @@ async fn dry_run_settings_and_the_plan_guard_on_the_raw_exec_job() {
     assert_eq!(dry.nomad_plan.job_modify_index, before.job_modify_index());
     let text = render_dry_run(&dry);
     for want in [
-        "group blue (active): 1 ignore",
+        "group blue (active): 1 in-place update",
         "group green (standby): 1 create/destroy update",
         "green.Meta[version]: \"v2\" => \"v4\"",
         "green.Meta[team]: \"\" => \"core\"",
@@ -233,7 +233,10 @@ async fn docker_job_file_the_version_picks_the_image_and_image_sets_it() {
         text.contains("image of green.hello: hello-service:v2 => hello-service:v4"),
         "{text}"
     );
-    assert!(text.contains("group blue (active): 1 ignore"), "{text}");
+    assert!(
+        text.contains("group blue (active): 1 in-place update"),
+        "{text}"
+    );
 
     // The image comes from the version here, so --image is refused (exit 2).
     let image = StandbySettings {

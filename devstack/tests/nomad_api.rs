@@ -59,7 +59,7 @@ async fn register_runs_processes_registers_services_and_shutdown_cleans_up() {
     assert_eq!(services.len(), 4);
     for a in &allocs {
         let id = format!(
-            "_nomad-task-{}-{}-hello-service-http",
+            "_nomad-task-{}-group-{}-hello-service-http",
             a["ID"].as_str().unwrap(),
             a["TaskGroup"].as_str().unwrap()
         );
@@ -76,6 +76,7 @@ async fn register_runs_processes_registers_services_and_shutdown_cleans_up() {
                 .contains(&json!(format!("version={version}")))
         );
         let check = &svc["Checks"][0];
+        assert_eq!(check["Name"], "service: \"hello-service\" check");
         assert_eq!(check["HTTP"], format!("http://127.0.0.1:{port}/health"));
         assert!(
             check["CheckID"]
@@ -421,6 +422,9 @@ async fn deployment_fails_when_checks_never_pass() {
     job["TaskGroups"][1]["Count"] = json!(1);
     nomad.register(&job).await;
     nomad.wait_deployment("hello-service", "successful").await;
+    let before = nomad.live_allocs("hello-service").await;
+    let blue_id = ids(&before, "blue");
+    let blue_pids: Vec<u32> = nomad.handle.task_pids().keys().copied().collect();
 
     // New green that never turns healthy, with a short healthy deadline.
     job["TaskGroups"][1]["Meta"]["version"] = json!("v4");
@@ -441,11 +445,84 @@ async fn deployment_fails_when_checks_never_pass() {
     let live = nomad.live_allocs("hello-service").await;
     let green = live.iter().find(|a| a["TaskGroup"] == "green").unwrap();
     assert_eq!(green["DeploymentStatus"]["Healthy"], false);
-    // Blue was not part of this deployment.
-    assert!(!dep["TaskGroups"].as_object().unwrap().contains_key("blue"));
+    // Blue's group did not change, but its allocation moved to the new job
+    // version in place, as Nomad's scheduler does it: same allocation, same
+    // process, new version, part of the new deployment.
+    let blue = live.iter().find(|a| a["TaskGroup"] == "blue").unwrap();
+    assert_eq!(ids(&live, "blue"), blue_id);
+    assert_eq!(blue["JobVersion"], 1);
+    assert_eq!(blue["DeploymentID"], dep["ID"]);
+    assert_eq!(blue["TaskStates"]["hello"]["Restarts"], 0);
+    assert_ne!(blue["DeploymentStatus"]["Healthy"], false);
+    assert_eq!(dep["TaskGroups"]["blue"]["DesiredTotal"], 1);
+    assert_eq!(dep["TaskGroups"]["blue"]["PlacedAllocs"], 1);
+    let blue_pid = nomad
+        .handle
+        .task_pids()
+        .into_iter()
+        .find(|(_, owner)| owner.starts_with(blue_id[0].as_str()))
+        .map(|(pid, _)| pid)
+        .unwrap();
+    assert!(blue_pids.contains(&blue_pid), "blue's task was restarted");
     let (_, versions) = nomad.get("/v1/job/hello-service/versions").await;
     assert_eq!(versions["Versions"][0]["Stable"], false);
     assert_eq!(versions["Versions"][1]["Stable"], true);
+    nomad.shutdown().await;
+}
+
+/// A destructive update replaces at most `max_parallel` allocations at a
+/// time: the next one only once those placed are healthy; the deployment
+/// ends when the whole group is replaced and healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_honours_max_parallel() {
+    let consul = FakeConsul::start().await;
+    let mut nomad = Nomad::start(&consul.url(), None).await;
+    let mut job = nomad.parse_job_file().await;
+    job["TaskGroups"][0]["Count"] = json!(1);
+    job["TaskGroups"][1]["Count"] = json!(2);
+    job["TaskGroups"][1]["Update"]["MaxParallel"] = json!(1);
+    nomad.register(&job).await;
+    nomad.wait_deployment("hello-service", "successful").await;
+    let old_green = ids(&nomad.live_allocs("hello-service").await, "green");
+
+    job["TaskGroups"][1]["Meta"]["version"] = json!("v5");
+    nomad.register(&job).await;
+    // One replacement now, the other allocation keeps running the old version.
+    let live = nomad.live_allocs("hello-service").await;
+    let green: Vec<&Value> = live.iter().filter(|a| a["TaskGroup"] == "green").collect();
+    assert_eq!(green.len(), 2, "{live:?}");
+    let new: Vec<&&Value> = green.iter().filter(|a| a["JobVersion"] == 1).collect();
+    assert_eq!(new.len(), 1, "{green:?}");
+    assert!(!old_green.contains(&new[0]["ID"].as_str().unwrap().to_string()));
+    assert!(green.iter().any(
+        |a| a["JobVersion"] == 0 && old_green.contains(&a["ID"].as_str().unwrap().to_string())
+    ));
+    // While the first replacement is not yet healthy, nothing else is replaced.
+    let (_, d) = nomad.get("/v1/job/hello-service/deployment").await;
+    assert_eq!(d["Status"], "running");
+    assert_eq!(d["TaskGroups"]["green"]["DesiredTotal"], 2);
+    assert_eq!(d["TaskGroups"]["green"]["PlacedAllocs"], 1);
+
+    let dep = nomad.wait_deployment("hello-service", "successful").await;
+    assert_eq!(dep["ID"], d["ID"]);
+    assert_eq!(dep["TaskGroups"]["green"]["PlacedAllocs"], 2);
+    assert_eq!(dep["TaskGroups"]["green"]["HealthyAllocs"], 2);
+    let live = nomad.wait_running("hello-service", 3, 1).await;
+    let green = ids(&live, "green");
+    assert!(green.iter().all(|id| !old_green.contains(id)));
+    // The second replacement was placed after the first turned healthy.
+    let by_id = |id: &str| live.iter().find(|a| a["ID"] == id).unwrap().clone();
+    let (first, second) =
+        if by_id(&green[0])["CreateIndex"].as_u64() < by_id(&green[1])["CreateIndex"].as_u64() {
+            (by_id(&green[0]), by_id(&green[1]))
+        } else {
+            (by_id(&green[1]), by_id(&green[0]))
+        };
+    assert!(
+        second["CreateIndex"].as_u64().unwrap()
+            > first["DeploymentStatus"]["ModifyIndex"].as_u64().unwrap(),
+        "{first}\n{second}"
+    );
     nomad.shutdown().await;
 }
 

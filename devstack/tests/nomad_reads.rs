@@ -228,13 +228,14 @@ async fn plan_is_a_dry_run_with_nomads_annotations() {
     assert_eq!(task["Annotations"], json!(["forces create/destroy update"]));
     assert!(task.to_string().contains("PLANNED"), "{task}");
 
-    // Count up: one placement, Count annotated.
+    // Count up: one placement, Count annotated; the new job version reaches
+    // the other allocations in place.
     let mut more = job.clone();
     more["TaskGroups"][0]["Count"] = json!(3);
     let reply = plan(&nomad, &more).await;
     let tg = &reply["Annotations"]["DesiredTGUpdates"]["blue"];
     assert_eq!(
-        (tg["Place"].as_u64(), tg["Ignore"].as_u64()),
+        (tg["Place"].as_u64(), tg["InPlaceUpdate"].as_u64()),
         (Some(1), Some(2))
     );
     let count = group(&reply, "blue")["Fields"]

@@ -4,7 +4,8 @@
 //! It speaks plain HTTP on purpose: the same code path works against the dev
 //! Consul of this crate and against a real Consul agent, and the dev Nomad
 //! never reaches into the dev Consul's internals. Registrations follow digest
-//! §N6: service ID `_nomad-task-<alloc>-<group>-<service>-<port label>`,
+//! §N6: service ID `_nomad-task-<alloc>-<task>-<service>-<port label>`, a
+//! group service's with `group-<group>` for the task,
 //! `external-source = nomad` in Meta, checks without an initial status (so
 //! they start critical) and IDs `_nomad-check-<hash>`.
 
@@ -177,7 +178,17 @@ impl ConsulAgent {
     }
 }
 
-/// Service ID Nomad uses for a group (or task) service of an allocation.
+/// Who owns a service in its ID: the task of a task service, `group-<group>`
+/// for a group service (Nomad's workload name).
+pub(crate) fn service_owner(group: &str, svc: &ServiceSpec) -> String {
+    match &svc.task {
+        Some(task) => task.clone(),
+        None => format!("group-{group}"),
+    }
+}
+
+/// Service ID Nomad uses for a service of an allocation; `owner` is
+/// [`service_owner`].
 pub(crate) fn service_id(alloc_id: &str, owner: &str, svc: &ServiceSpec) -> String {
     format!(
         "_nomad-task-{alloc_id}-{owner}-{}-{}",
@@ -216,7 +227,7 @@ pub(crate) fn registration(
     let checks: Vec<Value> = svc
         .checks
         .iter()
-        .filter_map(|c| check_body(&id, c, address, port, ports, interp))
+        .filter_map(|c| check_body(&id, &svc.name, c, address, port, ports, interp))
         .collect();
     let body = json!({
         "ID": id,
@@ -232,6 +243,7 @@ pub(crate) fn registration(
 
 fn check_body(
     service_id: &str,
+    service_name: &str,
     c: &CheckSpec,
     address: &str,
     svc_port: u16,
@@ -246,7 +258,8 @@ fn check_body(
     let hash = fnv64(format!("{service_id}|{c:?}").as_bytes());
     let check_id = format!("_nomad-check-{hash:016x}");
     let name = if c.name.is_empty() {
-        format!("service: \"{}\" check", service_id)
+        // Nomad's default check name, from the service's name.
+        format!("service: {service_name:?} check")
     } else {
         interp(&c.name)
     };

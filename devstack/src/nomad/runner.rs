@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::Inner;
-use super::consul::{Registration, registration};
+use super::consul::{Registration, registration, service_owner};
 use super::spec::{GroupSpec, TaskSpec};
 use super::state::{Alloc, TaskEvent, TaskState};
 
@@ -161,13 +161,10 @@ fn registrations(inner: &Inner, alloc_id: &str, v: &AllocView) -> Vec<Registrati
         .filter(|s| s.provider != "nomad")
         .map(|svc| {
             let mut env = v.env.clone();
-            let owner = match &svc.task {
-                Some(t) => {
-                    env.insert("NOMAD_TASK_NAME".into(), t.clone());
-                    t.clone()
-                }
-                None => v.spec.name.clone(),
-            };
+            if let Some(t) = &svc.task {
+                env.insert("NOMAD_TASK_NAME".into(), t.clone());
+            }
+            let owner = service_owner(&v.spec.name, svc);
             let interp = |s: &str| interpolate(s, &env);
             registration(alloc_id, &owner, svc, &ip, &v.ports, v.canary, &interp)
         })
@@ -287,7 +284,13 @@ async fn run(inner: Arc<Inner>, alloc_id: String, mut rx: mpsc::UnboundedReceive
                         .map(|r| r.id.clone())
                         .collect();
                     deregister_all(&inner, &gone).await;
-                    register_all(&inner, &new_regs).await;
+                    // Like Nomad's service sync: only what changed is sent again.
+                    let changed: Vec<Registration> = new_regs
+                        .iter()
+                        .filter(|n| !regs.iter().any(|r| r.id == n.id && r.body == n.body))
+                        .cloned()
+                        .collect();
+                    register_all(&inner, &changed).await;
                     regs = new_regs;
                     tracing::info!(alloc_id, version = ?v.job.get("Version"), "allocation updated in place");
                 }

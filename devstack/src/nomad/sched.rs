@@ -2,12 +2,16 @@
 //!
 //! The dev stack schedules synchronously on its single node. For each group
 //! the running allocations are compared with the new job version (`hashi/tests/fixtures/README.md` §N3):
+//! - already on this job (same `JobModifyIndex`): left alone;
 //! - destructive change (task config/env/driver/resources, combined meta,
-//!   network): the allocation is replaced, with a new ID and new ports;
-//! - in-place change (service tags/meta/checks, update block…): the
-//!   allocation keeps its ID, ports and processes, moves to the new version
-//!   and its runner re-registers its services;
-//! - unchanged: the allocation just moves to the new version;
+//!   network): the allocation is replaced, with a new ID and new ports, at
+//!   most `max_parallel` at a time (the next ones when the deployment's
+//!   health watcher finds those placed healthy);
+//! - anything else, the groups a new version does not touch included: an
+//!   in-place update, as Nomad's scheduler does it: the allocation keeps its
+//!   ID, ports and processes, moves to the new version, joins the new
+//!   deployment (its health is judged again) and its runner re-syncs its
+//!   services;
 //! - `count` adds or removes allocations by index;
 //! - a group whose `update` block sets `canary` gets that many canaries
 //!   next to the allocations a destructive change would replace; they stay
@@ -29,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::consul::{Health, service_id};
+use super::consul::{Health, service_id, service_owner};
 use super::runner::{self, RunnerCmd};
 use super::spec::{GroupSpec, canonicalize, group_names, spec_only};
 use super::state::{Alloc, Deployment, DeploymentGroup, Store, TRACKED_VERSIONS, TaskState};
@@ -543,29 +547,58 @@ struct GroupChange {
     desired_canaries: u64,
 }
 
-/// Brings the allocations of `job_id` in line with its current version.
+/// The job version being reconciled and what it is compared with.
+struct Target {
+    job: Arc<Value>,
+    version: u64,
+    job_modify_index: u64,
+    eval_id: String,
+    /// The running deployment of this version, if one exists already.
+    deployment: Option<String>,
+}
+
+fn job_modify_index(job: &Value) -> u64 {
+    job.get("JobModifyIndex")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// Brings the allocations of `job_id` in line with its current version, as
+/// Nomad's reconciler does, group by group:
+/// - an allocation whose job is the current one (same `JobModifyIndex`) is
+///   left alone;
+/// - one whose group changed destructively is replaced (new ID, new ports),
+///   at most `max_parallel` at a time: the next ones once those placed in
+///   the deployment are healthy;
+/// - every other allocation of an older job version, changed group or not,
+///   is updated in place (same ID, ports and processes; new job version,
+///   evaluation and deployment, health judged afresh);
+/// - `count` adds or removes allocations by index.
 ///
 /// A group whose `update` block asks for canaries and whose allocations
 /// need a destructive update first gets `canary` new allocations next to
 /// the old ones, which keep running; only once the deployment is promoted
 /// (`POST /v1/deployment/promote/:id`, or `auto_promote` once the canaries
 /// are healthy) are the canaries counted as the group's allocations and the
-/// old ones replaced, as Nomad's reconciler does.
+/// old ones replaced.
 pub(crate) fn reconcile(inner: &Inner, s: &mut Store, job_id: &str, eval_id: &str) -> Plan {
     let mut plan = Plan::default();
-    let Some(job) = s.current_job(job_id).cloned() else {
-        stop_all(s, job_id, &mut plan);
-        return plan;
+    let job = match s.current_job(job_id) {
+        Some(job) if !job.get("Stop").and_then(Value::as_bool).unwrap_or(false) => job.clone(),
+        _ => {
+            stop_all(s, job_id, &mut plan);
+            return plan;
+        }
     };
-    if job.get("Stop").and_then(Value::as_bool).unwrap_or(false) {
-        stop_all(s, job_id, &mut plan);
-        return plan;
-    }
-    let job = Arc::new(job);
     let version = job.get("Version").and_then(Value::as_u64).unwrap_or(0);
-    let is_service = str_field(&job, "Type") == "service";
-    let current_dep = running_deployment(s, job_id, version);
-    let groups = group_names(&job);
+    let target = Target {
+        job_modify_index: job_modify_index(&job),
+        deployment: running_deployment(s, job_id, version),
+        job: Arc::new(job),
+        version,
+        eval_id: eval_id.to_string(),
+    };
+    let groups = group_names(&target.job);
     let live: Vec<(String, String, u32)> = s
         .allocs
         .values()
@@ -578,151 +611,288 @@ pub(crate) fn reconcile(inner: &Inner, s: &mut Store, job_id: &str, eval_id: &st
             plan.stop.push(id.clone());
         }
     }
-    let mut tracked: Vec<GroupChange> = Vec::new();
-    for g in &groups {
-        let Some(spec) = GroupSpec::from_job(&job, g) else {
-            continue;
-        };
-        let dfp = GroupSpec::destructive_fingerprint(&job, g);
-        let ffp = GroupSpec::full_fingerprint(&job, g);
-        let desired_canaries = if is_service {
-            spec.update.as_ref().map_or(0, |u| u.canary)
+    let tracked: Vec<GroupChange> = groups
+        .iter()
+        .filter_map(|g| reconcile_group(inner, s, &target, g, &live, &mut plan))
+        .collect();
+    record_deployment(s, &target, job_id, &tracked, &mut plan);
+    plan
+}
+
+/// Reconciles one group; returns what its deployment must track, if anything.
+fn reconcile_group(
+    inner: &Inner,
+    s: &mut Store,
+    t: &Target,
+    g: &str,
+    live: &[(String, String, u32)],
+    plan: &mut Plan,
+) -> Option<GroupChange> {
+    let spec = GroupSpec::from_job(&t.job, g)?;
+    let desired_canaries = if str_field(&t.job, "Type") == "service" {
+        spec.update.as_ref().map_or(0, |u| u.canary)
+    } else {
+        0
+    };
+    let promoted = t
+        .deployment
+        .as_ref()
+        .and_then(|d| s.deployments.get(d))
+        .and_then(|d| d.groups.get(g))
+        .is_some_and(|d| d.promoted);
+    let (mut canaries, regular) = split_canaries(s, t, g, live, plan);
+    let by_index = name_slots(s, promoted, &canaries, &regular, plan);
+    let canarying = desired_canaries > 0 && !promoted;
+    let mut slots = update_slots(inner, s, t, &spec, &by_index, canarying, plan);
+    let waits_for_canaries = canarying && !slots.held.is_empty();
+    if waits_for_canaries {
+        place_canaries(
+            inner,
+            s,
+            t,
+            &spec,
+            desired_canaries,
+            &slots.held,
+            &mut canaries,
+            &mut slots.changed,
+            plan,
+        );
+    }
+    for idx in 0..spec.count {
+        if !by_index.contains_key(&idx) {
+            let new_id = place(inner, s, &t.job, &spec, idx, &t.eval_id, "");
+            plan.start.push(new_id.clone());
+            slots.changed.push(new_id);
+        }
+    }
+    let in_canary_phase = waits_for_canaries || (!canaries.is_empty() && !promoted);
+    if slots.changed.is_empty() && !slots.scaled_down && !in_canary_phase {
+        return None;
+    }
+    Some(GroupChange {
+        group: g.to_string(),
+        changed: slots.changed,
+        canaries: canaries.into_iter().map(|(_, id)| id).collect(),
+        desired_canaries: if in_canary_phase || promoted {
+            desired_canaries
         } else {
             0
+        },
+    })
+}
+
+/// The live allocations of group `g`, split into the canaries of the
+/// running deployment and the regular ones; canaries of an older
+/// deployment are stopped.
+#[allow(clippy::type_complexity)]
+fn split_canaries(
+    s: &mut Store,
+    t: &Target,
+    g: &str,
+    live: &[(String, String, u32)],
+    plan: &mut Plan,
+) -> (Vec<(u32, String)>, Vec<(u32, String)>) {
+    let mut canaries = Vec::new();
+    let mut regular = Vec::new();
+    let mut mine: Vec<&(String, String, u32)> = live.iter().filter(|(_, ag, _)| ag == g).collect();
+    // Where two allocations share a name, the one at this version stays.
+    mine.sort_by_key(|(id, _, _)| s.allocs.get(id).is_none_or(|a| a.job_version != t.version));
+    for (id, _, idx) in mine {
+        let Some(a) = s.allocs.get(id) else { continue };
+        if !a.canary {
+            regular.push((*idx, id.clone()));
+        } else if t.deployment.is_some() && a.deployment_id == t.deployment {
+            canaries.push((*idx, id.clone()));
+        } else {
+            mark_stop(s, id, "alloc not needed due to job update");
+            plan.stop.push(id.clone());
+        }
+    }
+    (canaries, regular)
+}
+
+/// One allocation per name index: promoted canaries take the place of the
+/// allocations they stand for, which are stopped, as are duplicates.
+fn name_slots(
+    s: &mut Store,
+    promoted: bool,
+    canaries: &[(u32, String)],
+    regular: &[(u32, String)],
+    plan: &mut Plan,
+) -> BTreeMap<u32, String> {
+    let mut by_index: BTreeMap<u32, String> = BTreeMap::new();
+    if promoted {
+        for (idx, id) in canaries {
+            by_index.insert(*idx, id.clone());
+        }
+    }
+    for (idx, id) in regular {
+        if by_index.contains_key(idx) {
+            mark_stop(s, id, "alloc not needed due to job update");
+            plan.stop.push(id.clone());
+        } else {
+            by_index.insert(*idx, id.clone());
+        }
+    }
+    by_index
+}
+
+/// What [`update_slots`] did to a group's existing allocations.
+#[derive(Default)]
+struct SlotUpdates {
+    /// Placed or updated in place: tracked by the deployment.
+    changed: Vec<String>,
+    /// Some allocations were stopped because `count` went down.
+    scaled_down: bool,
+    /// Name indexes whose destructive update waits (for canaries, or for
+    /// the `max_parallel` budget).
+    held: Vec<u32>,
+}
+
+/// How many destructive updates the group may start now (Nomad's
+/// `computeUnderProvisionedBy`): `max_parallel`, less the allocations of
+/// the running deployment whose health is not decided yet; none while one
+/// of them is unhealthy.
+fn destructive_budget(s: &Store, t: &Target, spec: &GroupSpec) -> usize {
+    let Some(update) = spec.update.as_ref().filter(|u| u.max_parallel > 0) else {
+        return usize::MAX;
+    };
+    let mut budget = usize::try_from(update.max_parallel).unwrap_or(usize::MAX);
+    let Some(dep) = &t.deployment else {
+        return budget;
+    };
+    for a in s
+        .allocs
+        .values()
+        .filter(|a| a.group == spec.name && a.is_live() && a.deployment_id.as_ref() == Some(dep))
+    {
+        match a.healthy {
+            Some(false) => return 0,
+            None => budget = budget.saturating_sub(1),
+            Some(true) => {}
+        }
+    }
+    budget
+}
+
+/// Stops allocations beyond `count`, replaces those whose group changed
+/// destructively (failed ones too) within the `max_parallel` budget, and
+/// moves every other allocation of an older job to this one in place.
+fn update_slots(
+    inner: &Inner,
+    s: &mut Store,
+    t: &Target,
+    spec: &GroupSpec,
+    by_index: &BTreeMap<u32, String>,
+    canarying: bool,
+    plan: &mut Plan,
+) -> SlotUpdates {
+    let g = spec.name.as_str();
+    let dfp = GroupSpec::destructive_fingerprint(&t.job, g);
+    let missing = (0..spec.count)
+        .filter(|i| !by_index.contains_key(i))
+        .count();
+    let mut budget = destructive_budget(s, t, spec).saturating_sub(missing);
+    let mut out = SlotUpdates::default();
+    for (idx, id) in by_index {
+        if *idx >= spec.count {
+            mark_stop(s, id, "alloc not needed due to job update");
+            plan.stop.push(id.clone());
+            out.scaled_down = true;
+            continue;
+        }
+        let Some(a) = s.allocs.get(id) else { continue };
+        if a.canary || job_modify_index(&a.job) == t.job_modify_index {
+            // Already runs this job (a promoted canary, or an earlier pass).
+            continue;
+        }
+        let failed = a.client_status == "failed";
+        if failed || GroupSpec::destructive_fingerprint(&a.job, g) != dfp {
+            if !failed {
+                // Left running until the canaries are promoted, or until
+                // the allocations placed so far are healthy.
+                if canarying || budget == 0 {
+                    out.held.push(*idx);
+                    continue;
+                }
+                budget -= 1;
+            }
+            mark_stop(s, id, "alloc is being updated due to job update");
+            plan.stop.push(id.clone());
+            let new_id = place(inner, s, &t.job, spec, *idx, &t.eval_id, id);
+            plan.start.push(new_id.clone());
+            out.changed.push(new_id);
+        } else {
+            update_in_place(s, t, id);
+            plan.update.push(id.clone());
+            out.changed.push(id.clone());
+        }
+    }
+    out
+}
+
+/// Nomad's in-place update: the allocation keeps its ID, ports and tasks and
+/// moves to the new job version and evaluation; its health is judged again
+/// (its runner re-syncs its services).
+fn update_in_place(s: &mut Store, t: &Target, id: &str) {
+    let i = s.touch_allocs();
+    if let Some(a) = s.allocs.get_mut(id) {
+        a.job = t.job.clone();
+        a.job_version = t.version;
+        a.eval_id = t.eval_id.clone();
+        a.modify_index = i;
+        a.modify_time = SystemTime::now();
+        a.healthy = None;
+        a.health_time = None;
+        a.health_epoch = Instant::now();
+    }
+}
+
+/// Places canaries, named after the allocations they will replace, until
+/// the group has `wanted` of them.
+#[allow(clippy::too_many_arguments)]
+fn place_canaries(
+    inner: &Inner,
+    s: &mut Store,
+    t: &Target,
+    spec: &GroupSpec,
+    wanted: u64,
+    awaiting: &[u32],
+    canaries: &mut Vec<(u32, String)>,
+    changed: &mut Vec<String>,
+    plan: &mut Plan,
+) {
+    let wanted = usize::try_from(wanted).unwrap_or(usize::MAX);
+    let mut names = awaiting.iter().cycle();
+    while canaries.len() < wanted {
+        let Some(idx) = names.next().copied() else {
+            break;
         };
-        let dstate = current_dep
-            .as_ref()
-            .and_then(|d| s.deployments.get(d))
-            .and_then(|d| d.groups.get(g));
-        let promoted = dstate.is_some_and(|d| d.promoted);
-        // Canaries of this deployment; those of an older one are stopped.
-        let mut canaries: Vec<(u32, String)> = Vec::new();
-        let mut regular: Vec<(u32, String)> = Vec::new();
-        let mut mine: Vec<&(String, String, u32)> =
-            live.iter().filter(|(_, ag, _)| ag == g).collect();
-        // Where two allocations share a name, the one at this version stays.
-        mine.sort_by_key(|(id, _, _)| s.allocs.get(id).is_none_or(|a| a.job_version != version));
-        for (id, _, idx) in mine {
-            let Some(a) = s.allocs.get(id) else { continue };
-            if a.canary {
-                if current_dep.is_some() && a.deployment_id == current_dep {
-                    canaries.push((*idx, id.clone()));
-                } else {
-                    mark_stop(s, id, "alloc not needed due to job update");
-                    plan.stop.push(id.clone());
-                }
-            } else {
-                regular.push((*idx, id.clone()));
-            }
+        let new_id = place(inner, s, &t.job, spec, idx, &t.eval_id, "");
+        if let Some(a) = s.allocs.get_mut(&new_id) {
+            a.canary = true;
         }
-        let mut by_index: BTreeMap<u32, String> = BTreeMap::new();
-        if promoted {
-            // Promoted canaries take the place of the allocations they stand for.
-            for (idx, id) in &canaries {
-                by_index.insert(*idx, id.clone());
-            }
-        }
-        for (idx, id) in &regular {
-            if by_index.contains_key(idx) {
-                mark_stop(s, id, "alloc not needed due to job update");
-                plan.stop.push(id.clone());
-            } else {
-                by_index.insert(*idx, id.clone());
-            }
-        }
-        let mut changed: Vec<String> = Vec::new();
-        let mut group_changed = false;
-        let mut awaiting_canary: Vec<u32> = Vec::new();
-        for (idx, id) in &by_index {
-            if *idx >= spec.count {
-                mark_stop(s, id, "alloc not needed due to job update");
-                plan.stop.push(id.clone());
-                group_changed = true;
-                continue;
-            }
-            let Some(a) = s.allocs.get(id) else { continue };
-            if a.canary {
-                // A promoted canary already runs this version.
-                continue;
-            }
-            let destructive =
-                a.client_status == "failed" || GroupSpec::destructive_fingerprint(&a.job, g) != dfp;
-            let in_place = !destructive && GroupSpec::full_fingerprint(&a.job, g) != ffp;
-            if destructive && desired_canaries > 0 && !promoted && a.client_status != "failed" {
-                // Left running until the canaries are promoted.
-                awaiting_canary.push(*idx);
-                continue;
-            }
-            if destructive {
-                mark_stop(s, id, "alloc is being updated due to job update");
-                plan.stop.push(id.clone());
-                let new_id = place(inner, s, &job, &spec, *idx, eval_id, id);
-                plan.start.push(new_id.clone());
-                changed.push(new_id);
-            } else {
-                let i = s.touch_allocs();
-                if let Some(a) = s.allocs.get_mut(id) {
-                    a.job = job.clone();
-                    a.job_version = version;
-                    a.modify_index = i;
-                    a.modify_time = SystemTime::now();
-                    if in_place {
-                        a.healthy = None;
-                        a.health_time = None;
-                        a.health_epoch = Instant::now();
-                        a.eval_id = eval_id.to_string();
-                    }
-                }
-                if in_place {
-                    plan.update.push(id.clone());
-                    changed.push(id.clone());
-                }
-            }
-        }
-        if !awaiting_canary.is_empty() {
-            // Canaries take the names of the allocations they will replace.
-            let wanted = usize::try_from(desired_canaries).unwrap_or(usize::MAX);
-            let mut names = awaiting_canary.iter().cycle();
-            while canaries.len() < wanted {
-                let Some(idx) = names.next().copied() else {
-                    break;
-                };
-                let new_id = place(inner, s, &job, &spec, idx, eval_id, "");
-                if let Some(a) = s.allocs.get_mut(&new_id) {
-                    a.canary = true;
-                }
-                plan.start.push(new_id.clone());
-                changed.push(new_id.clone());
-                canaries.push((idx, new_id));
-            }
-        }
-        for idx in 0..spec.count {
-            if !by_index.contains_key(&idx) {
-                let new_id = place(inner, s, &job, &spec, idx, eval_id, "");
-                plan.start.push(new_id.clone());
-                changed.push(new_id);
-            }
-        }
-        let in_canary_phase = !awaiting_canary.is_empty() || (!canaries.is_empty() && !promoted);
-        if !changed.is_empty() || group_changed || in_canary_phase {
-            tracked.push(GroupChange {
-                group: g.clone(),
-                changed,
-                canaries: canaries.into_iter().map(|(_, id)| id).collect(),
-                desired_canaries: if in_canary_phase || promoted {
-                    desired_canaries
-                } else {
-                    0
-                },
-            });
-        }
+        plan.start.push(new_id.clone());
+        changed.push(new_id.clone());
+        canaries.push((idx, new_id));
     }
-    if !is_service || tracked.is_empty() {
-        return plan;
+}
+
+/// Adds the tracked groups to the running deployment of this version, or
+/// creates one (cancelling older ones) for a service job.
+fn record_deployment(
+    s: &mut Store,
+    t: &Target,
+    job_id: &str,
+    tracked: &[GroupChange],
+    plan: &mut Plan,
+) {
+    if str_field(&t.job, "Type") != "service" || tracked.is_empty() {
+        return;
     }
-    if let Some(dep_id) = current_dep {
-        extend_deployment(s, &job, &dep_id, &tracked);
-        return plan;
+    if let Some(dep_id) = &t.deployment {
+        extend_deployment(s, &t.job, dep_id, tracked);
+        return;
     }
     cancel_deployments(s, job_id, "Cancelled due to newer version of job");
     let i = s.touch_deploys();
@@ -730,14 +900,15 @@ pub(crate) fn reconcile(inner: &Inner, s: &mut Store, job_id: &str, eval_id: &st
     let now = SystemTime::now();
     let mut deployment = Deployment {
         id: dep_id.clone(),
-        namespace: str_field(&job, "Namespace").to_string(),
+        namespace: str_field(&t.job, "Namespace").to_string(),
         job_id: job_id.to_string(),
-        job_version: version,
-        job_modify_index: job
-            .get("JobModifyIndex")
+        job_version: t.version,
+        job_modify_index: t.job_modify_index,
+        job_create_index: t
+            .job
+            .get("CreateIndex")
             .and_then(Value::as_u64)
             .unwrap_or(0),
-        job_create_index: job.get("CreateIndex").and_then(Value::as_u64).unwrap_or(0),
         groups: BTreeMap::new(),
         allocs: Vec::new(),
         status: "running".into(),
@@ -746,13 +917,12 @@ pub(crate) fn reconcile(inner: &Inner, s: &mut Store, job_id: &str, eval_id: &st
         modify_index: i,
         create_time: now,
         modify_time: now,
-        priority: job.get("Priority").and_then(Value::as_i64).unwrap_or(50),
+        priority: t.job.get("Priority").and_then(Value::as_i64).unwrap_or(50),
     };
-    add_to_deployment(s, &job, &mut deployment, &tracked);
+    add_to_deployment(s, &t.job, &mut deployment, tracked);
     deployment.status_description = deployment.running_description().to_string();
     s.deployments.insert(dep_id.clone(), deployment);
     plan.deployment = Some(dep_id);
-    plan
 }
 
 /// Adds what reconciliation placed or updated to a deployment's groups and
@@ -877,108 +1047,148 @@ struct Probe {
     epoch: Instant,
 }
 
+impl Probe {
+    fn of(a: &Alloc) -> Probe {
+        let spec = GroupSpec::from_job(&a.job, &a.group);
+        let update = spec.as_ref().and_then(|s| s.update.clone());
+        let service_ids = spec
+            .as_ref()
+            .map(|sp| {
+                sp.services
+                    .iter()
+                    .filter(|svc| svc.provider != "nomad")
+                    .map(|svc| service_id(&a.id, &service_owner(&sp.name, svc), svc))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Probe {
+            id: a.id.clone(),
+            failed: a.client_status == "failed",
+            stopped: !a.is_live(),
+            running: a.client_status == "running",
+            decided: a.healthy.is_some(),
+            service_ids,
+            health_check: update
+                .as_ref()
+                .map_or("checks".to_string(), |u| u.health_check.clone()),
+            min_healthy: update
+                .as_ref()
+                .map_or(Duration::from_secs(10), |u| u.min_healthy_time),
+            deadline: update
+                .as_ref()
+                .map_or(Duration::from_secs(300), |u| u.healthy_deadline),
+            epoch: a.health_epoch,
+        }
+    }
+}
+
+/// The allocations of an active deployment, or `None` once it has ended.
+fn probes(inner: &Inner, dep_id: &str) -> Option<Vec<Probe>> {
+    inner.read(|s| {
+        let d = s.deployments.get(dep_id).filter(|d| d.is_active())?;
+        Some(
+            d.allocs
+                .iter()
+                .filter_map(|id| s.allocs.get(id))
+                .map(Probe::of)
+                .collect(),
+        )
+    })
+}
+
+/// Whether every Consul check of the probe's services passes.
+async fn checks_pass(inner: &Inner, p: &Probe) -> bool {
+    if p.health_check != "checks" {
+        return true;
+    }
+    for sid in &p.service_ids {
+        match inner.consul.health(sid).await {
+            Ok(Health::Passing) => {}
+            Ok(_) => return false,
+            Err(err) => {
+                tracing::debug!(service_id = %sid, error = %err, "health read failed");
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Health decisions for the undecided allocations: unhealthy when failed,
+/// stopped or past `healthy_deadline`; healthy once running with passing
+/// checks for `min_healthy_time`.
+async fn judge(
+    inner: &Inner,
+    probes: &[Probe],
+    healthy_since: &mut HashMap<String, Instant>,
+) -> Vec<(String, bool)> {
+    let mut decisions = Vec::new();
+    for p in probes.iter().filter(|p| !p.decided) {
+        let now = Instant::now();
+        if p.failed || p.stopped || now.duration_since(p.epoch) > p.deadline {
+            decisions.push((p.id.clone(), false));
+            continue;
+        }
+        if !p.running || p.health_check == "manual" {
+            healthy_since.remove(&p.id);
+            continue;
+        }
+        if checks_pass(inner, p).await {
+            let since = *healthy_since.entry(p.id.clone()).or_insert(now);
+            if now.duration_since(since) >= p.min_healthy {
+                decisions.push((p.id.clone(), true));
+            }
+        } else {
+            healthy_since.remove(&p.id);
+        }
+    }
+    decisions
+}
+
+/// What follows health decisions, as Nomad's deployment watcher does it: an
+/// auto-revert of a failed deployment, the promotion of `auto_promote`
+/// canaries, and a new evaluation that continues a rolling update once
+/// allocations turned healthy.
+fn after_health(inner: &Arc<Inner>, dep_id: &str, decisions: &[(String, bool)]) {
+    let revert_to = inner.mutate(|s| apply_health(s, dep_id, decisions));
+    if let Some(job) = revert_to
+        && let Err(err) = register(inner, job, None, "rollback")
+    {
+        tracing::error!(deployment = %dep_id, error = %err.msg, "auto-revert failed");
+    }
+    let auto = inner.read(|s| auto_promotable(s, dep_id));
+    if !auto.is_empty() {
+        match inner.mutate(|s| promote(inner, s, dep_id, false, &auto)) {
+            Ok((_, plan)) => apply(inner, plan),
+            Err(err) => {
+                tracing::warn!(deployment = %dep_id, error = %err.msg, "auto-promotion failed");
+            }
+        }
+    }
+    if decisions.iter().any(|(_, healthy)| *healthy) {
+        let plan = inner.mutate(|s| {
+            let d = s
+                .deployments
+                .get(dep_id)
+                .filter(|d| d.status == "running")?;
+            let job_id = d.job_id.clone();
+            let job = s.current_job(&job_id).cloned()?;
+            let (eval_id, _) = s.add_eval(&job, "deployment-watcher", dep_id);
+            Some(reconcile(inner, s, &job_id, &eval_id))
+        });
+        if let Some(plan) = plan {
+            apply(inner, plan);
+        }
+    }
+}
+
 /// Watches one deployment until it is successful, failed or cancelled.
 async fn watch_deployment(inner: Arc<Inner>, dep_id: String) {
     let mut healthy_since: HashMap<String, Instant> = HashMap::new();
     let mut shutdown = inner.shutdown_rx();
-    loop {
-        let probes = inner.read(|s| {
-            let d = s.deployments.get(&dep_id).filter(|d| d.is_active())?;
-            Some(
-                d.allocs
-                    .iter()
-                    .filter_map(|id| s.allocs.get(id))
-                    .map(|a| {
-                        let spec = GroupSpec::from_job(&a.job, &a.group);
-                        let update = spec.as_ref().and_then(|s| s.update.clone());
-                        let service_ids = spec
-                            .as_ref()
-                            .map(|sp| {
-                                sp.services
-                                    .iter()
-                                    .filter(|svc| svc.provider != "nomad")
-                                    .map(|svc| {
-                                        let owner =
-                                            svc.task.clone().unwrap_or_else(|| sp.name.clone());
-                                        service_id(&a.id, &owner, svc)
-                                    })
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        Probe {
-                            id: a.id.clone(),
-                            failed: a.client_status == "failed",
-                            stopped: !a.is_live(),
-                            running: a.client_status == "running",
-                            decided: a.healthy.is_some(),
-                            service_ids,
-                            health_check: update
-                                .as_ref()
-                                .map_or("checks".to_string(), |u| u.health_check.clone()),
-                            min_healthy: update
-                                .as_ref()
-                                .map_or(Duration::from_secs(10), |u| u.min_healthy_time),
-                            deadline: update
-                                .as_ref()
-                                .map_or(Duration::from_secs(300), |u| u.healthy_deadline),
-                            epoch: a.health_epoch,
-                        }
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        });
-        let Some(probes) = probes else { return };
-        let mut decisions: Vec<(String, bool)> = Vec::new();
-        for p in probes.iter().filter(|p| !p.decided) {
-            let now = Instant::now();
-            if p.failed || p.stopped || now.duration_since(p.epoch) > p.deadline {
-                decisions.push((p.id.clone(), false));
-                continue;
-            }
-            if !p.running || p.health_check == "manual" {
-                healthy_since.remove(&p.id);
-                continue;
-            }
-            let mut passing = true;
-            if p.health_check == "checks" {
-                for sid in &p.service_ids {
-                    match inner.consul.health(sid).await {
-                        Ok(Health::Passing) => {}
-                        Ok(_) => passing = false,
-                        Err(err) => {
-                            tracing::debug!(service_id = %sid, error = %err, "health read failed");
-                            passing = false;
-                        }
-                    }
-                    if !passing {
-                        break;
-                    }
-                }
-            }
-            if passing {
-                let since = *healthy_since.entry(p.id.clone()).or_insert(now);
-                if now.duration_since(since) >= p.min_healthy {
-                    decisions.push((p.id.clone(), true));
-                }
-            } else {
-                healthy_since.remove(&p.id);
-            }
-        }
-        let revert_to = inner.mutate(|s| apply_health(s, &dep_id, &decisions));
-        if let Some(job) = revert_to
-            && let Err(err) = register(&inner, job, None, "rollback")
-        {
-            tracing::error!(deployment = %dep_id, error = %err.msg, "auto-revert failed");
-        }
-        let auto = inner.read(|s| auto_promotable(s, &dep_id));
-        if !auto.is_empty() {
-            match inner.mutate(|s| promote(&inner, s, &dep_id, false, &auto)) {
-                Ok((_, plan)) => apply(&inner, plan),
-                Err(err) => {
-                    tracing::warn!(deployment = %dep_id, error = %err.msg, "auto-promotion failed");
-                }
-            }
-        }
+    while let Some(probes) = probes(&inner, &dep_id) {
+        let decisions = judge(&inner, &probes, &mut healthy_since).await;
+        after_health(&inner, &dep_id, &decisions);
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = shutdown.wait_for(|s| *s) => return,
@@ -1015,6 +1225,11 @@ fn apply_health(s: &mut Store, dep_id: &str, decisions: &[(String, bool)]) -> Op
         }
     }
     let any_unhealthy = counts.values().any(|c| c.1 > 0);
+    // Nomad's rule: every group has as many healthy allocations as it wants
+    // (a rolling update places the later ones once the first are healthy).
+    let all_placed = d.groups.iter().all(|(g, dg)| {
+        counts.get(g).map_or(0, |c| c.0) >= dg.desired_total.max(dg.desired_canaries)
+    });
     let past_deadline = d
         .groups
         .values()
@@ -1025,7 +1240,7 @@ fn apply_health(s: &mut Store, dep_id: &str, decisions: &[(String, bool)]) -> Op
     });
     let (status, desc) = if any_unhealthy {
         ("failed", "Failed due to unhealthy allocations".to_string())
-    } else if all_healthy && !d.requires_promotion() {
+    } else if all_healthy && all_placed && !d.requires_promotion() {
         (
             "successful",
             "Deployment completed successfully".to_string(),

@@ -594,22 +594,6 @@ impl GroupSpec {
                 .collect();
         json!({"Tasks": tasks, "Networks": nets, "EphemeralDisk": g.get("EphemeralDisk"), "Volumes": g.get("Volumes")})
     }
-
-    /// The whole group minus its count: any difference that is not destructive
-    /// is applied in place.
-    pub(crate) fn full_fingerprint(job: &Value, name: &str) -> Value {
-        let Some(g) = arr_field(job, "TaskGroups")
-            .iter()
-            .find(|g| str_field(g, "Name") == name)
-        else {
-            return Value::Null;
-        };
-        let mut g = g.clone();
-        if let Some(o) = g.as_object_mut() {
-            o.remove("Count");
-        }
-        json!({"Group": g, "Meta": job.get("Meta")})
-    }
 }
 
 /// Names of the groups of a job, in order.
@@ -676,10 +660,6 @@ mod tests {
             GroupSpec::destructive_fingerprint(&a, "g"),
             GroupSpec::destructive_fingerprint(&tags, "g")
         );
-        assert_ne!(
-            GroupSpec::full_fingerprint(&a, "g"),
-            GroupSpec::full_fingerprint(&tags, "g")
-        );
         let mut meta = a.clone();
         meta["Meta"]["team"] = json!("b");
         assert_ne!(
@@ -689,8 +669,8 @@ mod tests {
         let mut count = a.clone();
         count["TaskGroups"][0]["Count"] = json!(3);
         assert_eq!(
-            GroupSpec::full_fingerprint(&a, "g"),
-            GroupSpec::full_fingerprint(&count, "g")
+            GroupSpec::destructive_fingerprint(&a, "g"),
+            GroupSpec::destructive_fingerprint(&count, "g")
         );
     }
 }
