@@ -13,7 +13,8 @@ and descriptors again with every connection idle, close them all, and
 follow RSS for up to 30 s until it is back within 1.5 x of the idle
 baseline. switchyard runs with its default timeouts: its 10 s request-head
 timeout also closes idle keep-alive connections, so the connections are
-opened and measured within that time. Everything listens on 127.0.0.1.
+opened and measured within that time. Everything listens on 127.0.0.1,
+on free ports.
 Prints one table and one summary line.
 """
 
@@ -28,7 +29,15 @@ import time
 
 CONNS = int(os.environ.get("CONNS", "8000"))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROXY_PORT, NGINX_PORT, UP = 18080, 18090, 19001
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+PROXY_PORT, NGINX_PORT, UP = free_port(), free_port(), free_port()
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
