@@ -123,6 +123,7 @@ pub fn builder(timeouts: &Timeouts, limits: &Limits) -> auto::Builder<TokioExecu
 
 /// Accepts connections until the future is dropped. Each connection is
 /// served by the forwarder current when it was accepted (a reload swaps it).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
