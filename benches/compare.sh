@@ -5,9 +5,12 @@
 #   ROUNDS=7 DURATION=10 CONNS=50 benches/compare.sh
 #   SWITCHYARD_BIN=path/to/switchyard benches/compare.sh   # skip the build
 #
-# switchyard runs config/bench.toml exactly as shipped (traffic
-# 127.0.0.1:8080, admin 127.0.0.1:8081, upstreams 127.0.0.1:9001 and :9002,
-# default runtime and limits); SWITCHYARD_CONFIG points at another file.
+# switchyard runs config/bench.toml as shipped (default runtime and limits)
+# with only its addresses moved: every listener here (the proxy's traffic
+# and admin ports, the two upstreams, nginx and haproxy) gets a free port
+# on 127.0.0.1, so the benchmark runs beside a `switchyard dev` on the
+# default ports. SWITCHYARD_CONFIG points at another file; its
+# 127.0.0.1:8080, :8081, :9001 and :9002 are moved the same way.
 # Setup (2-core machine): the two upstreams (nginx `return 200`, one worker)
 # and wrk share CPU 0; the proxy under test runs alone on CPU 1 (switchyard
 # sizes its runtime to that one CPU; nginx: worker_processes 1, upstream
@@ -26,11 +29,6 @@ CONNS=${CONNS:-50}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CONFIG=${SWITCHYARD_CONFIG:-$ROOT/config/bench.toml}
 WORK=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
-PROXY_PORT=$(awk -F'"' '/^address/ {n = split($2, a, ":"); print a[n]; exit}' "$CONFIG")
-NGINX_PORT=18090
-HAPROXY_PORT=18091
-UP1=9001
-UP2=9002
 PIDS=()
 
 cleanup() {
@@ -43,10 +41,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP1=$(free_port); UP2=$(free_port); NGINX_PORT=$(free_port); HAPROXY_PORT=$(free_port)
+PX=$(free_port); ADMIN=$(free_port)
+sed -e "s/127.0.0.1:8080/127.0.0.1:$PX/; s/127.0.0.1:8081/127.0.0.1:$ADMIN/" \
+  -e "s/127.0.0.1:9001/127.0.0.1:$UP1/; s/127.0.0.1:9002/127.0.0.1:$UP2/" \
+  "$CONFIG" > "$WORK/switchyard.toml"
+PROXY_PORT=$(awk -F'"' '/^address/ {n = split($2, a, ":"); print a[n]; exit}' "$WORK/switchyard.toml")
 busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in "$PROXY_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$UP1" "$UP2"; do
-  if busy "$port"; then echo "compare.sh: 127.0.0.1:$port is already in use" >&2; exit 1; fi
-done
+if busy "$PROXY_PORT"; then echo "compare.sh: 127.0.0.1:$PROXY_PORT (from $CONFIG) is already in use" >&2; exit 1; fi
 
 need() {
   if ! command -v "$1" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$1" ]; then
@@ -139,7 +142,7 @@ CONF
 taskset -c 1 "$HAPROXY" -q -f "$WORK/haproxy.cfg"
 
 # --- switchyard, on CPU 1, the configuration as shipped ----------------------
-taskset -c 1 "$SWITCHYARD" proxy --config "$CONFIG" 2>"$WORK/switchyard.log" &
+taskset -c 1 "$SWITCHYARD" proxy --config "$WORK/switchyard.toml" 2>"$WORK/switchyard.log" &
 PIDS+=($!)
 SY_PID=$!
 sleep 0.5

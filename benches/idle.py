@@ -13,7 +13,10 @@ and descriptors again with every connection idle, close them all, and
 follow RSS for up to 30 s until it is back within 1.5 x of the idle
 baseline. switchyard runs with its default timeouts: its 10 s request-head
 timeout also closes idle keep-alive connections, so the connections are
-opened and measured within that time. Everything listens on 127.0.0.1.
+opened and measured within that time. Then switchyard gets CONNS
+connections once more, left idle until that timeout closes them from the
+proxy's side, and RSS is followed the same way (memory freed by timers
+while no request arrives). Everything listens on 127.0.0.1, on free ports.
 Prints one table and one summary line.
 """
 
@@ -27,8 +30,18 @@ import tempfile
 import time
 
 CONNS = int(os.environ.get("CONNS", "8000"))
+# switchyard's default request-head timeout, which also ends idle keep-alive.
+HEADER_TIMEOUT_S = 10
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROXY_PORT, NGINX_PORT, UP = 18080, 18090, 19001
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+PROXY_PORT, NGINX_PORT, UP = free_port(), free_port(), free_port()
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
@@ -90,13 +103,8 @@ def request(sock):
         body += chunk
 
 
-def measure(name, port, pid):
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        request(s)
-    time.sleep(0.5)
-    base_rss, base_fds = rss_kb(pid), fds(pid)
+def open_idle(name, port):
     socks = []
-    started = time.monotonic()
     try:
         for _ in range(CONNS):
             s = socket.create_connection(("127.0.0.1", port))
@@ -104,24 +112,54 @@ def measure(name, port, pid):
             socks.append(s)
     except OSError as e:
         fail(f"{name}: connection {len(socks) + 1} of {CONNS}: {e}")
+    return socks
+
+
+def follow_rss(pid, base_rss):
+    """RSS when it is back within 1.5 x of base_rss, or after 30 s; and when."""
+    closed = time.monotonic()
+    while True:
+        rss = rss_kb(pid)
+        if rss <= 1.5 * base_rss:
+            return rss, time.monotonic() - closed
+        if time.monotonic() - closed >= 30:
+            return rss, None
+        time.sleep(0.5)
+
+
+def measure_timed_out(pid, port, base_rss, base_fds, timeout_s):
+    """The same connections again, left idle until the proxy closes them."""
+    socks = open_idle("switchyard", port)
+    end = time.monotonic() + timeout_s + 10
+    while fds(pid) > base_fds + CONNS // 100:
+        if time.monotonic() > end:
+            fail(f"switchyard kept the idle connections open past {timeout_s + 10} s")
+        time.sleep(0.2)
+    after_rss, back_in = follow_rss(pid, base_rss)
+    for s in socks:
+        s.close()
+    return {"after_rss": after_rss, "back_in": back_in}
+
+
+def measure(name, port, pid):
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        request(s)
+    time.sleep(0.5)
+    base_rss, base_fds = rss_kb(pid), fds(pid)
+    started = time.monotonic()
+    socks = open_idle(name, port)
     opened = time.monotonic() - started
     time.sleep(0.5)
     idle_rss, idle_fds = rss_kb(pid), fds(pid)
     for s in socks:
         s.close()
-    closed = time.monotonic()
-    after_rss, back_in = rss_kb(pid), None
-    while time.monotonic() - closed < 30:
-        after_rss = rss_kb(pid)
-        if after_rss <= 1.5 * base_rss:
-            back_in = time.monotonic() - closed
-            break
-        time.sleep(0.5)
+    after_rss, back_in = follow_rss(pid, base_rss)
     return {
         "name": name,
         "base_rss": base_rss,
         "idle_rss": idle_rss,
         "per_conn_kb": (idle_rss - base_rss) / CONNS,
+        "base_fds": base_fds,
         "fds_per_conn": (idle_fds - base_fds) / CONNS,
         "idle_fds": idle_fds,
         "after_rss": after_rss,
@@ -194,6 +232,8 @@ static = {{ active = ["127.0.0.1:{UP}"] }}
                                 check=True).stdout.split()[0]
         results = [measure("switchyard", PROXY_PORT, sy.pid),
                    measure("nginx", NGINX_PORT, int(worker))]
+        timed_out = measure_timed_out(sy.pid, PROXY_PORT, results[0]["base_rss"],
+                                      results[0]["base_fds"], HEADER_TIMEOUT_S)
     finally:
         for p in procs:
             p.terminate()
@@ -220,6 +260,8 @@ static = {{ active = ["127.0.0.1:{UP}"] }}
     print(f"idle {CONNS}: switchyard {sy['per_conn_kb']:.2f} KB/conn, {sy['fds_per_conn']:.2f} fd/conn, "
           f"RSS after close {sy['after_rss'] / 1024:.1f} MB (baseline {sy['base_rss'] / 1024:.1f} MB, "
           f"{'back in ' + format(sy['back_in'], '.1f') + ' s' if sy['back_in'] is not None else 'not back in 30 s'}); "
+          f"closed by its idle timeout: RSS after {timed_out['after_rss'] / 1024:.1f} MB "
+          f"({'back in ' + format(timed_out['back_in'], '.1f') + ' s' if timed_out['back_in'] is not None else 'not back in 30 s'}); "
           f"nginx {ng['per_conn_kb']:.2f} KB/conn, {ng['fds_per_conn']:.2f} fd/conn; "
           f"ratio {sy['per_conn_kb'] / max(ng['per_conn_kb'], 0.01):.1f} x")
 

@@ -26,14 +26,17 @@ use switchyard_proxy::Stop;
 use switchyard_proxy::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc: the proxy allocates small, short-lived buffers per request;
-/// mimalloc's thread-local free lists make that cheaper than glibc's malloc
-/// (measured with benches/compare.sh). Built without transparent huge pages
-/// (`no_thp`): with them every touched 2 MiB region is resident at once and
-/// cannot be returned in part, which multiplied the memory of idle
-/// connections and kept it after they closed (benches/idle.py).
+/// jemalloc with its background thread: the proxy allocates small,
+/// short-lived buffers per request, which jemalloc's thread caches serve
+/// about as cheaply as mimalloc did (benches/instructions.sh), and memory
+/// freed when connections close goes back to the system on jemalloc's
+/// decay timer, even while the proxy allocates nothing; mimalloc only
+/// returned it from its allocation slow path, so an idle proxy kept it
+/// (benches/idle.py). The `system-allocator` feature (heap profiling
+/// builds only) leaves it out.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser, Debug)]
 #[command(

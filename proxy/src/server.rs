@@ -123,6 +123,7 @@ pub fn builder(timeouts: &Timeouts, limits: &Limits) -> auto::Builder<TokioExecu
 
 /// Accepts connections until the future is dropped. Each connection is
 /// served by the forwarder current when it was accepted (a reload swaps it).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -183,12 +184,16 @@ pub(crate) async fn accept_loop(
             if req.headers().contains_key(http::header::UPGRADE) {
                 req.extensions_mut().insert(request_slot.clone());
             }
-            async move {
+            // Boxed: an HTTP/1 connection keeps a slot the size of this
+            // future for its whole life, idle or not. Boxed, the slot is a
+            // pointer, and the request path's state lives only as long as
+            // the request.
+            Box::pin(async move {
                 let version = req.version();
                 let mut resp = fwd.handle(req, client).await;
                 draining.mark(version, &mut resp);
                 Ok::<_, Infallible>(resp)
-            }
+            })
         });
         let span = tracing::debug_span!("conn", client.addr = %peer);
         match &tls {
