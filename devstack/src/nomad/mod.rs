@@ -9,6 +9,8 @@
 //!   index, and their JSON rendering.
 //! - `sched`: register, revert, stop, per-group reconciliation, deployments
 //!   and their health watcher.
+//! - `resched`: reschedule policies of failed allocations (delay
+//!   functions, attempts within an interval, `RescheduleTracker`).
 //! - `runner`: one task per allocation, the `raw_exec`-style process driver,
 //!   Consul registration order (register, run; deregister, delay, kill).
 //! - `consul`: the few Consul agent endpoints used, over HTTP only, so the
@@ -28,6 +30,7 @@ mod consul;
 mod http;
 mod leftovers;
 mod plan;
+mod resched;
 mod runner;
 mod sched;
 mod spec;

@@ -304,6 +304,7 @@ async fn run(inner: Arc<Inner>, alloc_id: String, mut rx: mpsc::UnboundedReceive
                     deregister_all(&inner, &ids_of(&regs)).await;
                     regs.clear();
                     let _ = stop_tx.send(true);
+                    super::sched::reschedule_later(&inner, &alloc_id);
                 }
                 Some(false) => {}
                 None => {

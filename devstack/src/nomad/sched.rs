@@ -34,6 +34,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::consul::{Health, service_id, service_owner};
+use super::resched;
 use super::runner::{self, RunnerCmd};
 use super::spec::{GroupSpec, canonicalize, group_names, spec_only};
 use super::state::{Alloc, Deployment, DeploymentGroup, Store, TRACKED_VERSIONS, TaskState};
@@ -519,6 +520,7 @@ fn place(
             modify_time: now,
             previous_alloc: previous.to_string(),
             next_alloc: String::new(),
+            reschedule_events: Vec::new(),
         },
     );
     if let Some(prev) = s.allocs.get_mut(previous) {
@@ -802,6 +804,10 @@ fn update_slots(
             continue;
         }
         let Some(a) = s.allocs.get(id) else { continue };
+        if a.client_status == "failed" && job_modify_index(&a.job) == t.job_modify_index {
+            reschedule_if_due(inner, s, t, spec, *idx, id, plan);
+            continue;
+        }
         if a.canary || job_modify_index(&a.job) == t.job_modify_index {
             // Already runs this job (a promoted canary, or an earlier pass).
             continue;
@@ -829,6 +835,117 @@ fn update_slots(
         }
     }
     out
+}
+
+/// When the failed allocation `id` may be replaced under its group's
+/// reschedule policy, or `None` if never: not a service job, no attempts
+/// left, or part of a deployment that is still active (Nomad leaves those
+/// to the deployment, which fails or reverts).
+fn reschedule_time(s: &Store, id: &str) -> Option<SystemTime> {
+    let a = s.allocs.get(id)?;
+    if !a.is_live() || a.client_status != "failed" || !a.next_alloc.is_empty() {
+        return None;
+    }
+    if let Some(d) = a.deployment_id.as_ref().and_then(|d| s.deployments.get(d))
+        && d.is_active()
+    {
+        return None;
+    }
+    let policy = resched::Policy::of(&a.job, &a.group)?;
+    resched::next_time(&policy, &a.reschedule_events, a.last_event_time())
+}
+
+/// Replaces the failed allocation `id` (same name index, `PreviousAllocation`
+/// set, the reschedule events carried) once its reschedule time has come.
+fn reschedule_if_due(
+    inner: &Inner,
+    s: &mut Store,
+    t: &Target,
+    spec: &GroupSpec,
+    idx: u32,
+    id: &str,
+    plan: &mut Plan,
+) {
+    let now = SystemTime::now();
+    let Some(at) = reschedule_time(s, id) else {
+        return;
+    };
+    // Nomad may place up to a second early (`rescheduleWindowSize`) but its
+    // follow-up evaluation waits for the time itself; here the timer does.
+    if at > now {
+        return;
+    }
+    let Some(a) = s.allocs.get(id) else { return };
+    let Some(policy) = resched::Policy::of(&a.job, &a.group) else {
+        return;
+    };
+    let failed_at = a.last_event_time();
+    let event = resched::Event {
+        time: now,
+        prev_alloc_id: id.to_string(),
+        prev_node_id: inner.node.id.clone(),
+        delay: resched::next_delay(&policy, &a.reschedule_events, failed_at),
+    };
+    let events = resched::carried_events(&policy, &a.reschedule_events, now, event);
+    mark_stop(s, id, "alloc was rescheduled because it failed");
+    plan.stop.push(id.to_string());
+    let new_id = place(inner, s, &t.job, spec, idx, &t.eval_id, id);
+    if let Some(n) = s.allocs.get_mut(&new_id) {
+        n.reschedule_events = events;
+    }
+    plan.start.push(new_id);
+}
+
+/// Called when allocation `id` failed: waits for its reschedule time, then
+/// runs the scheduler (an `alloc-failure` evaluation) so the replacement
+/// is placed; while the allocation's deployment is still active it waits
+/// for the deployment to end. Returns at once when no reschedule is due.
+pub(crate) fn reschedule_later(inner: &Arc<Inner>, id: &str) {
+    if inner.read(|s| reschedule_time(s, id)).is_none() && !in_active_deployment(inner, id) {
+        return;
+    }
+    let inner = inner.clone();
+    let id = id.to_string();
+    tokio::spawn(async move {
+        let mut shutdown = inner.shutdown_rx();
+        loop {
+            let wait = match inner.read(|s| reschedule_time(s, &id)) {
+                Some(at) => at.duration_since(SystemTime::now()).unwrap_or_default(),
+                None if in_active_deployment(&inner, &id) => Duration::from_millis(500),
+                None => return,
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            let plan = inner.mutate(|s| {
+                let job_id = s.allocs.get(&id)?.job_id.clone();
+                if reschedule_time(s, &id).is_none_or(|at| at > SystemTime::now()) {
+                    return None;
+                }
+                let job = s.current_job(&job_id).cloned()?;
+                let (eval_id, _) = s.add_eval(&job, "alloc-failure", "");
+                Some(reconcile(&inner, s, &job_id, &eval_id))
+            });
+            if let Some(plan) = plan {
+                apply(&inner, plan);
+            }
+        }
+    });
+}
+
+/// Whether the failed allocation `id` still waits for its active deployment.
+fn in_active_deployment(inner: &Inner, id: &str) -> bool {
+    inner.read(|s| {
+        s.allocs.get(id).is_some_and(|a| {
+            a.is_live()
+                && a.next_alloc.is_empty()
+                && a.deployment_id
+                    .as_ref()
+                    .and_then(|d| s.deployments.get(d))
+                    .is_some_and(Deployment::is_active)
+        })
+    })
 }
 
 /// Nomad's in-place update: the allocation keeps its ID, ports and tasks and

@@ -93,6 +93,7 @@ pub(crate) fn canonicalize(job: &mut Value) {
     }
     let is_service = j.get("Type").and_then(Value::as_str) == Some("service");
     let job_update = j.get("Update").filter(|u| u.is_object()).cloned();
+    let job_reschedule = j.get("Reschedule").filter(|u| u.is_object()).cloned();
     if let Some(u) = j.get_mut("Update").and_then(Value::as_object_mut) {
         set_default(u, "Stagger", json!(30 * SEC));
         set_default(u, "MaxParallel", json!(1));
@@ -172,6 +173,23 @@ pub(crate) fn canonicalize(job: &mut Value) {
                 }
             }
             g.insert("Update".into(), update);
+            // Reschedule policy: Nomad's service default, then the job's
+            // `reschedule`, then the group's.
+            let mut resched = super::resched::default_service_policy();
+            if let Some(r) = resched.as_object_mut() {
+                for src in [job_reschedule.as_ref(), g.get("ReschedulePolicy")]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_object)
+                {
+                    for (k, v) in src {
+                        if !v.is_null() {
+                            r.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            g.insert("ReschedulePolicy".into(), resched);
         }
         if let Some(nets) = g.get_mut("Networks").and_then(Value::as_array_mut) {
             for n in nets.iter_mut().filter_map(Value::as_object_mut) {

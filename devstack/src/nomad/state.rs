@@ -119,6 +119,8 @@ pub(crate) struct Alloc {
     pub(crate) modify_time: SystemTime,
     pub(crate) previous_alloc: String,
     pub(crate) next_alloc: String,
+    /// `RescheduleTracker.Events`: the reschedules that led to this allocation.
+    pub(crate) reschedule_events: Vec<super::resched::Event>,
 }
 
 impl Alloc {
@@ -127,6 +129,15 @@ impl Alloc {
     }
     pub(crate) fn is_terminal(&self) -> bool {
         matches!(self.client_status.as_str(), "complete" | "failed" | "lost")
+    }
+    /// When the allocation last changed on the client (Nomad's
+    /// `LastEventTime`: the latest `FinishedAt` of its tasks).
+    pub(crate) fn last_event_time(&self) -> SystemTime {
+        self.task_states
+            .values()
+            .filter_map(|t| t.finished_at)
+            .max()
+            .unwrap_or(self.modify_time)
     }
 }
 
@@ -505,7 +516,7 @@ pub(crate) fn render_alloc(a: &Alloc, node: &NodeInfo, with_job: bool) -> Value 
         "FollowupEvalID": "",
         "PreviousAllocation": a.previous_alloc,
         "NextAllocation": a.next_alloc,
-        "RescheduleTracker": null,
+        "RescheduleTracker": super::resched::render_tracker(&a.reschedule_events),
         "PreemptedAllocations": null,
         "PreemptedByAllocation": "",
         "CreateIndex": a.create_index,

@@ -1,0 +1,166 @@
+//! Rescheduling of failed allocations of a service job: a task that exits
+//! non-zero past its restart attempts fails its allocation, which is
+//! replaced after the group's reschedule delay, with `PreviousAllocation`,
+//! `NextAllocation` and `RescheduleTracker` as Nomad sets them.
+//!
+//! Prerequisite: `cargo build -p hello-service` (see `nomad_support`).
+
+#![allow(clippy::unwrap_used)]
+
+mod nomad_support;
+
+use std::time::Duration;
+
+use nomad_support::{FakeConsul, Nomad, wait_for};
+use serde_json::{Value, json};
+
+const SEC: u64 = 1_000_000_000;
+
+/// The repository's job with one allocation of one group whose task exits
+/// with status 3 at once, no restarts, and `policy` as its reschedule policy.
+async fn failing_job(nomad: &Nomad, policy: Value) -> Value {
+    let mut job = nomad.parse_job_file().await;
+    job["TaskGroups"][0]["Count"] = json!(1);
+    job["TaskGroups"][1]["Count"] = json!(0);
+    let task = &mut job["TaskGroups"][0]["Tasks"][0];
+    task["Config"] = json!({"command": "sh", "args": ["-c", "exit 3"]});
+    task["RestartPolicy"] =
+        json!({"Attempts": 0, "Interval": 60 * SEC, "Delay": 0, "Mode": "fail"});
+    job["TaskGroups"][0]["RestartPolicy"] = task["RestartPolicy"].clone();
+    job["TaskGroups"][0]["ReschedulePolicy"] = policy;
+    job
+}
+
+async fn allocs(nomad: &Nomad) -> Vec<Value> {
+    let (st, v) = nomad.get("/v1/job/hello-service/allocations").await;
+    assert_eq!(st, 200, "{v}");
+    v.as_array().unwrap().clone()
+}
+
+async fn alloc(nomad: &Nomad, id: &str) -> Value {
+    let (st, v) = nomad.get(&format!("/v1/allocation/{id}")).await;
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+/// Waits for a failed allocation of group `blue` not yet replaced.
+async fn wait_failed(nomad: &Nomad, not: &[String]) -> Value {
+    wait_for(Duration::from_secs(20), || async {
+        allocs(nomad).await.into_iter().find(|a| {
+            a["TaskGroup"] == "blue"
+                && a["ClientStatus"] == "failed"
+                && !not.contains(&a["ID"].as_str().unwrap().to_string())
+        })
+    })
+    .await
+    .expect("no allocation failed")
+}
+
+/// Waits for the allocation that replaces `prev`.
+async fn wait_replacement(nomad: &Nomad, prev: &str, within: Duration) -> Option<Value> {
+    wait_for(within, || async {
+        allocs(nomad)
+            .await
+            .into_iter()
+            .find(|a| a["PreviousAllocation"] == prev)
+    })
+    .await
+}
+
+/// When the allocation's task failed for good (the "Not Restarting" event), unix ns.
+fn failed_at(a: &Value) -> u64 {
+    let events = a["TaskStates"]["hello"]["Events"].as_array().unwrap();
+    events
+        .iter()
+        .rev()
+        .find(|e| e["FailsTask"] == true)
+        .and_then(|e| e["Time"].as_u64())
+        .unwrap_or_else(|| panic!("no failing event in {a}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_allocation_is_replaced_after_the_exponential_delay_with_its_history() {
+    let consul = FakeConsul::start().await;
+    let mut nomad = Nomad::start(&consul.url(), None).await;
+    let policy = json!({"Delay": SEC, "DelayFunction": "exponential", "Unlimited": true});
+    nomad.register(&failing_job(&nomad, policy).await).await;
+
+    // Canonicalized with Nomad's service defaults for what was not given.
+    let (_, job) = nomad.get("/v1/job/hello-service").await;
+    let p = &job["TaskGroups"][0]["ReschedulePolicy"];
+    assert_eq!(p["MaxDelay"], 3600 * SEC);
+    assert_eq!(p["Attempts"], 0);
+    assert_eq!(p["Delay"], SEC);
+    assert_eq!(p["DelayFunction"], "exponential");
+
+    let a = wait_failed(&nomad, &[]).await;
+    let a_id = a["ID"].as_str().unwrap().to_string();
+    assert_eq!(a["RescheduleTracker"], Value::Null);
+    let b = wait_replacement(&nomad, &a_id, Duration::from_secs(10))
+        .await
+        .expect("the failed allocation was never replaced");
+    let b_id = b["ID"].as_str().unwrap().to_string();
+    // Not before the delay (1 s) after the failure.
+    let a = alloc(&nomad, &a_id).await;
+    assert!(b["CreateTime"].as_u64().unwrap() >= failed_at(&a) + SEC);
+    assert_eq!(a["NextAllocation"], b_id);
+    assert_eq!(a["DesiredStatus"], "stop");
+    assert_eq!(
+        a["DesiredDescription"],
+        "alloc was rescheduled because it failed"
+    );
+    assert_eq!(b["Name"], a["Name"]);
+    let events = b["RescheduleTracker"]["Events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["PrevAllocID"], a_id);
+    assert_eq!(events[0]["PrevNodeID"], a["NodeID"]);
+    assert_eq!(events[0]["Delay"], SEC);
+
+    // The replacement fails too: the next delay doubles (2 s).
+    let b = wait_failed(&nomad, std::slice::from_ref(&a_id)).await;
+    assert_eq!(b["ID"], b_id);
+    let c = wait_replacement(&nomad, &b_id, Duration::from_secs(10))
+        .await
+        .expect("the second failure was never replaced");
+    let b = alloc(&nomad, &b_id).await;
+    assert!(c["CreateTime"].as_u64().unwrap() >= failed_at(&b) + 2 * SEC);
+    let events = c["RescheduleTracker"]["Events"].as_array().unwrap();
+    let delays: Vec<u64> = events
+        .iter()
+        .map(|e| e["Delay"].as_u64().unwrap())
+        .collect();
+    assert_eq!(delays, vec![SEC, 2 * SEC]);
+    assert_eq!(events[1]["PrevAllocID"], b_id);
+    nomad.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_within_interval_limit_reschedules() {
+    let consul = FakeConsul::start().await;
+    let mut nomad = Nomad::start(&consul.url(), None).await;
+    let policy = json!({
+        "Attempts": 1, "Interval": 3600 * SEC, "Delay": SEC,
+        "DelayFunction": "constant", "Unlimited": false
+    });
+    nomad.register(&failing_job(&nomad, policy).await).await;
+    let a = wait_failed(&nomad, &[]).await;
+    let a_id = a["ID"].as_str().unwrap().to_string();
+    let b = wait_replacement(&nomad, &a_id, Duration::from_secs(10))
+        .await
+        .expect("the first failure was never replaced");
+    let b_id = b["ID"].as_str().unwrap().to_string();
+    wait_failed(&nomad, std::slice::from_ref(&a_id)).await;
+    // One attempt in the interval is used: the second failure stays, for
+    // well past the 1 s delay.
+    assert!(
+        wait_replacement(&nomad, &b_id, Duration::from_secs(4))
+            .await
+            .is_none(),
+        "rescheduled beyond the policy's attempts"
+    );
+    let b = alloc(&nomad, &b_id).await;
+    assert_eq!(b["ClientStatus"], "failed");
+    assert_eq!(b["DesiredStatus"], "run");
+    assert_eq!(b["NextAllocation"], "");
+    nomad.shutdown().await;
+}
