@@ -82,7 +82,7 @@ fn failed_at(a: &Value) -> u64 {
 async fn failed_allocation_is_replaced_after_the_exponential_delay_with_its_history() {
     let consul = FakeConsul::start().await;
     let mut nomad = Nomad::start(&consul.url(), None).await;
-    let policy = json!({"Delay": SEC, "DelayFunction": "exponential", "Unlimited": true});
+    let policy = json!({"Delay": 5 * SEC, "DelayFunction": "exponential", "Unlimited": true});
     nomad.register(&failing_job(&nomad, policy).await).await;
 
     // Canonicalized with Nomad's service defaults for what was not given.
@@ -90,19 +90,19 @@ async fn failed_allocation_is_replaced_after_the_exponential_delay_with_its_hist
     let p = &job["TaskGroups"][0]["ReschedulePolicy"];
     assert_eq!(p["MaxDelay"], 3600 * SEC);
     assert_eq!(p["Attempts"], 0);
-    assert_eq!(p["Delay"], SEC);
+    assert_eq!(p["Delay"], 5 * SEC);
     assert_eq!(p["DelayFunction"], "exponential");
 
     let a = wait_failed(&nomad, &[]).await;
     let a_id = a["ID"].as_str().unwrap().to_string();
     assert_eq!(a["RescheduleTracker"], Value::Null);
-    let b = wait_replacement(&nomad, &a_id, Duration::from_secs(10))
+    let b = wait_replacement(&nomad, &a_id, Duration::from_secs(15))
         .await
         .expect("the failed allocation was never replaced");
     let b_id = b["ID"].as_str().unwrap().to_string();
-    // Not before the delay (1 s) after the failure.
+    // Not before the delay (5 s, Nomad's minimum) after the failure.
     let a = alloc(&nomad, &a_id).await;
-    assert!(b["CreateTime"].as_u64().unwrap() >= failed_at(&a) + SEC);
+    assert!(b["CreateTime"].as_u64().unwrap() >= failed_at(&a) + 5 * SEC);
     assert_eq!(a["NextAllocation"], b_id);
     assert_eq!(a["DesiredStatus"], "stop");
     assert_eq!(
@@ -114,22 +114,22 @@ async fn failed_allocation_is_replaced_after_the_exponential_delay_with_its_hist
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["PrevAllocID"], a_id);
     assert_eq!(events[0]["PrevNodeID"], a["NodeID"]);
-    assert_eq!(events[0]["Delay"], SEC);
+    assert_eq!(events[0]["Delay"], 5 * SEC);
 
-    // The replacement fails too: the next delay doubles (2 s).
+    // The replacement fails too: the next delay doubles (10 s).
     let b = wait_failed(&nomad, std::slice::from_ref(&a_id)).await;
     assert_eq!(b["ID"], b_id);
-    let c = wait_replacement(&nomad, &b_id, Duration::from_secs(10))
+    let c = wait_replacement(&nomad, &b_id, Duration::from_secs(20))
         .await
         .expect("the second failure was never replaced");
     let b = alloc(&nomad, &b_id).await;
-    assert!(c["CreateTime"].as_u64().unwrap() >= failed_at(&b) + 2 * SEC);
+    assert!(c["CreateTime"].as_u64().unwrap() >= failed_at(&b) + 10 * SEC);
     let events = c["RescheduleTracker"]["Events"].as_array().unwrap();
     let delays: Vec<u64> = events
         .iter()
         .map(|e| e["Delay"].as_u64().unwrap())
         .collect();
-    assert_eq!(delays, vec![SEC, 2 * SEC]);
+    assert_eq!(delays, vec![5 * SEC, 10 * SEC]);
     assert_eq!(events[1]["PrevAllocID"], b_id);
     nomad.shutdown().await;
 }
@@ -139,21 +139,21 @@ async fn attempts_within_interval_limit_reschedules() {
     let consul = FakeConsul::start().await;
     let mut nomad = Nomad::start(&consul.url(), None).await;
     let policy = json!({
-        "Attempts": 1, "Interval": 3600 * SEC, "Delay": SEC,
+        "Attempts": 1, "Interval": 3600 * SEC, "Delay": 5 * SEC,
         "DelayFunction": "constant", "Unlimited": false
     });
     nomad.register(&failing_job(&nomad, policy).await).await;
     let a = wait_failed(&nomad, &[]).await;
     let a_id = a["ID"].as_str().unwrap().to_string();
-    let b = wait_replacement(&nomad, &a_id, Duration::from_secs(10))
+    let b = wait_replacement(&nomad, &a_id, Duration::from_secs(15))
         .await
         .expect("the first failure was never replaced");
     let b_id = b["ID"].as_str().unwrap().to_string();
     wait_failed(&nomad, std::slice::from_ref(&a_id)).await;
     // One attempt in the interval is used: the second failure stays, for
-    // well past the 1 s delay.
+    // well past the 5 s delay.
     assert!(
-        wait_replacement(&nomad, &b_id, Duration::from_secs(4))
+        wait_replacement(&nomad, &b_id, Duration::from_secs(7))
             .await
             .is_none(),
         "rescheduled beyond the policy's attempts"
@@ -162,5 +162,34 @@ async fn attempts_within_interval_limit_reschedules() {
     assert_eq!(b["ClientStatus"], "failed");
     assert_eq!(b["DesiredStatus"], "run");
     assert_eq!(b["NextAllocation"], "");
+    nomad.shutdown().await;
+}
+
+/// A policy Nomad's validation refuses is refused, with Nomad's texts, and
+/// nothing is registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reschedule_policy_nomad_refuses_is_refused() {
+    let consul = FakeConsul::start().await;
+    let mut nomad = Nomad::start(&consul.url(), None).await;
+    let policy = json!({"Delay": SEC, "DelayFunction": "linear", "Unlimited": true});
+    let job = failing_job(&nomad, policy).await;
+    let (st, text) = nomad
+        .send(
+            reqwest::Method::POST,
+            "/v1/jobs",
+            Some(json!({ "Job": job })),
+        )
+        .await;
+    assert_eq!(st, 500, "{text}");
+    assert!(
+        text.contains("Task group blue validation failed: Delay cannot be less than 5s (got 1s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"Invalid delay function "linear", must be one of ["constant" "exponential" "fibonacci"]"#),
+        "{text}"
+    );
+    let (st, _) = nomad.get("/v1/job/hello-service").await;
+    assert_eq!(st, 404);
     nomad.shutdown().await;
 }

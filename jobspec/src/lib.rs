@@ -189,7 +189,7 @@ impl Cx {
         let id = label(block, 0).ok_or_else(|| spec_err("job block needs a name"))?;
         known_blocks(
             &block.body,
-            &["meta", "update", "group"],
+            &["meta", "update", "reschedule", "group"],
             &format!("job {id:?}"),
         )?;
         let a = attrs(&block.body, &self.vars)?;
@@ -220,6 +220,13 @@ impl Cx {
             .find(|b| b.identifier.as_str() == "update")
         {
             job.insert("Update".into(), self.update(u)?);
+        }
+        if let Some(r) = block
+            .body
+            .blocks()
+            .find(|b| b.identifier.as_str() == "reschedule")
+        {
+            job.insert("Reschedule".into(), self.reschedule(r)?);
         }
         let mut groups = Vec::new();
         for g in block
@@ -267,6 +274,7 @@ impl Cx {
                 "task",
                 "update",
                 "restart",
+                "reschedule",
                 "ephemeral_disk",
             ],
             &format!("group {name:?}"),
@@ -296,6 +304,9 @@ impl Cx {
                 }
                 "restart" => {
                     g.insert("RestartPolicy".into(), self.restart(b)?);
+                }
+                "reschedule" => {
+                    g.insert("ReschedulePolicy".into(), self.reschedule(b)?);
                 }
                 "ephemeral_disk" => {
                     let a = attrs(&b.body, &self.vars)?;
@@ -333,6 +344,27 @@ impl Cx {
             &mut r,
             &[("attempts", "Attempts"), ("mode", "Mode")],
             &[("interval", "Interval"), ("delay", "Delay")],
+        )?;
+        Ok(Value::Object(r))
+    }
+
+    /// A `reschedule` block (job or group), as Nomad's `ReschedulePolicy`.
+    fn reschedule(&self, block: &Block) -> Result<Value, ParseError> {
+        let a = attrs(&block.body, &self.vars)?;
+        let mut r = Map::new();
+        map_attrs(
+            &a,
+            &mut r,
+            &[
+                ("attempts", "Attempts"),
+                ("delay_function", "DelayFunction"),
+                ("unlimited", "Unlimited"),
+            ],
+            &[
+                ("interval", "Interval"),
+                ("delay", "Delay"),
+                ("max_delay", "MaxDelay"),
+            ],
         )?;
         Ok(Value::Object(r))
     }
@@ -757,6 +789,38 @@ job "demo" {
         assert_eq!(t["Config"]["image"], "img:2");
         assert_eq!(t["Config"]["args"][1], "${NOMAD_PORT_http}");
         assert_eq!(t["KillTimeout"], 5_000_000_000u64);
+    }
+
+    #[test]
+    fn parses_reschedule_blocks_of_job_and_group() {
+        let src = r#"
+job "demo" {
+  reschedule {
+    delay          = "10s"
+    delay_function = "constant"
+  }
+  group "web" {
+    reschedule {
+      attempts  = 3
+      interval  = "1h"
+      max_delay = "2m"
+      unlimited = false
+    }
+    task "t" {
+      driver = "raw_exec"
+      config { command = "x" }
+    }
+  }
+}
+"#;
+        let job = parse_job(src, None).unwrap();
+        assert_eq!(job["Reschedule"]["Delay"], 10_000_000_000u64);
+        assert_eq!(job["Reschedule"]["DelayFunction"], "constant");
+        let r = &job["TaskGroups"][0]["ReschedulePolicy"];
+        assert_eq!(r["Attempts"], 3);
+        assert_eq!(r["Interval"], 3_600_000_000_000u64);
+        assert_eq!(r["MaxDelay"], 120_000_000_000u64);
+        assert_eq!(r["Unlimited"], false);
     }
 
     #[test]

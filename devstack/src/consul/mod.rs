@@ -37,7 +37,7 @@ mod agent;
 mod agent_self;
 mod catalog;
 mod catalog_ext;
-mod duration;
+pub(crate) mod duration;
 mod filter;
 mod http;
 mod kv;

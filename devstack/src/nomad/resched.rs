@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 
 use super::util::{arr_field, ns_field, str_field};
+use crate::consul::duration::format_go as go_string;
 
 const SEC: u64 = 1_000_000_000;
 
@@ -58,6 +59,158 @@ impl Policy {
             max_delay: ns_field(p, "MaxDelay", Duration::from_secs(3600)),
             unlimited: p.get("Unlimited").and_then(Value::as_bool).unwrap_or(false),
         })
+    }
+}
+
+/// Nomad's `ReschedulePolicyMinDelay`.
+const MIN_DELAY: Duration = Duration::from_secs(5);
+/// Nomad's `ReschedulePolicyMinInterval`.
+const MIN_INTERVAL: Duration = Duration::from_secs(15);
+/// Nomad's `RescheduleDelayFunctions`, as Go's `%q` prints the list.
+const DELAY_FUNCTIONS: &str = r#"["constant" "exponential" "fibonacci"]"#;
+
+impl Policy {
+    /// What Nomad's `ReschedulePolicy.Validate` refuses, with its texts; a
+    /// policy that reschedules nothing (no attempts, not unlimited) passes.
+    pub(crate) fn problems(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        if self.attempts == 0 && !self.unlimited {
+            return errs;
+        }
+        if self.attempts > 0 {
+            if self.interval.is_zero() {
+                errs.push("Interval must be a non zero value if Attempts > 0".to_string());
+            }
+            if self.unlimited {
+                errs.push(format!(
+                    "Reschedule Policy with Attempts = {}, Interval = {}, and Unlimited = true is ambiguous",
+                    self.attempts,
+                    go_string(self.interval)
+                ));
+                errs.push("If Attempts >0, Unlimited cannot also be set to true".to_string());
+            }
+        }
+        let mut pre_check = true;
+        if self.delay < MIN_DELAY {
+            errs.push(format!(
+                "Delay cannot be less than {} (got {})",
+                go_string(MIN_DELAY),
+                go_string(self.delay)
+            ));
+            pre_check = false;
+        }
+        if !["constant", "exponential", "fibonacci"].contains(&self.delay_function.as_str()) {
+            errs.push(format!(
+                "Invalid delay function {:?}, must be one of {DELAY_FUNCTIONS}",
+                self.delay_function
+            ));
+            pre_check = false;
+        }
+        if self.delay_function != "constant" {
+            if self.max_delay < MIN_DELAY {
+                // Nomad prints the delay here, not the max delay.
+                errs.push(format!(
+                    "Max Delay cannot be less than {} (got {})",
+                    go_string(MIN_DELAY),
+                    go_string(self.delay)
+                ));
+                pre_check = false;
+            }
+            if self.max_delay < self.delay {
+                errs.push(format!(
+                    "Max Delay cannot be less than Delay {} (got {})",
+                    go_string(self.delay),
+                    go_string(self.max_delay)
+                ));
+                pre_check = false;
+            }
+        }
+        if !self.unlimited {
+            if self.interval < MIN_INTERVAL {
+                errs.push(format!(
+                    "Interval cannot be less than {} (got {})",
+                    go_string(MIN_INTERVAL),
+                    go_string(self.interval)
+                ));
+            }
+            if pre_check && let Some((possible, recommended)) = self.unviable() {
+                errs.push(if self.delay_function == "constant" {
+                    format!(
+                        "Nomad can only make {possible} attempts in {} with initial delay {} and delay function \"constant\"",
+                        go_string(self.interval),
+                        go_string(self.delay)
+                    )
+                } else {
+                    format!(
+                        "Nomad can only make {possible} attempts in {} with initial delay {}, delay function {:?}, and delay ceiling {}",
+                        go_string(self.interval),
+                        go_string(self.delay),
+                        self.delay_function,
+                        go_string(self.max_delay)
+                    )
+                });
+                errs.push(format!(
+                    "Set the interval to at least {} to accommodate {} attempts",
+                    go_string(Duration::from_secs(recommended.as_secs_f64().round() as u64)),
+                    self.attempts
+                ));
+            }
+        }
+        errs
+    }
+
+    /// Nomad's `viableAttempts`: `None` when `attempts` fit in `interval`,
+    /// else how many do and the interval that would fit them all.
+    fn unviable(&self) -> Option<(u32, Duration)> {
+        match self.delay_function.as_str() {
+            "constant" => {
+                let recommended = self.delay.saturating_mul(self.attempts);
+                (self.interval < recommended).then(|| {
+                    let possible = self.interval.as_nanos() / self.delay.as_nanos().max(1);
+                    (u32::try_from(possible).unwrap_or(u32::MAX), recommended)
+                })
+            }
+            "exponential" => {
+                let (mut possible, mut recommended) = (0, Duration::ZERO);
+                for i in 0..self.attempts.min(64) {
+                    let next = self
+                        .delay
+                        .saturating_mul(1u32.checked_shl(i).unwrap_or(u32::MAX));
+                    if next > self.max_delay {
+                        recommended = recommended.saturating_add(self.max_delay);
+                    } else {
+                        recommended = next;
+                    }
+                    if recommended < self.interval {
+                        possible += 1;
+                    }
+                }
+                (possible < self.attempts).then_some((possible, recommended))
+            }
+            _ => {
+                let mut slots = vec![self.delay, self.delay];
+                let mut ceiling = false;
+                for i in 2..self.attempts.min(10_000) as usize {
+                    let next = if ceiling {
+                        slots[i - 1].saturating_add(self.max_delay)
+                    } else {
+                        let n = slots[i - 1].saturating_add(slots[i - 2]);
+                        if n > self.max_delay {
+                            ceiling = true;
+                            self.max_delay
+                        } else {
+                            n
+                        }
+                    };
+                    slots.push(next);
+                }
+                let recommended = slots.last().copied().unwrap_or(self.delay);
+                (self.interval < recommended).then(|| {
+                    let possible = slots.iter().position(|s| *s > self.interval).unwrap_or(0);
+                    (u32::try_from(possible).unwrap_or(u32::MAX), recommended)
+                })
+            }
+        }
     }
 }
 
@@ -256,5 +409,50 @@ mod tests {
         // No attempts and not unlimited: never rescheduled.
         p.attempts = 0;
         assert_eq!(next_time(&p, &[], t0), None);
+    }
+
+    #[test]
+    fn validation_refuses_what_nomad_refuses() {
+        let mut p = policy("exponential");
+        p.delay = Duration::from_secs(1);
+        p.max_delay = Duration::from_secs(3600);
+        assert_eq!(
+            p.problems(),
+            vec!["Delay cannot be less than 5s (got 1s)".to_string()]
+        );
+        let mut p = policy("blah");
+        p.delay = Duration::from_secs(5);
+        assert!(p.problems().iter().any(|e| e
+            == r#"Invalid delay function "blah", must be one of ["constant" "exponential" "fibonacci"]"#));
+        let mut p = policy("exponential");
+        p.delay = Duration::from_secs(15);
+        p.max_delay = Duration::from_secs(5);
+        assert!(
+            p.problems()
+                .contains(&"Max Delay cannot be less than Delay 15s (got 5s)".to_string())
+        );
+        // Limited attempts that cannot fit in the interval.
+        let mut p = policy("constant");
+        p.unlimited = false;
+        p.attempts = 3;
+        p.delay = Duration::from_secs(10);
+        p.interval = Duration::from_secs(20);
+        assert_eq!(
+            p.problems(),
+            vec![
+                "Nomad can only make 2 attempts in 20s with initial delay 10s and delay function \"constant\"".to_string(),
+                "Set the interval to at least 30s to accommodate 3 attempts".to_string(),
+            ]
+        );
+        // Attempts with unlimited is ambiguous; a disabled policy passes.
+        let mut p = policy("constant");
+        p.delay = Duration::from_secs(5);
+        p.attempts = 1;
+        p.interval = Duration::from_secs(60);
+        assert!(p.problems().iter().any(|e| e.ends_with("is ambiguous")));
+        let mut p = policy("blah");
+        p.unlimited = false;
+        p.attempts = 0;
+        assert!(p.problems().is_empty());
     }
 }

@@ -77,6 +77,11 @@ pub(crate) fn validate(job: &Value) -> Result<(), ApiError> {
         if !seen.insert(g) {
             errs.push(format!("Job task group {g} redefined"));
         }
+        if let Some(policy) = super::resched::Policy::of(job, g) {
+            for e in policy.problems() {
+                errs.push(format!("Task group {g} validation failed: {e}"));
+            }
+        }
         if let Some(spec) = GroupSpec::from_job(job, g) {
             if spec.tasks.is_empty() {
                 errs.push(format!(
