@@ -502,12 +502,10 @@ impl Proxy {
         });
 
         let graceful = GracefulShutdown::new();
-        let draining = server::Draining::default();
         let serving = Serving {
             config: &config,
             forwarder: &forwarder,
             graceful: &graceful,
-            draining: &draining,
         };
         let mut accepting = Box::pin(serving.accept(listeners.traffic, listeners.tls, tls));
         listening_tx.send_replace(true);
@@ -518,7 +516,7 @@ impl Proxy {
         // Readiness fails first, while the listeners still accept, and
         // HTTP/1 clients are told to reconnect (to whoever serves next).
         listening_tx.send_replace(false);
-        draining.start();
+        router.start_draining();
         if let Some(task) = registering {
             task.abort();
             let _ = task.await;
@@ -569,7 +567,6 @@ struct Serving<'a> {
     config: &'a Config,
     forwarder: &'a Arc<ArcSwap<Forwarder>>,
     graceful: &'a GracefulShutdown,
-    draining: &'a server::Draining,
 }
 
 impl<'a> Serving<'a> {
@@ -586,7 +583,6 @@ impl<'a> Serving<'a> {
             config,
             forwarder,
             graceful,
-            draining,
         } = self;
         let builder = Arc::new(server::builder(&config.timeouts, &config.limits));
         if let Ok(a) = traffic.local_addr() {
@@ -601,7 +597,6 @@ impl<'a> Serving<'a> {
             Arc::clone(forwarder),
             Arc::clone(&builder),
             graceful,
-            draining.clone(),
             config.limits,
             config.timeouts,
         );
@@ -617,7 +612,6 @@ impl<'a> Serving<'a> {
                         Arc::clone(forwarder),
                         Arc::clone(&builder),
                         graceful,
-                        draining.clone(),
                         config.limits,
                         config.timeouts,
                     )

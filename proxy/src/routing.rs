@@ -477,6 +477,9 @@ pub struct Router {
     applied: watch::Sender<u64>,
     /// When upgraded connections close because the proxy shuts down.
     closing: watch::Sender<Option<Instant>>,
+    /// Set once the proxy stops being ready: HTTP/1 keep-alive connections
+    /// then end after their next response (`server::end_if_draining`).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Router {
@@ -526,6 +529,7 @@ impl Router {
             metrics,
             applied: watch::channel(0).0,
             closing: watch::channel(None).0,
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -557,6 +561,21 @@ impl Router {
             }
             earlier
         });
+    }
+
+    /// From now on every HTTP/1 response ends its connection: closing an
+    /// idle keep-alive connection races with the client's next request (a
+    /// POST written into a closing socket fails, and clients do not retry
+    /// it), so a stopping proxy lets each connection end after a complete
+    /// exchange before the graceful shutdown closes the idle rest.
+    pub fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether [`Router::start_draining`] was called.
+    pub fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Subscribes an upgraded connection to [`Router::close_upgraded`].

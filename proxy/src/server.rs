@@ -12,7 +12,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -73,33 +72,19 @@ impl ConnSlot {
     }
 }
 
-/// Set once the proxy stops accepting: from then on every HTTP/1 response
-/// carries `Connection: close` and hyper closes the connection after it.
-///
-/// Closing an idle keep-alive connection races with the client's next
-/// request (a POST sent into a closing socket fails, and clients do not
-/// retry it), so a stopping proxy first lets each busy connection end
-/// after a complete exchange; only connections that stay idle through the
-/// drain window are closed by the graceful shutdown.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Draining(Arc<AtomicBool>);
-
-impl Draining {
-    pub(crate) fn start(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    /// Marks the last response of a connection that should end.
-    fn mark<B>(&self, version: http::Version, resp: &mut http::Response<B>) {
-        if self.0.load(Ordering::Relaxed)
-            && version < http::Version::HTTP_2
-            && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
-        {
-            resp.headers_mut().insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("close"),
-            );
-        }
+/// Once the router is draining, an HTTP/1 response carries `Connection:
+/// close` and hyper closes the connection after it (see
+/// [`crate::routing::Router::start_draining`]); HTTP/2 connections get their
+/// `GOAWAY` from the graceful shutdown, and a `101` keeps its upgrade.
+fn end_if_draining<B>(draining: bool, version: http::Version, resp: &mut http::Response<B>) {
+    if draining
+        && version < http::Version::HTTP_2
+        && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+    {
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
     }
 }
 
@@ -123,14 +108,12 @@ pub fn builder(timeouts: &Timeouts, limits: &Limits) -> auto::Builder<TokioExecu
 
 /// Accepts connections until the future is dropped. Each connection is
 /// served by the forwarder current when it was accepted (a reload swaps it).
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     current: Arc<ArcSwap<Forwarder>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     graceful: &GracefulShutdown,
-    draining: Draining,
     limits: Limits,
     timeouts: Timeouts,
 ) {
@@ -176,10 +159,8 @@ pub(crate) async fn accept_loop(
         let slot = ConnSlot::new(gauge, permit, graceful.watcher());
         let fwd = Arc::clone(&forwarder);
         let request_slot = slot.clone();
-        let draining = draining.clone();
         let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             let fwd = Arc::clone(&fwd);
-            let draining = draining.clone();
             // An upgrade may outlive the connection future: it takes a share.
             if req.headers().contains_key(http::header::UPGRADE) {
                 req.extensions_mut().insert(request_slot.clone());
@@ -191,7 +172,7 @@ pub(crate) async fn accept_loop(
             Box::pin(async move {
                 let version = req.version();
                 let mut resp = fwd.handle(req, client).await;
-                draining.mark(version, &mut resp);
+                end_if_draining(fwd.router().draining(), version, &mut resp);
                 Ok::<_, Infallible>(resp)
             })
         });
