@@ -57,6 +57,7 @@ async fn register_runs_processes_registers_services_and_shutdown_cleans_up() {
     // Consul registrations as Nomad makes them (`hashi/tests/fixtures/README.md` §N6).
     let services = consul.services();
     assert_eq!(services.len(), 4);
+    let mut check_ids = std::collections::BTreeSet::new();
     for a in &allocs {
         let id = format!(
             "_nomad-task-{}-group-{}-hello-service-http",
@@ -78,11 +79,17 @@ async fn register_runs_processes_registers_services_and_shutdown_cleans_up() {
         let check = &svc["Checks"][0];
         assert_eq!(check["Name"], "service: \"hello-service\" check");
         assert_eq!(check["HTTP"], format!("http://127.0.0.1:{port}/health"));
+        // Nomad's MakeCheckID: the prefix and a hex SHA-256.
+        let check_id = check["CheckID"].as_str().unwrap();
+        let hash = check_id.strip_prefix("_nomad-check-").unwrap();
+        assert_eq!(hash.len(), 64, "{check_id}");
         assert!(
-            check["CheckID"]
-                .as_str()
-                .unwrap()
-                .starts_with("_nomad-check-")
+            hash.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert!(
+            check_ids.insert(check_id.to_owned()),
+            "each instance's check has its own ID: {check_id}"
         );
         assert!(
             check.get("Status").is_none(),

@@ -7,7 +7,9 @@
 //! §N6: service ID `_nomad-task-<alloc>-<task>-<service>-<port label>`, a
 //! group service's with `group-<group>` for the task,
 //! `external-source = nomad` in Meta, checks without an initial status (so
-//! they start critical) and IDs `_nomad-check-<hash>`.
+//! they start critical) and IDs `_nomad-check-<hash>`, the hash being
+//! Nomad's `ServiceCheck.Hash`: SHA-256 (Nomad 2.0.5 on; SHA-1 before) over
+//! the service ID and the check's fields in Nomad's order, in lower-case hex.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,7 +17,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::spec::{CheckSpec, ServiceSpec};
-use super::util::{fnv64, go_duration};
+use super::util::go_duration;
+use crate::consul::duration::format_go;
 
 /// Errors talking to the Consul agent.
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +244,63 @@ pub(crate) fn registration(
     Registration { id, body }
 }
 
+/// Nomad's `OnUpdate` default (`ServiceCheck.Canonicalize`); the dev stack
+/// models no other value.
+const ON_UPDATE_REQUIRE_HEALTHY: &str = "require_healthy";
+
+/// Nomad's check ID (`MakeCheckID`): `_nomad-check-` and the hex SHA-256 of
+/// `ServiceCheck.Hash(serviceID)`: the service ID, then the check's name,
+/// type, command, args, path, protocol, port label, interval and timeout
+/// (Go's `Duration.String()`), method, body, on_update and notes written
+/// back to back; then the fields Nomad adds only when set (TLS skip verify,
+/// TLS server name, headers as sorted `name + values` strings, address
+/// mode, gRPC, success/failure thresholds). `name` is the check's name after
+/// Nomad's default and interpolation, `path` the interpolated path. Fields
+/// the dev stack does not model hash as Nomad hashes them unset.
+fn check_id(service_id: &str, c: &CheckSpec, name: &str, path: &str) -> String {
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    let (command, args, body, notes) = ("", "", "", "");
+    for field in [
+        service_id,
+        name,
+        &c.kind,
+        command,
+        args,
+        path,
+        &c.protocol,
+        &c.port_label,
+        &format_go(c.interval),
+        &format_go(c.timeout),
+        &c.method,
+        body,
+        ON_UPDATE_REQUIRE_HEALTHY,
+        notes,
+    ] {
+        h.update(field.as_bytes());
+    }
+    if let Some(header) = c.header.as_object().filter(|m| !m.is_empty()) {
+        let mut lines: Vec<String> = header
+            .iter()
+            .map(|(k, v)| {
+                let values: String = match v {
+                    Value::Array(vs) => vs.iter().filter_map(Value::as_str).collect(),
+                    Value::String(one) => one.clone(),
+                    _ => String::new(),
+                };
+                format!("{k}{values}")
+            })
+            .collect();
+        lines.sort();
+        h.update(lines.concat().as_bytes());
+    }
+    let digest = h.finish();
+    let mut id = String::from("_nomad-check-");
+    for b in digest.as_ref() {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
 fn check_body(
     service_id: &str,
     service_name: &str,
@@ -255,14 +315,13 @@ fn check_body(
     } else {
         ports.get(&c.port_label).copied().unwrap_or(svc_port)
     };
-    let hash = fnv64(format!("{service_id}|{c:?}").as_bytes());
-    let check_id = format!("_nomad-check-{hash:016x}");
     let name = if c.name.is_empty() {
         // Nomad's default check name, from the service's name.
         format!("service: {service_name:?} check")
     } else {
         interp(&c.name)
     };
+    let check_id = check_id(service_id, c, &name, &interp(&c.path));
     let mut body = json!({
         "CheckID": check_id,
         "Name": name,
@@ -309,4 +368,100 @@ fn check_body(
         }
     }
     Some(body)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const SERVICE_ID: &str = "_nomad-task-0b3c-group-blue-hello-service-http";
+    const NAME: &str = "service: \"hello-service\" check";
+
+    fn http_check() -> CheckSpec {
+        CheckSpec {
+            name: String::new(),
+            kind: "http".into(),
+            path: "/health".into(),
+            protocol: String::new(),
+            method: String::new(),
+            port_label: String::new(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            header: Value::Null,
+            initial_status: String::new(),
+        }
+    }
+
+    #[test]
+    fn check_ids_are_nomads_sha256_over_its_field_order() {
+        // Expected values: SHA-256 (Python's hashlib) of the fields in
+        // Nomad's order: the service ID, the name, "http", "", "", "/health",
+        // "", "", "1s", "2s", "", "", "require_healthy", "".
+        let c = http_check();
+        assert_eq!(
+            check_id(SERVICE_ID, &c, NAME, &c.path),
+            "_nomad-check-f3b9c616b21cb0b986f4922c404f7a87aad2cd9601aa309a2940a0b471108b5c"
+        );
+        // Headers: `name + values`, sorted, concatenated, after the rest.
+        let mut with_header = http_check();
+        with_header.header = json!({"X-B": ["c"], "X-A": ["a", "b"]});
+        assert_eq!(
+            check_id(SERVICE_ID, &with_header, NAME, &with_header.path),
+            "_nomad-check-c167d08dcc642b0376298b1e2657cc0918caad34229bad5ac529891649b1daac"
+        );
+    }
+
+    #[test]
+    fn check_ids_are_stable_and_differ_in_any_field() {
+        let base = http_check();
+        let id = |c: &CheckSpec| check_id(SERVICE_ID, c, NAME, &c.path);
+        let first = id(&base);
+        let hex = first.strip_prefix("_nomad-check-").unwrap();
+        assert_eq!(hex.len(), 64);
+        assert!(
+            hex.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+        assert_eq!(id(&base.clone()), first, "same check, same ID");
+        let variants: Vec<CheckSpec> = vec![
+            CheckSpec {
+                path: "/ready".into(),
+                ..base.clone()
+            },
+            CheckSpec {
+                kind: "tcp".into(),
+                ..base.clone()
+            },
+            CheckSpec {
+                protocol: "https".into(),
+                ..base.clone()
+            },
+            CheckSpec {
+                method: "POST".into(),
+                ..base.clone()
+            },
+            CheckSpec {
+                port_label: "admin".into(),
+                ..base.clone()
+            },
+            CheckSpec {
+                interval: Duration::from_millis(1500),
+                ..base.clone()
+            },
+            CheckSpec {
+                timeout: Duration::from_secs(3),
+                ..base.clone()
+            },
+            CheckSpec {
+                header: json!({"X-A": ["1"]}),
+                ..base.clone()
+            },
+        ];
+        for v in &variants {
+            assert_ne!(id(v), first, "{v:?}");
+        }
+        assert_ne!(check_id("_nomad-task-other", &base, NAME, "/health"), first);
+        assert_ne!(check_id(SERVICE_ID, &base, "other", "/health"), first);
+    }
 }

@@ -80,16 +80,6 @@ pub(crate) fn arr_field<'a>(v: &'a Value, key: &str) -> &'a [Value] {
         .unwrap_or(&[])
 }
 
-/// 64-bit FNV-1a, for stable check IDs.
-pub(crate) fn fnv64(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
