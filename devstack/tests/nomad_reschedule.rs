@@ -1,7 +1,11 @@
 //! Rescheduling of failed allocations of a service job: a task that exits
 //! non-zero past its restart attempts fails its allocation, which is
 //! replaced after the group's reschedule delay, with `PreviousAllocation`,
-//! `NextAllocation` and `RescheduleTracker` as Nomad sets them.
+//! `NextAllocation` and `RescheduleTracker` as Nomad sets them, through the
+//! evaluations Nomad creates: an `alloc-failure` one that finds the
+//! allocation must wait, and a `pending` follow-up (`alloc-reschedule`,
+//! `WaitUntil` the reschedule time, the failed allocation's
+//! `FollowupEvalID`) that places the replacement and completes.
 //!
 //! Prerequisite: `cargo build -p hello-service` (see `nomad_support`).
 
@@ -67,6 +71,31 @@ async fn wait_replacement(nomad: &Nomad, prev: &str, within: Duration) -> Option
     .await
 }
 
+/// An evaluation by ID.
+async fn eval(nomad: &Nomad, id: &str) -> Value {
+    let (st, v) = nomad.get(&format!("/v1/evaluation/{id}")).await;
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+/// Unix nanoseconds of an RFC 3339 time as Nomad renders `WaitUntil`.
+fn unix_ns(rfc3339: &Value) -> u64 {
+    let t = humantime::parse_rfc3339(rfc3339.as_str().unwrap()).unwrap();
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap();
+    u64::try_from(d.as_nanos()).unwrap()
+}
+
+/// The follow-up evaluation of the failed allocation `id`, once set.
+async fn wait_followup(nomad: &Nomad, id: &str) -> String {
+    wait_for(Duration::from_secs(3), || async {
+        let a = alloc(nomad, id).await;
+        let f = a["FollowupEvalID"].as_str().unwrap().to_string();
+        (!f.is_empty()).then_some(f)
+    })
+    .await
+    .expect("the failed allocation never got a FollowupEvalID")
+}
+
 /// When the allocation's task failed for good (the "Not Restarting" event), unix ns.
 fn failed_at(a: &Value) -> u64 {
     let events = a["TaskStates"]["hello"]["Events"].as_array().unwrap();
@@ -96,13 +125,53 @@ async fn failed_allocation_is_replaced_after_the_exponential_delay_with_its_hist
     let a = wait_failed(&nomad, &[]).await;
     let a_id = a["ID"].as_str().unwrap().to_string();
     assert_eq!(a["RescheduleTracker"], Value::Null);
+
+    // The delayed reschedule waits in a pending follow-up evaluation.
+    let followup = wait_followup(&nomad, &a_id).await;
+    let f = eval(&nomad, &followup).await;
+    assert_eq!(f["Status"], "pending", "{f}");
+    assert_eq!(f["TriggeredBy"], "alloc-reschedule");
+    assert_eq!(f["StatusDescription"], "created for delayed rescheduling");
+    assert_eq!(f["JobID"], "hello-service");
+    assert_eq!(f["Type"], "service");
+    let a = alloc(&nomad, &a_id).await;
+    // The reschedule time: the allocation's last event (its task's
+    // `FinishedAt`) plus the delay.
+    let wait_until = unix_ns(&f["WaitUntil"]);
+    let finished = unix_ns(&a["TaskStates"]["hello"]["FinishedAt"]);
+    assert_eq!(wait_until, finished + 5 * SEC, "{f}");
+    let failure = eval(&nomad, f["PreviousEval"].as_str().unwrap()).await;
+    assert_eq!(failure["TriggeredBy"], "alloc-failure");
+    assert_eq!(failure["Status"], "complete");
+    assert_eq!(failure["NextEval"], followup);
+    // Listed as pending with the job's evaluations and with all of them.
+    for path in ["/v1/evaluations", "/v1/job/hello-service/evaluations"] {
+        let (st, list) = nomad.get(path).await;
+        assert_eq!(st, 200, "{list}");
+        let listed = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["ID"] == followup)
+            .unwrap_or_else(|| panic!("{path} lacks the follow-up evaluation: {list}"));
+        assert_eq!(listed["Status"], "pending");
+        assert_eq!(listed["WaitUntil"], f["WaitUntil"]);
+    }
+
     let b = wait_replacement(&nomad, &a_id, Duration::from_secs(15))
         .await
         .expect("the failed allocation was never replaced");
     let b_id = b["ID"].as_str().unwrap().to_string();
-    // Not before the delay (5 s, Nomad's minimum) after the failure.
+    // Not before the delay (5 s, Nomad's minimum) after the failure, placed
+    // by the follow-up evaluation, which is now complete.
     let a = alloc(&nomad, &a_id).await;
     assert!(b["CreateTime"].as_u64().unwrap() >= failed_at(&a) + 5 * SEC);
+    assert!(b["CreateTime"].as_u64().unwrap() >= wait_until);
+    assert_eq!(b["EvalID"], followup);
+    assert_eq!(a["FollowupEvalID"], followup);
+    let f = eval(&nomad, &followup).await;
+    assert_eq!(f["Status"], "complete", "{f}");
+    assert!(f["ModifyIndex"].as_u64().unwrap() > f["CreateIndex"].as_u64().unwrap());
     assert_eq!(a["NextAllocation"], b_id);
     assert_eq!(a["DesiredStatus"], "stop");
     assert_eq!(
@@ -124,6 +193,18 @@ async fn failed_allocation_is_replaced_after_the_exponential_delay_with_its_hist
         .expect("the second failure was never replaced");
     let b = alloc(&nomad, &b_id).await;
     assert!(c["CreateTime"].as_u64().unwrap() >= failed_at(&b) + 10 * SEC);
+    let second = b["FollowupEvalID"].as_str().unwrap();
+    assert_ne!(
+        second, followup,
+        "each delayed reschedule has its own evaluation"
+    );
+    assert_eq!(c["EvalID"], second);
+    let f2 = eval(&nomad, second).await;
+    assert_eq!(f2["Status"], "complete");
+    assert_eq!(
+        unix_ns(&f2["WaitUntil"]),
+        unix_ns(&b["TaskStates"]["hello"]["FinishedAt"]) + 10 * SEC
+    );
     let events = c["RescheduleTracker"]["Events"].as_array().unwrap();
     let delays: Vec<u64> = events
         .iter()
@@ -162,6 +243,8 @@ async fn attempts_within_interval_limit_reschedules() {
     assert_eq!(b["ClientStatus"], "failed");
     assert_eq!(b["DesiredStatus"], "run");
     assert_eq!(b["NextAllocation"], "");
+    // Not eligible: no follow-up evaluation.
+    assert_eq!(b["FollowupEvalID"], "");
     nomad.shutdown().await;
 }
 

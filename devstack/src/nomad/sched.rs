@@ -526,6 +526,7 @@ fn place(
             previous_alloc: previous.to_string(),
             next_alloc: String::new(),
             reschedule_events: Vec::new(),
+            followup_eval_id: String::new(),
         },
     );
     if let Some(prev) = s.allocs.get_mut(previous) {
@@ -901,10 +902,14 @@ fn reschedule_if_due(
     plan.start.push(new_id);
 }
 
-/// Called when allocation `id` failed: waits for its reschedule time, then
-/// runs the scheduler (an `alloc-failure` evaluation) so the replacement
-/// is placed; while the allocation's deployment is still active it waits
-/// for the deployment to end. Returns at once when no reschedule is due.
+/// Called when allocation `id` failed. As in Nomad, an `alloc-failure`
+/// evaluation finds it must wait: it creates a follow-up evaluation
+/// (`pending`, `WaitUntil` the reschedule time) and marks the allocation
+/// with it (`FollowupEvalID`); at that time the follow-up evaluation runs,
+/// places the replacement and completes. A reschedule already due runs in
+/// the `alloc-failure` evaluation itself. While the allocation's deployment
+/// is still active it waits for the deployment to end. Returns at once when
+/// no reschedule is due.
 pub(crate) fn reschedule_later(inner: &Arc<Inner>, id: &str) {
     if inner.read(|s| reschedule_time(s, id)).is_none() && !in_active_deployment(inner, id) {
         return;
@@ -915,28 +920,73 @@ pub(crate) fn reschedule_later(inner: &Arc<Inner>, id: &str) {
         let mut shutdown = inner.shutdown_rx();
         loop {
             let wait = match inner.read(|s| reschedule_time(s, &id)) {
-                Some(at) => at.duration_since(SystemTime::now()).unwrap_or_default(),
+                Some(at) => {
+                    inner.mutate(|s| create_followup(s, &id, at));
+                    at.duration_since(SystemTime::now()).unwrap_or_default()
+                }
                 None if in_active_deployment(&inner, &id) => Duration::from_millis(500),
-                None => return,
+                None => {
+                    // Replaced by another evaluation, or no longer to be
+                    // replaced: the follow-up evaluation has nothing to do.
+                    inner.mutate(|s| {
+                        if let Some(f) = s.allocs.get(&id).map(|a| a.followup_eval_id.clone()) {
+                            s.complete_eval(&f);
+                        }
+                    });
+                    return;
+                }
             };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
             let plan = inner.mutate(|s| {
-                let job_id = s.allocs.get(&id)?.job_id.clone();
+                let a = s.allocs.get(&id)?;
+                let (job_id, followup) = (a.job_id.clone(), a.followup_eval_id.clone());
                 if reschedule_time(s, &id).is_none_or(|at| at > SystemTime::now()) {
                     return None;
                 }
                 let job = s.current_job(&job_id).cloned()?;
-                let (eval_id, _) = s.add_eval(&job, "alloc-failure", "");
-                Some(reconcile(&inner, s, &job_id, &eval_id))
+                let eval_id = if s
+                    .evals
+                    .get(&followup)
+                    .is_some_and(|e| e.status == "pending")
+                {
+                    followup
+                } else {
+                    s.add_eval(&job, "alloc-failure", "").0
+                };
+                let plan = reconcile(&inner, s, &job_id, &eval_id);
+                s.complete_eval(&eval_id);
+                Some(plan)
             });
             if let Some(plan) = plan {
                 apply(&inner, plan);
             }
         }
     });
+}
+
+/// The `alloc-failure` evaluation that finds allocation `id` to be
+/// rescheduled at `at`, still ahead: it creates the follow-up evaluation and
+/// records it in the allocation. Nothing when the time has come (the
+/// reschedule runs at once) or the allocation has its follow-up already.
+fn create_followup(s: &mut Store, id: &str, at: SystemTime) {
+    let Some(a) = s.allocs.get(id) else { return };
+    if at <= SystemTime::now() || !a.followup_eval_id.is_empty() {
+        return;
+    }
+    let Some(job) = s.current_job(&a.job_id).cloned() else {
+        return;
+    };
+    let (failure_eval, _) = s.add_eval(&job, "alloc-failure", "");
+    let followup = s.add_followup_eval(&job, &failure_eval, at);
+    let i = s.touch_allocs();
+    if let Some(a) = s.allocs.get_mut(id) {
+        a.followup_eval_id = followup;
+        a.modify_index = i;
+        a.modify_time = SystemTime::now();
+    }
 }
 
 /// Whether the failed allocation `id` still waits for its active deployment.

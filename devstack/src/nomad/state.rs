@@ -121,6 +121,9 @@ pub(crate) struct Alloc {
     pub(crate) next_alloc: String,
     /// `RescheduleTracker.Events`: the reschedules that led to this allocation.
     pub(crate) reschedule_events: Vec<super::resched::Event>,
+    /// `FollowupEvalID`: the pending evaluation that will replace this
+    /// failed allocation once its reschedule delay has passed.
+    pub(crate) followup_eval_id: String,
 }
 
 impl Alloc {
@@ -216,8 +219,9 @@ impl Deployment {
     }
 }
 
-/// An evaluation record (the dev stack schedules synchronously, so every
-/// evaluation is created `complete`).
+/// An evaluation record. The dev stack schedules synchronously, so an
+/// evaluation is created `complete`, except a follow-up evaluation for a
+/// delayed reschedule: `pending` until its `WaitUntil`, then run.
 #[derive(Debug, Clone)]
 pub(crate) struct Eval {
     pub(crate) id: String,
@@ -229,8 +233,15 @@ pub(crate) struct Eval {
     pub(crate) priority: i64,
     pub(crate) job_type: String,
     pub(crate) groups: Vec<String>,
+    pub(crate) status: String,
+    pub(crate) status_description: String,
+    pub(crate) wait_until: Option<SystemTime>,
+    pub(crate) previous_eval: String,
+    pub(crate) next_eval: String,
     pub(crate) create_index: u64,
     pub(crate) create_time: SystemTime,
+    pub(crate) modify_index: u64,
+    pub(crate) modify_time: SystemTime,
 }
 
 /// What survives a restart (digest: jobs, versions and the index).
@@ -299,10 +310,60 @@ impl Store {
         triggered_by: &str,
         deployment_id: &str,
     ) -> (String, u64) {
+        self.insert_eval(job, triggered_by, deployment_id, None)
+    }
+
+    /// Nomad's follow-up evaluation for a delayed reschedule (the
+    /// reconciler's `createLaterEvals`): `pending` until `wait_until`,
+    /// triggered by `alloc-reschedule`, its `PreviousEval` the evaluation
+    /// that found the failed allocation (whose `NextEval` it becomes).
+    pub(crate) fn add_followup_eval(
+        &mut self,
+        job: &Value,
+        previous_eval: &str,
+        wait_until: SystemTime,
+    ) -> String {
+        let (id, _) = self.insert_eval(job, "alloc-reschedule", "", Some(wait_until));
+        if let Some(e) = self.evals.get_mut(&id) {
+            e.previous_eval = previous_eval.to_string();
+        }
+        if let Some(prev) = self.evals.get_mut(previous_eval) {
+            prev.next_eval = id.clone();
+        }
+        id
+    }
+
+    /// Marks a pending evaluation as run (`complete`); no-op otherwise.
+    pub(crate) fn complete_eval(&mut self, id: &str) {
+        if !self.evals.get(id).is_some_and(|e| e.status == "pending") {
+            return;
+        }
+        let i = self.bump();
+        self.evals_index = i;
+        if let Some(e) = self.evals.get_mut(id) {
+            e.status = "complete".into();
+            e.status_description = String::new();
+            e.modify_index = i;
+            e.modify_time = SystemTime::now();
+        }
+    }
+
+    fn insert_eval(
+        &mut self,
+        job: &Value,
+        triggered_by: &str,
+        deployment_id: &str,
+        wait_until: Option<SystemTime>,
+    ) -> (String, u64) {
         let i = self.bump();
         self.evals_index = i;
         let id = uuid::Uuid::new_v4().to_string();
         let groups = super::spec::group_names(job);
+        let (status, status_description) = match wait_until {
+            Some(_) => ("pending", "created for delayed rescheduling"),
+            None => ("complete", ""),
+        };
+        let now = SystemTime::now();
         self.evals.insert(
             id.clone(),
             Eval {
@@ -318,8 +379,15 @@ impl Store {
                 priority: job.get("Priority").and_then(Value::as_i64).unwrap_or(50),
                 job_type: str_field(job, "Type").to_string(),
                 groups,
+                status: status.into(),
+                status_description: status_description.into(),
+                wait_until,
+                previous_eval: String::new(),
+                next_eval: String::new(),
                 create_index: i,
-                create_time: SystemTime::now(),
+                create_time: now,
+                modify_index: i,
+                modify_time: now,
             },
         );
         (id, i)
@@ -513,7 +581,7 @@ pub(crate) fn render_alloc(a: &Alloc, node: &NodeInfo, with_job: bool) -> Value 
         "DeploymentID": a.deployment_id.clone().unwrap_or_default(),
         "DeploymentStatus": deployment_status,
         "AllocatedResources": {"Shared": {"Ports": ports, "Networks": null, "DiskMB": 0}, "Tasks": {}},
-        "FollowupEvalID": "",
+        "FollowupEvalID": a.followup_eval_id,
         "PreviousAllocation": a.previous_alloc,
         "NextAllocation": a.next_alloc,
         "RescheduleTracker": super::resched::render_tracker(&a.reschedule_events),
@@ -577,8 +645,13 @@ pub(crate) fn render_deployment(d: &Deployment) -> Value {
 
 /// Renders an evaluation.
 pub(crate) fn render_eval(e: &Eval) -> Value {
-    let queued: serde_json::Map<String, Value> =
-        e.groups.iter().map(|g| (g.clone(), json!(0))).collect();
+    // A pending evaluation has not run: no snapshot, nothing queued yet.
+    let pending = e.status == "pending";
+    let queued: Value = if pending {
+        Value::Null
+    } else {
+        e.groups.iter().map(|g| (g.clone(), json!(0))).collect()
+    };
     json!({
         "ID": e.id,
         "Namespace": e.namespace,
@@ -590,22 +663,22 @@ pub(crate) fn render_eval(e: &Eval) -> Value {
         "DeploymentID": e.deployment_id,
         "NodeID": "",
         "NodeModifyIndex": 0,
-        "Status": "complete",
-        "StatusDescription": "",
+        "Status": e.status,
+        "StatusDescription": e.status_description,
         "Wait": 0,
-        "WaitUntil": null,
-        "NextEval": "",
-        "PreviousEval": "",
+        "WaitUntil": opt_time(e.wait_until),
+        "NextEval": e.next_eval,
+        "PreviousEval": e.previous_eval,
         "BlockedEval": "",
         "FailedTGAllocs": null,
         "ClassEligibility": null,
         "EscapedComputedClass": false,
         "AnnotatePlan": false,
         "QueuedAllocations": queued,
-        "SnapshotIndex": e.create_index,
+        "SnapshotIndex": if pending { 0 } else { e.modify_index },
         "CreateIndex": e.create_index,
-        "ModifyIndex": e.create_index,
+        "ModifyIndex": e.modify_index,
         "CreateTime": unix_nanos(e.create_time),
-        "ModifyTime": unix_nanos(e.create_time),
+        "ModifyTime": unix_nanos(e.modify_time),
     })
 }
