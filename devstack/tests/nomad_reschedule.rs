@@ -276,3 +276,43 @@ async fn a_reschedule_policy_nomad_refuses_is_refused() {
     assert_eq!(st, 404);
     nomad.shutdown().await;
 }
+
+/// Batch (and system) jobs are not run by the dev Nomad: registering one is
+/// refused with a 400 naming the job type, and a type Nomad does not know
+/// gets Nomad's validation error; nothing is registered either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_types_other_than_service_are_refused() {
+    let consul = FakeConsul::start().await;
+    let mut nomad = Nomad::start(&consul.url(), None).await;
+    let mut job = failing_job(&nomad, Value::Null).await;
+    for (kind, status, text) in [
+        (
+            "batch",
+            400,
+            r#"job uses settings the dev Nomad does not model: job: type "batch" (the dev stack runs service jobs only)"#,
+        ),
+        (
+            "sysbatch",
+            400,
+            r#"job uses settings the dev Nomad does not model: job: type "sysbatch" (the dev stack runs service jobs only)"#,
+        ),
+        (
+            "cron",
+            500,
+            "1 error occurred:\n\t* Invalid job type: \"cron\"\n",
+        ),
+    ] {
+        job["Type"] = json!(kind);
+        let (st, body) = nomad
+            .send(
+                reqwest::Method::POST,
+                "/v1/jobs",
+                Some(json!({ "Job": job })),
+            )
+            .await;
+        assert_eq!((st, body.as_str()), (status, text), "{kind}");
+    }
+    let (st, _) = nomad.get("/v1/job/hello-service").await;
+    assert_eq!(st, 404);
+    nomad.shutdown().await;
+}

@@ -68,6 +68,12 @@ pub(crate) fn validate(job: &Value) -> Result<(), ApiError> {
     if str_field(job, "ID").is_empty() {
         errs.push("Missing job ID".to_string());
     }
+    // Nomad's `Job.Validate`: the job types it knows.
+    match str_field(job, "Type") {
+        "core" | "service" | "batch" | "system" | "sysbatch" => {}
+        "" => errs.push("Missing job type".to_string()),
+        other => errs.push(format!("Invalid job type: {other:?}")),
+    }
     let groups = group_names(job);
     if groups.is_empty() {
         errs.push("Missing job task groups".to_string());
@@ -143,6 +149,15 @@ fn is_set(v: Option<&Value>) -> bool {
 /// than run without them (a real cluster would honour them).
 fn unmodelled(job: &Value) -> Vec<String> {
     let mut out = Vec::new();
+    // Only service jobs: the process driver restarts a task whatever its exit
+    // status, so a batch job would never complete, and there is one node for
+    // system jobs to cover.
+    let kind = str_field(job, "Type");
+    if kind != "service" {
+        out.push(format!(
+            "job: type {kind:?} (the dev stack runs service jobs only)"
+        ));
+    }
     let check = |out: &mut Vec<String>, v: &Value, fields: &[(&str, &str)], at: &str| {
         for (field, block) in fields {
             if is_set(v.get(*field)) {
