@@ -97,10 +97,12 @@ pub(crate) fn prepare(data_dir: &Path) -> anyhow::Result<Secure> {
         anyhow::bail!("expected {} ACL policies", POLICIES.len());
     };
     let consul_policy = |(text, origin): &(String, String)| ConsulPolicy::parse(origin, text);
-    let proxy_policy = consul_policy(proxy)?;
-    let operator_policy = consul_policy(operator)?;
-    let agent_policy = consul_policy(agent)?;
-    let nomad_operator_policy = NomadPolicy::parse(&nomad.1, &nomad.0)?;
+    // Named as the operator's commands in each file's header create them.
+    let proxy_policy = consul_policy(proxy)?.named("switchyard-proxy");
+    let operator_policy = consul_policy(operator)?.named("switchyard-operator");
+    let agent_policy = consul_policy(agent)?.named("nomad-agent");
+    let nomad_operator_policy =
+        NomadPolicy::parse(&nomad.1, &nomad.0)?.named("switchyard-operator");
 
     let tokens = Tokens {
         consul_management: uuid(),

@@ -15,6 +15,7 @@
 //! The proxy and the controller never know they are talking to this crate:
 //! they use the same HTTP clients they use against real clusters.
 
+mod blake2b;
 pub mod connlimit;
 pub mod consul;
 pub mod nomad;

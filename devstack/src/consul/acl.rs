@@ -25,6 +25,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// An access level a rule grants (or a request needs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +139,10 @@ pub struct PolicyError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsulPolicy {
     rules: BTreeMap<(Resource, String), Leaf>,
+    /// The policy's name and ID, as a token's `Policies` links show them
+    /// (empty for a merge).
+    name: String,
+    id: String,
 }
 
 impl ConsulPolicy {
@@ -201,7 +206,22 @@ impl ConsulPolicy {
             };
             policy.insert(resource, segment, prefix, access);
         }
-        Ok(policy)
+        Ok(policy.named(name))
+    }
+
+    /// The same rules under the name the operator gives the policy
+    /// (`consul acl policy create -name`); its ID is derived from the name,
+    /// shaped as Consul's (random) policy IDs are.
+    #[must_use]
+    pub fn named(mut self, name: &str) -> Self {
+        name.clone_into(&mut self.name);
+        let digest = crate::blake2b::blake2b_256(&[b"consul policy ", name.as_bytes()]);
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        self.id = uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string();
+        self
     }
 
     fn insert(&mut self, resource: Resource, segment: String, prefix: bool, access: Access) {
@@ -286,6 +306,18 @@ impl ConsulPolicy {
 /// The anonymous token's AccessorID (and SecretID), as in Consul.
 pub const ANONYMOUS_ACCESSOR: &str = "00000000-0000-0000-0000-000000000002";
 
+/// Consul's built-in `global-management` policy, which management tokens hold.
+pub const GLOBAL_MANAGEMENT_ID: &str = "00000000-0000-0000-0000-000000000001";
+
+/// A token's link to a policy: the policy's ID and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyLink {
+    /// The policy's ID.
+    pub id: String,
+    /// The policy's name.
+    pub name: String,
+}
+
 /// A token: its AccessorID, and what it may do.
 #[derive(Debug, Clone)]
 pub struct ConsulToken {
@@ -297,6 +329,10 @@ pub struct ConsulToken {
     pub description: String,
     /// `None`: the global-management policy (everything allowed).
     pub policy: Option<Arc<ConsulPolicy>>,
+    /// The policies the token holds, as `/v1/acl/token/self` lists them.
+    pub policies: Vec<PolicyLink>,
+    /// When the token was created.
+    pub create_time: std::time::SystemTime,
 }
 
 impl ConsulToken {
@@ -307,6 +343,11 @@ impl ConsulToken {
             secret_id,
             description: description.to_owned(),
             policy: None,
+            policies: vec![PolicyLink {
+                id: GLOBAL_MANAGEMENT_ID.to_owned(),
+                name: "global-management".to_owned(),
+            }],
+            create_time: std::time::SystemTime::now(),
         }
     }
 
@@ -317,11 +358,20 @@ impl ConsulToken {
         description: &str,
         policies: impl IntoIterator<Item = &'a ConsulPolicy>,
     ) -> Self {
+        let policies: Vec<&ConsulPolicy> = policies.into_iter().collect();
         Self {
             accessor_id,
             secret_id,
             description: description.to_owned(),
-            policy: Some(Arc::new(ConsulPolicy::merge(policies))),
+            policy: Some(Arc::new(ConsulPolicy::merge(policies.iter().copied()))),
+            policies: policies
+                .iter()
+                .map(|p| PolicyLink {
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                })
+                .collect(),
+            create_time: std::time::SystemTime::now(),
         }
     }
 }
@@ -331,6 +381,9 @@ impl ConsulToken {
 #[derive(Debug, Clone, Default)]
 pub struct ConsulAcl {
     tokens: HashMap<String, Arc<ConsulToken>>,
+    /// Raft-like index of each token's creation, by SecretID (the order
+    /// they were given in, from 1).
+    indexes: HashMap<String, u64>,
 }
 
 /// Who is asking.
@@ -343,12 +396,43 @@ pub(crate) enum Caller {
 impl ConsulAcl {
     /// An ACL system with these tokens.
     pub fn new(tokens: impl IntoIterator<Item = ConsulToken>) -> Self {
+        let tokens: Vec<ConsulToken> = tokens.into_iter().collect();
         Self {
+            indexes: (1..)
+                .zip(&tokens)
+                .map(|(i, t)| (t.secret_id.clone(), i))
+                .collect(),
             tokens: tokens
                 .into_iter()
                 .map(|t| (t.secret_id.clone(), Arc::new(t)))
                 .collect(),
         }
+    }
+
+    /// `GET /v1/acl/token/self` for `secret`: the token as Consul renders an
+    /// `ACLToken`, or `None` (`ACL not found`) when no token has that
+    /// secret; the empty secret names none, `anonymous` the anonymous token.
+    pub(crate) fn token_self(&self, secret: &str) -> Option<serde_json::Value> {
+        if secret == "anonymous" {
+            return Some(render_token(
+                ANONYMOUS_ACCESSOR,
+                "anonymous",
+                "Anonymous Token",
+                &[],
+                SystemTime::UNIX_EPOCH,
+                1,
+            ));
+        }
+        let t = self.tokens.get(secret)?;
+        let index = self.indexes.get(secret).copied().unwrap_or(1);
+        Some(render_token(
+            &t.accessor_id,
+            &t.secret_id,
+            &t.description,
+            &t.policies,
+            t.create_time,
+            index,
+        ))
     }
 
     /// Resolves a SecretID; an empty one is the anonymous token, an unknown
@@ -359,6 +443,45 @@ impl ConsulAcl {
         }
         self.tokens.get(secret).cloned().map(Caller::Token)
     }
+}
+
+/// A token as Consul's API renders an `ACLToken` (the fields it leaves out
+/// when empty left out), `Hash` as Consul's `SetHash` computes it: BLAKE2b-256
+/// of the description, `global` (dev tokens are not local) and the policy
+/// IDs.
+fn render_token(
+    accessor: &str,
+    secret: &str,
+    description: &str,
+    policies: &[PolicyLink],
+    created: SystemTime,
+    index: u64,
+) -> serde_json::Value {
+    use base64::Engine as _;
+    let mut parts: Vec<&[u8]> = vec![description.as_bytes(), b"global"];
+    parts.extend(policies.iter().map(|p| p.id.as_bytes()));
+    let hash =
+        base64::engine::general_purpose::STANDARD.encode(crate::blake2b::blake2b_256(&parts));
+    let mut token = serde_json::json!({
+        "AccessorID": accessor,
+        "SecretID": secret,
+        "Description": description,
+        "Local": false,
+        "CreateTime": crate::nomad::util::rfc3339(created),
+        "Hash": hash,
+        "CreateIndex": index,
+        "ModifyIndex": index,
+    });
+    if !policies.is_empty()
+        && let Some(o) = token.as_object_mut()
+    {
+        let links: Vec<serde_json::Value> = policies
+            .iter()
+            .map(|p| serde_json::json!({"ID": p.id, "Name": p.name}))
+            .collect();
+        o.insert("Policies".into(), serde_json::Value::Array(links));
+    }
+    token
 }
 
 impl Caller {

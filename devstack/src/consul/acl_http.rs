@@ -13,6 +13,10 @@
 //!   reads, session lists), with `X-Consul-Results-Filtered-By-ACLs: true`
 //!   when something was left out.
 //! - `/v1/status/*` needs no token, as in Consul.
+//! - `GET /v1/acl/token/self` reads the token the request carries (any
+//!   token may; an unknown or missing one is `403 ACL not found`; with ACLs
+//!   off, `401 ACL support disabled`). The rest of the ACL API is not
+//!   served: tokens and policies are given at start.
 
 use std::sync::Arc;
 
@@ -24,7 +28,7 @@ use axum::response::Response;
 use serde_json::Value;
 
 use super::acl::{Access, Caller, ConsulAcl, Resource};
-use super::http::{Params, json_body, text};
+use super::http::{Consistency, Params, json, json_body, text, with_meta};
 use super::state::Store;
 
 /// Request and response bodies handled here are bounded like the router's.
@@ -397,4 +401,26 @@ async fn filter_response(resp: Response, f: Filter, caller: &Caller, pretty: boo
     let out = json_body(&doc, pretty);
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(out))
+}
+
+/// `GET /v1/acl/token/self`, as Consul's `ACLTokenSelf` answers it.
+pub(crate) async fn token_self(
+    State(acl): State<Option<Arc<ConsulAcl>>>,
+    req: Request,
+) -> Response {
+    let Some(acl) = acl else {
+        return text(StatusCode::UNAUTHORIZED, "ACL support disabled");
+    };
+    let params = Params::parse(req.uri().query());
+    match acl.token_self(&request_token(&req, &params)) {
+        Some(token) => {
+            let index = token["ModifyIndex"].as_u64().unwrap_or(1);
+            with_meta(
+                json(&token, params.present("pretty")),
+                index,
+                Consistency::Leader,
+            )
+        }
+        None => text(StatusCode::FORBIDDEN, "ACL not found"),
+    }
 }

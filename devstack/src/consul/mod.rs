@@ -26,9 +26,10 @@
 //!   `acl_http`: the enforcement in front of every endpoint (when
 //!   [`ConsulConfig::acl`] is set).
 //!
-//! Deliberate gaps: no ACL API (`/v1/acl/...`: tokens and policies are
-//! given at start), transactions, prepared queries, events or connect;
-//! script and gRPC checks are stored but not run; HTTP checks support plain
+//! Deliberate gaps: of the ACL API only `/v1/acl/token/self` (tokens and
+//! policies are given at start; other `/v1/acl/...` routes answer `404 page
+//! not found`), transactions, prepared queries, events or connect; script
+//! and gRPC checks are stored but not run; HTTP checks support plain
 //! `http://` only.
 
 pub mod acl;
@@ -231,6 +232,11 @@ impl DevConsul {
             .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
             .with_state(Arc::clone(&self.store))
             .merge(self.session_router())
+            .merge(
+                Router::new()
+                    .route("/v1/acl/token/self", get(acl_http::token_self))
+                    .with_state(self.acl.clone()),
+            )
     }
 
     fn session_router(&self) -> Router {

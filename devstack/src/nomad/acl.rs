@@ -20,6 +20,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -116,6 +120,8 @@ pub use crate::consul::acl::PolicyError;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NomadPolicy {
     namespaces: BTreeMap<String, BTreeSet<String>>,
+    /// The names of the policies merged here, as a token lists them.
+    names: Vec<String>,
 }
 
 impl NomadPolicy {
@@ -201,13 +207,22 @@ impl NomadPolicy {
                 )));
             }
         }
-        Ok(policy)
+        Ok(policy.named(name))
+    }
+
+    /// The same rules under the name the operator gives the policy (`nomad
+    /// acl policy apply <name>`).
+    #[must_use]
+    pub fn named(mut self, name: &str) -> Self {
+        self.names = vec![name.to_owned()];
+        self
     }
 
     /// The union of several policies (a token's).
     pub fn merge<'a>(policies: impl IntoIterator<Item = &'a NomadPolicy>) -> Self {
         let mut merged = Self::default();
         for p in policies {
+            merged.names.extend(p.names.iter().cloned());
             for (ns, caps) in &p.namespaces {
                 merged
                     .namespaces
@@ -279,18 +294,91 @@ pub struct NomadToken {
 #[derive(Debug, Clone, Default)]
 pub struct NomadAcl {
     tokens: HashMap<String, Arc<NomadToken>>,
+    /// Raft-like index of each token's creation, by SecretID (the order
+    /// they were given in, from 1).
+    indexes: HashMap<String, u64>,
+    /// When the tokens were created (the ACL system's start).
+    created: Option<SystemTime>,
 }
 
 impl NomadAcl {
     /// An ACL system with these tokens.
     pub fn new(tokens: impl IntoIterator<Item = NomadToken>) -> Self {
+        let tokens: Vec<NomadToken> = tokens.into_iter().collect();
         Self {
+            indexes: (1..)
+                .zip(&tokens)
+                .map(|(i, t)| (t.secret_id.clone(), i))
+                .collect(),
             tokens: tokens
                 .into_iter()
                 .map(|t| (t.secret_id.clone(), Arc::new(t)))
                 .collect(),
+            created: Some(SystemTime::now()),
         }
     }
+}
+
+/// `GET /v1/acl/token/self` as Nomad answers it (`ACL.WhoAmI`): the token
+/// the request carries; no token is the anonymous token; an unknown one is
+/// `403 Permission denied`; with ACLs off, Nomad's `acls-disabled` token.
+/// The body and the index of the answer.
+pub(crate) fn token_self(acl: Option<&NomadAcl>, req: &Request) -> Result<(u64, Value), ApiError> {
+    let zero_time = "0001-01-01T00:00:00Z";
+    let pseudo = |accessor: &str, name: &str, policies: Value| {
+        json!({
+            "AccessorID": accessor, "SecretID": "", "Name": name, "Type": "client",
+            "Policies": policies, "Roles": null, "Global": false, "Hash": null,
+            "CreateTime": zero_time, "ExpirationTime": null, "ExpirationTTL": 0,
+            "CreateIndex": 0, "ModifyIndex": 0,
+        })
+    };
+    let Some(acl) = acl else {
+        return Ok((
+            1,
+            pseudo("acls-disabled", "ACLs disabled token", Value::Null),
+        ));
+    };
+    let Some(secret) = request_token(req) else {
+        return Ok((
+            1,
+            pseudo("anonymous", "Anonymous Token", json!(["anonymous"])),
+        ));
+    };
+    let Some(token) = acl.tokens.get(&secret) else {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "Permission denied"));
+    };
+    let (kind, policies, global) = match &token.policy {
+        None => ("management", Vec::new(), true),
+        Some(p) => ("client", p.names.clone(), false),
+    };
+    // Nomad's `ACLToken.SetHash`: BLAKE2b-256 of the name, the type, the
+    // policy names and `global`/`local`.
+    let mut parts: Vec<&[u8]> = vec![token.name.as_bytes(), kind.as_bytes()];
+    parts.extend(policies.iter().map(|p| p.as_bytes()));
+    parts.push(if global { b"global" } else { b"local" });
+    let hash =
+        base64::engine::general_purpose::STANDARD.encode(crate::blake2b::blake2b_256(&parts));
+    let index = acl.indexes.get(&secret).copied().unwrap_or(1);
+    let created = acl.created.unwrap_or(SystemTime::UNIX_EPOCH);
+    Ok((
+        index,
+        json!({
+            "AccessorID": token.accessor_id,
+            "SecretID": token.secret_id,
+            "Name": token.name,
+            "Type": kind,
+            "Policies": if policies.is_empty() { Value::Null } else { json!(policies) },
+            "Roles": null,
+            "Global": global,
+            "Hash": hash,
+            "CreateTime": super::util::rfc3339(created),
+            "ExpirationTime": null,
+            "ExpirationTTL": 0,
+            "CreateIndex": index,
+            "ModifyIndex": index,
+        }),
+    ))
 }
 
 /// The capabilities (any of) a request needs in its namespace; `None`: no

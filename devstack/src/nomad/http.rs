@@ -100,10 +100,18 @@ pub(crate) fn router(inner: Shared) -> Router {
             "/v1/evaluation/{id}/allocations",
             get(evaluation_allocations),
         )
+        .route("/v1/acl/token/self", get(acl_token_self))
         .route("/v1/status/leader", get(status_leader))
         .route("/v1/status/peers", get(status_peers))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Invalid URL") })
         .with_state(inner)
+}
+
+async fn acl_token_self(State(inner): State<Shared>, req: axum::extract::Request) -> Response {
+    match super::acl::token_self(inner.cfg.acl.as_deref(), &req) {
+        Ok((index, token)) => json_response(StatusCode::OK, index, &token),
+        Err(e) => e.into_response(),
+    }
 }
 
 fn json_response(status: StatusCode, index: u64, body: &Value) -> Response {

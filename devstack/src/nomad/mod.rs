@@ -35,7 +35,7 @@ mod runner;
 mod sched;
 mod spec;
 mod state;
-mod util;
+pub(crate) mod util;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
