@@ -85,8 +85,7 @@ async fn consul_token_self() {
     // Consul's `SetHash`: BLAKE2b-256 of the description, "global" and the
     // policy IDs (expected value from Python's hashlib.blake2b).
     assert_eq!(
-        policies[0]["ID"],
-        "fbc5a3f0-53ac-47df-9483-04fe41e8fb8d",
+        policies[0]["ID"], "fbc5a3f0-53ac-47df-9483-04fe41e8fb8d",
         "the policy ID is derived from its name"
     );
     assert_eq!(t["Hash"], "2ZcFkPKbUtSzVunQMBp+2ywrwCXzhhS8FamvP2rbjLA=");

@@ -335,7 +335,7 @@ impl Store {
 
     /// Marks a pending evaluation as run (`complete`); no-op otherwise.
     pub(crate) fn complete_eval(&mut self, id: &str) {
-        if !self.evals.get(id).is_some_and(|e| e.status == "pending") {
+        if self.evals.get(id).is_none_or(|e| e.status != "pending") {
             return;
         }
         let i = self.bump();
