@@ -8,7 +8,9 @@
 //! - the proxy discovers over TLS with its own token and serves `/hello`;
 //!   the proxy's token cannot write the route key (Consul's exact 403
 //!   text); anonymous and unknown tokens are refused by both APIs as the
-//!   real agents refuse them; plain HTTP to the HTTPS port gets Go's answer;
+//!   real agents refuse them; each agent's `/v1/acl/token/self` names the
+//!   operator's token and policy; plain HTTP to the HTTPS port gets Go's
+//!   answer;
 //! - `status` works; `switch --to green` switches, and a second
 //!   `switch --to green` succeeds changing nothing (one history entry); a
 //!   wrong token fails `status` with a one-line 403 naming Consul;
@@ -392,6 +394,26 @@ async fn dev_secure_runs_every_operator_scenario_with_only_dev_env() {
         .unwrap();
     assert_eq!(bad.status(), 403);
     assert_eq!(bad.text().await.unwrap(), "ACL token not found");
+    // Each agent reads the operator's token back with the policy named as
+    // the operator's commands create it (`consul acl token read -self`,
+    // `nomad acl token self`).
+    let me = consul_json(&https, consul, &operator, "/v1/acl/token/self").await;
+    assert_eq!(me["SecretID"], operator.as_str());
+    assert_eq!(me["Description"], "switchyard operator");
+    assert_eq!(me["Policies"][0]["Name"], "switchyard-operator");
+    let me: Value = https
+        .get(format!("https://{nomad}/v1/acl/token/self"))
+        .header("X-Nomad-Token", &nomad_operator)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["SecretID"], nomad_operator.as_str());
+    assert_eq!(me["Name"], "switchyard operator");
+    assert_eq!(me["Type"], "client");
+    assert_eq!(me["Policies"], json!(["switchyard-operator"]));
     let jobs = https
         .get(&nomad_url)
         .bearer_auth(&nomad_operator)
