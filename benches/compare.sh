@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# switchyard vs nginx vs haproxy, side by side, on the same two upstreams.
+# switchyard vs nginx vs haproxy, side by side, on the same two upstreams,
+# with hyper's floor (benches/hyper_floor.rs: the least a proxy on hyper's
+# HTTP/1 connections does per request) as a fourth, for reference.
 #
 #   benches/compare.sh            # 5 rounds of A B C, 6 s each (about 2 min)
 #   ROUNDS=7 DURATION=10 CONNS=50 benches/compare.sh
-#   SWITCHYARD_BIN=path/to/switchyard benches/compare.sh   # skip the build
+#   SWITCHYARD_BIN=path/to/switchyard FLOOR_BIN=path/to/hyper-floor benches/compare.sh
+#                                 # skip the builds
 #
 # switchyard runs config/bench.toml as shipped (default runtime and limits)
 # with only its addresses moved: every listener here (the proxy's traffic
@@ -43,6 +46,7 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP1=$(free_port); UP2=$(free_port); NGINX_PORT=$(free_port); HAPROXY_PORT=$(free_port)
+FLOOR_PORT=$(free_port)
 PX=$(free_port); ADMIN=$(free_port)
 sed -e "s/127.0.0.1:8080/127.0.0.1:$PX/; s/127.0.0.1:8081/127.0.0.1:$ADMIN/" \
   -e "s/127.0.0.1:9001/127.0.0.1:$UP1/; s/127.0.0.1:9002/127.0.0.1:$UP2/" \
@@ -68,6 +72,12 @@ if [ -n "${SWITCHYARD_BIN:-}" ]; then
 else
   cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --bin switchyard
   SWITCHYARD="$ROOT/target/release/switchyard"
+fi
+if [ -n "${FLOOR_BIN:-}" ]; then
+  FLOOR=$FLOOR_BIN
+else
+  cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --example hyper-floor
+  FLOOR="$ROOT/target/release/examples/hyper-floor"
 fi
 
 # --- upstreams: nginx, return 200 with a 46-byte body, on CPU 0 -------------
@@ -145,7 +155,12 @@ taskset -c 1 "$HAPROXY" -q -f "$WORK/haproxy.cfg"
 taskset -c 1 "$SWITCHYARD" proxy --config "$WORK/switchyard.toml" 2>"$WORK/switchyard.log" &
 PIDS+=($!)
 SY_PID=$!
+# --- hyper's floor, on CPU 1 -------------------------------------------------
+taskset -c 1 "$FLOOR" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$UP1" "127.0.0.1:$UP2" 2>"$WORK/floor.log" &
+PIDS+=($!)
+FLOOR_PID=$!
 sleep 0.5
+curl -fsS "http://127.0.0.1:$FLOOR_PORT/" >/dev/null
 curl -fsS "http://127.0.0.1:$PROXY_PORT/" >/dev/null
 curl -fsS "http://127.0.0.1:$NGINX_PORT/" >/dev/null
 curl -fsS "http://127.0.0.1:$HAPROXY_PORT/" >/dev/null
@@ -188,9 +203,10 @@ printf "%-6s %-10s %10s %8s %8s %7s %7s %10s %8s %8s\n" round proxy "req/s" "p50
 : > "$WORK/results"
 : > "$WORK/ratios"
 for r in $(seq 1 "$ROUNDS"); do
-  for who in switchyard nginx haproxy; do
+  for who in switchyard nginx haproxy floor; do
     case $who in
       switchyard) res=$(run "$PROXY_PORT" "$SY_PID") ;;
+      floor) res=$(run "$FLOOR_PORT" "$FLOOR_PID") ;;
       nginx) res=$(run "$NGINX_PORT" "$NGINX_WORKER") ;;
       haproxy) res=$(run "$HAPROXY_PORT" "$HAPROXY_PID") ;;
     esac
@@ -198,22 +214,24 @@ for r in $(seq 1 "$ROUNDS"); do
     # shellcheck disable=SC2086
     printf "%-6s %-10s %10s %8s %8s %7s %7s %10s %8s %8s\n" "$r" "$who" $res
   done
-  # Same-round ratios, switchyard over nginx and over haproxy: CPU per request, p99.
+  # Same-round ratios, switchyard over nginx and over haproxy (CPU per
+  # request, p99), and hyper's floor over nginx and switchyard over it (CPU).
   awk -v r="$r" '$1==r { cpu[$2]=$8; p99[$2]=$5 }
-    END { printf "%s %.3f %.3f %.3f %.3f\n", r, cpu["switchyard"]/cpu["nginx"], p99["switchyard"]/p99["nginx"],
-          cpu["switchyard"]/cpu["haproxy"], p99["switchyard"]/p99["haproxy"] }' "$WORK/results" >> "$WORK/ratios"
-  tail -1 "$WORK/ratios" | awk '{ printf "       round %s: switchyard / nginx: CPU %.2f x, p99 %.2f x; switchyard / haproxy: CPU %.2f x, p99 %.2f x\n", $1, $2, $3, $4, $5 }'
+    END { printf "%s %.3f %.3f %.3f %.3f %.3f %.3f\n", r, cpu["switchyard"]/cpu["nginx"], p99["switchyard"]/p99["nginx"],
+          cpu["switchyard"]/cpu["haproxy"], p99["switchyard"]/p99["haproxy"],
+          cpu["floor"]/cpu["nginx"], cpu["switchyard"]/cpu["floor"] }' "$WORK/results" >> "$WORK/ratios"
+  tail -1 "$WORK/ratios" | awk '{ printf "       round %s: switchyard / nginx: CPU %.2f x, p99 %.2f x; switchyard / haproxy: CPU %.2f x, p99 %.2f x; floor / nginx: CPU %.2f x; switchyard / floor: CPU %.2f x\n", $1, $2, $3, $4, $5, $6, $7 }'
 done
 
 median() { sort -n | awk '{a[NR]=$1} END { if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 col() { awk -v w="$1" -v c="$2" '$2==w {print $c}' "$WORK/results" | median; }
 echo
-for who in switchyard nginx haproxy; do
+for who in switchyard nginx haproxy floor; do
   printf "median %-10s %s req/s, p50 %s ms, p99 %s ms, CPU %s us/req (user %s, sys %s)\n" "$who" \
     "$(col "$who" 3)" "$(col "$who" 4)" "$(col "$who" 5)" "$(col "$who" 8)" "$(col "$who" 9)" "$(col "$who" 10)"
 done
 ratio() { awk -v c="$1" '{print $c}' "$WORK/ratios" | median; }
 per_round=$(awk '{printf "%s%.2f", (NR > 1 ? " " : ""), $2}' "$WORK/ratios")
 bad=$(awk '$2=="switchyard" {s+=$6+$7} END {print s+0}' "$WORK/results")
-printf "summary: switchyard/nginx CPU per request %.2f x (median of %s rounds: %s), p99 %.2f x; switchyard/haproxy CPU %.2f x, p99 %.2f x; switchyard non-2xx + socket errors %s (goal: <= 1.00 x, <= 1.00 x, 0)\n" \
-  "$(ratio 2)" "$ROUNDS" "$per_round" "$(ratio 3)" "$(ratio 4)" "$(ratio 5)" "$bad"
+printf "summary: switchyard/nginx CPU per request %.2f x (median of %s rounds: %s), p99 %.2f x; switchyard/haproxy CPU %.2f x, p99 %.2f x; switchyard non-2xx + socket errors %s (goal: <= 1.00 x, <= 1.00 x, 0); hyper floor/nginx CPU %.2f x, switchyard/floor CPU %.2f x\n" \
+  "$(ratio 2)" "$ROUNDS" "$per_round" "$(ratio 3)" "$(ratio 4)" "$(ratio 5)" "$bad" "$(ratio 6)" "$(ratio 7)"

@@ -4,10 +4,13 @@
 # comparing builds and changes (compare.sh measures time; this counts work).
 #
 #   benches/instructions.sh                    # builds the release binary
-#   SWITCHYARD_BIN=path/to/switchyard benches/instructions.sh
+#   SWITCHYARD_BIN=path/to/switchyard FLOOR_BIN=path/to/hyper-floor benches/instructions.sh
 #   DURATION=10 benches/instructions.sh
 #
-# Both proxies run under callgrind in front of the same two nginx upstreams
+# hyper's floor (benches/hyper_floor.rs: the least a proxy on hyper's HTTP/1
+# connections does per request) is counted the same way, so the figures
+# split switchyard's count into hyper's share and switchyard's own.
+# The proxies run under callgrind in front of the same two nginx upstreams
 # (`return 200`, 46-byte body), one at a time; wrk -t1 -c50 warms each up,
 # the counters are zeroed, then DURATION s of load are counted and divided
 # by the requests wrk completed. switchyard runs config/bench.toml with only
@@ -42,9 +45,16 @@ else
   cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --bin switchyard
   SWITCHYARD="$ROOT/target/release/switchyard"
 fi
+if [ -n "${FLOOR_BIN:-}" ]; then
+  FLOOR=$FLOOR_BIN
+else
+  cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --example hyper-floor
+  FLOOR="$ROOT/target/release/examples/hyper-floor"
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP1=$(free_port); UP2=$(free_port); PX=$(free_port); ADMIN=$(free_port); NG=$(free_port)
+FL=$(free_port)
 
 mkdir -p "$WORK/up" "$WORK/px"
 cat > "$WORK/up.conf" <<CONF
@@ -119,5 +129,7 @@ count() {
 
 sy=$(count switchyard "$PX" "$SWITCHYARD" proxy --config "$WORK/bench.toml")
 ng=$(count nginx "$NG" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK/px")
+fl=$(count floor "$FL" "$FLOOR" "127.0.0.1:$FL" "127.0.0.1:$UP1" "127.0.0.1:$UP2")
 ratio=$(awk -v a="$sy" -v b="$ng" 'BEGIN { printf "%.2f", a / b }')
-echo "instructions per request (user space): switchyard=$sy nginx=$ng ratio=$ratio"
+floor_ratio=$(awk -v a="$fl" -v b="$ng" 'BEGIN { printf "%.2f", a / b }')
+echo "instructions per request (user space): switchyard=$sy nginx=$ng ratio=$ratio; hyper floor=$fl (floor/nginx=$floor_ratio, switchyard's own=$((sy - fl)))"

@@ -165,6 +165,72 @@ async fn hanging_instance_costs_a_timeout_not_an_error_and_is_ejected() {
     );
 }
 
+/// An upstream that answers the first request on each connection and
+/// then never answers again on it; counts the connections it accepted.
+async fn answers_once_per_connection() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                let mut answered = false;
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    if !answered && seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        answered = true;
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// The response-head timer belongs to the pooled upstream connection and
+/// is re-armed for each exchange on it: a wedged answer on a reused
+/// connection still costs exactly one timeout, whether the timer last ran
+/// out while the connection was idle or is pushed back from the previous
+/// exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_connection_times_out_a_wedged_answer() {
+    let c = client();
+    for idle_between in [Duration::from_millis(500), Duration::ZERO] {
+        let (up, accepted) = answers_once_per_connection().await;
+        let p = ProxyHandle::start(&static_config(
+            &[up],
+            &[],
+            "[timeouts]\nresponse_head = \"300ms\"\nupstream_idle = \"5s\"\n[ejection]\nconsecutive_failures = 0\n",
+        ))
+        .await;
+        let first = c.get(p.url("/")).send().await.unwrap();
+        assert_eq!(first.status(), 200);
+        assert_eq!(first.text().await.unwrap(), "ok");
+        tokio::time::sleep(idle_between).await;
+        let started = Instant::now();
+        let second = c.get(p.url("/")).send().await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(second.status(), 504, "after {idle_between:?} idle");
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+            "the head timeout took {took:?} after {idle_between:?} idle"
+        );
+        // The wedged request went out on the pooled connection.
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_instance_gets_fewer_requests_and_none_fail() {
     let a = HelloProcess::start("fast-a", &[]).await;

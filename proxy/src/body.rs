@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 use crate::routing::Pool;
-use crate::upstream::{OwnedInFlight, Sender, epoch, now_ms};
+use crate::upstream::{Conn, OwnedInFlight, epoch, now_ms};
 
 /// The error a body returns when it stalled past its idle timeout.
 #[derive(Debug, thiserror::Error)]
@@ -175,16 +175,16 @@ impl Body for RequestBody {
 
 /// Holds an upstream exchange open until its response body ends.
 pub struct ResponseGuard {
-    sender: Option<Sender>,
+    conn: Option<Conn>,
     in_flight: OwnedInFlight,
     pool: Arc<Pool>,
 }
 
 impl ResponseGuard {
-    /// A guard for an exchange on `sender`, counted in `pool`'s gauge.
-    pub fn new(sender: Sender, in_flight: OwnedInFlight, pool: Arc<Pool>) -> Self {
+    /// A guard for an exchange on `conn`, counted in `pool`'s gauge.
+    pub fn new(conn: Conn, in_flight: OwnedInFlight, pool: Arc<Pool>) -> Self {
         Self {
-            sender: Some(sender),
+            conn: Some(conn),
             in_flight,
             pool,
         }
@@ -192,8 +192,8 @@ impl ResponseGuard {
 
     /// The response completed: the connection may carry another request.
     pub fn complete(mut self) {
-        if let Some(s) = self.sender.take() {
-            self.in_flight.endpoint().release(s);
+        if let Some(c) = self.conn.take() {
+            self.in_flight.endpoint().release(c);
         }
     }
 }

@@ -65,7 +65,7 @@ use crate::metrics::Abandon;
 use crate::routing::{Pool, PreviewAsk, Router, Selected, ServiceRoutes};
 use crate::server::ConnSlot;
 use crate::tunnel;
-use crate::upstream::{ConnectError, Endpoint, OwnedInFlight, Sender, UpstreamBody};
+use crate::upstream::{Conn, ConnectError, Endpoint, OwnedInFlight, UpstreamBody};
 
 /// Settings of the request path.
 #[derive(Clone, Debug)]
@@ -582,13 +582,13 @@ impl Forwarder {
         pool.metrics.in_flight.inc();
         let in_flight_gauge = GaugeGuard(pool);
 
-        let (mut sender, pooled) = match self.sender(service, ep).await {
-            Ok(s) => s,
+        let (mut conn, pooled) = match self.conn(service, ep).await {
+            Ok(c) => c,
             // Never sent: any request may go elsewhere.
             Err(err) => return Attempt::failed(err, Retry::Unsent(req), true),
         };
-        let send = sender.try_send_request(req);
-        match response_head(send, progress, &self.settings.timeouts).await {
+        let send = conn.send(req);
+        match response_head(send, &mut conn, progress, &self.settings.timeouts).await {
             Ok(Ok(resp)) => {
                 let status = resp.status();
                 match judge_status(status, leeway) {
@@ -608,7 +608,7 @@ impl Forwarder {
                     Judged::PassOnFailed => self.instance_failed(service, pool, ep),
                 }
                 std::mem::forget(in_flight_gauge);
-                let guard = ResponseGuard::new(sender, in_flight, Arc::clone(pool));
+                let guard = ResponseGuard::new(conn, in_flight, Arc::clone(pool));
                 Attempt::Answered(resp, guard)
             }
             Err(stall) => self.stalled(service, addr, stall),
@@ -618,15 +618,17 @@ impl Forwarder {
 
     /// A connection to `ep`: an idle pooled one (`true`), else a new one.
     /// A failed connect is counted by kind.
-    async fn sender(
+    async fn conn(
         &self,
         service: &ServiceRoutes,
         ep: &Endpoint,
-    ) -> Result<(Sender, bool), ProxyError> {
-        if let Some(s) = ep.checkout().await {
-            return Ok((s, true));
+    ) -> Result<(Conn, bool), ProxyError> {
+        if let Some(c) = ep.checkout().await {
+            return Ok((c, true));
         }
-        match ep.connect().await {
+        // Boxed: the connect is the rare path, and its state would
+        // otherwise make every request's future larger.
+        match Box::pin(ep.connect()).await {
             Ok(s) => Ok((s, false)),
             Err(ConnectError::Timeout) => {
                 service.metrics.connect_timeouts.inc();
@@ -924,10 +926,12 @@ enum Stall {
     Head,
 }
 
-/// Awaits the response head of `send`: within `timeouts.response_head`, or
-/// for a request with a body, as [`head_after_body`] says.
+/// Awaits the response head of `send`: within `timeouts.response_head`
+/// (on the connection's own head timer), or for a request with a body, as
+/// [`head_after_body`] says.
 async fn response_head<F, T>(
     send: F,
+    conn: &mut Conn,
     progress: Option<&Progress>,
     timeouts: &Timeouts,
 ) -> Result<T, Stall>
@@ -935,10 +939,23 @@ where
     F: std::future::Future<Output = T>,
 {
     match progress {
-        None => tokio::time::timeout(timeouts.response_head, send)
-            .await
-            .map_err(|_| Stall::Head),
-        Some(p) => head_after_body(send, p, timeouts).await,
+        None => before(send, conn.head_timer(timeouts.response_head)).await,
+        // Boxed, as a request with a body is the rarer case and its wait
+        // the larger state.
+        Some(p) => Box::pin(head_after_body(send, conn, p, timeouts)).await,
+    }
+}
+
+/// `send`'s output, unless `timer` fires first (`send` is polled first, as
+/// `tokio::time::timeout` does).
+async fn before<F, T>(send: F, timer: std::pin::Pin<&mut tokio::time::Sleep>) -> Result<T, Stall>
+where
+    F: std::future::Future<Output = T>,
+{
+    tokio::select! {
+        biased;
+        r = send => Ok(r),
+        () = timer => Err(Stall::Head),
     }
 }
 
@@ -947,6 +964,7 @@ where
 /// head timeout); until then the instance must keep reading it.
 async fn head_after_body<F, T>(
     send: F,
+    conn: &mut Conn,
     progress: &Progress,
     timeouts: &Timeouts,
 ) -> Result<T, Stall>
@@ -971,9 +989,7 @@ where
             }
         }
     }
-    tokio::time::timeout(timeouts.response_head, send)
-        .await
-        .map_err(|_| Stall::Head)
+    before(send, conn.head_timer(timeouts.response_head)).await
 }
 
 /// Decrements a pool's in-flight gauge unless forgotten (then the response

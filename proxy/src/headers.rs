@@ -91,19 +91,32 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if !has_upgrade && !present.contains(&true) {
         return;
     }
-    // Headers named by Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
+    // Headers named by Connection are hop-by-hop too. The usual tokens
+    // (`keep-alive`, `upgrade`) name headers the fixed set already decides:
+    // they are skipped before a name is built (a name outside the standard
+    // table costs an allocation).
+    let mut named: Vec<HeaderName> = Vec::new();
+    let tokens = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(upgrade && n == header::UPGRADE))
+        .map(str::trim);
+    for t in tokens {
+        let known = t.eq_ignore_ascii_case(header::UPGRADE.as_str())
+            || HOP_BY_HOP
+                .iter()
+                .any(|h| t.eq_ignore_ascii_case(h.as_str()));
+        if known {
+            continue;
+        }
         // `Connection: host` must not take the request's Host away.
-        .filter(|n| n != header::HOST)
-        // Those already known present or absent need no lookup of their own.
-        .filter(|n| n != header::UPGRADE && !HOP_BY_HOP.contains(n))
-        .collect();
+        if let Ok(n) = HeaderName::from_bytes(t.as_bytes())
+            && n != header::HOST
+        {
+            named.push(n);
+        }
+    }
     for n in named {
         headers.remove(n);
     }

@@ -13,16 +13,20 @@
 //! read to the end (see [`crate::body`]); a response abandoned half way closes
 //! its connection, because HTTP/1 cannot reuse it.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
-use hyper::client::conn::http1;
+use hyper::body::Incoming;
+use hyper::client::conn::{TrySendError, http1};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use crate::body::RequestBody;
 
@@ -32,6 +36,47 @@ pub type UpstreamBody = Either<RequestBody, Empty<Bytes>>;
 
 /// A pooled HTTP/1.1 connection's request handle.
 pub type Sender = http1::SendRequest<UpstreamBody>;
+
+/// One upstream HTTP/1.1 connection as the pool holds it: its request
+/// handle and its response-head timer, which lives as long as the
+/// connection. Re-arming a registered tokio timer for a later deadline only
+/// moves the deadline; a fresh timeout per request would be registered in
+/// and removed from the runtime's timer wheel every time.
+pub struct Conn {
+    sender: Sender,
+    head_timer: Pin<Box<Sleep>>,
+}
+
+impl Conn {
+    fn new(sender: Sender) -> Self {
+        Self {
+            sender,
+            // Armed by the first exchange; never registered before that.
+            head_timer: Box::pin(tokio::time::sleep(Duration::MAX)),
+        }
+    }
+
+    /// Sends `req` on this connection; hyper hands an unsent request back.
+    pub fn send(
+        &mut self,
+        req: http::Request<UpstreamBody>,
+    ) -> impl Future<
+        Output = Result<http::Response<Incoming>, TrySendError<http::Request<UpstreamBody>>>,
+    > + use<> {
+        self.sender.try_send_request(req)
+    }
+
+    /// The head timer, armed to fire `within` from now.
+    pub fn head_timer(&mut self, within: Duration) -> Pin<&mut Sleep> {
+        let mut timer = self.head_timer.as_mut();
+        timer.as_mut().reset(tokio::time::Instant::now() + within);
+        timer
+    }
+
+    fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
 
 /// Settings shared by every endpoint.
 #[derive(Clone, Copy, Debug)]
@@ -61,7 +106,7 @@ impl Default for PoolSettings {
 }
 
 struct Idle {
-    sender: Sender,
+    conn: Conn,
     since: Instant,
 }
 
@@ -207,7 +252,7 @@ impl Endpoint {
             Ok(mut v) => {
                 let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut *v)
                     .into_iter()
-                    .partition(|i| i.since.elapsed() >= timeout || i.sender.is_closed());
+                    .partition(|i| i.since.elapsed() >= timeout || i.conn.is_closed());
                 *v = keep;
                 old
             }
@@ -217,42 +262,42 @@ impl Endpoint {
     }
 
     /// Returns a connection to the pool after its response completed.
-    pub fn release(&self, sender: Sender) {
-        if sender.is_closed() || self.is_retired() {
+    pub fn release(&self, conn: Conn) {
+        if conn.is_closed() || self.is_retired() {
             return;
         }
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < self.settings.max_idle
         {
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
     }
 
     /// Takes a pooled connection that is ready for a request, if any.
-    pub async fn checkout(&self) -> Option<Sender> {
+    pub async fn checkout(&self) -> Option<Conn> {
         loop {
             let idle = self.idle.lock().ok()?.pop()?;
-            if idle.since.elapsed() >= self.settings.idle_timeout || idle.sender.is_closed() {
+            if idle.since.elapsed() >= self.settings.idle_timeout || idle.conn.is_closed() {
                 continue;
             }
-            let mut sender = idle.sender;
-            if sender.is_ready() {
-                return Some(sender);
+            let mut conn = idle.conn;
+            if conn.sender.is_ready() {
+                return Some(conn);
             }
             // The connection task may not have noticed yet that the previous
             // exchange completed; that takes one scheduling round, not I/O.
-            match tokio::time::timeout(self.settings.connect_timeout, sender.ready()).await {
-                Ok(Ok(())) => return Some(sender),
+            match tokio::time::timeout(self.settings.connect_timeout, conn.sender.ready()).await {
+                Ok(Ok(())) => return Some(conn),
                 _ => continue,
             }
         }
     }
 
     /// Opens a new connection (TCP + HTTP/1.1 handshake).
-    pub async fn connect(&self) -> Result<Sender, ConnectError> {
+    pub async fn connect(&self) -> Result<Conn, ConnectError> {
         let stream =
             tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(self.addr))
                 .await
@@ -272,7 +317,7 @@ impl Endpoint {
                 tracing::debug!(upstream = %addr, error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok(Conn::new(sender))
     }
 }
 
