@@ -227,6 +227,17 @@ async fn tokens_permissions_and_filtering() {
     assert_eq!(code, 200);
     let (code, text, _) = send(&s, Method::GET, "/v1/kv/web/a", Some("nope"), None).await;
     assert_eq!((code, text.as_str()), (403, "ACL not found"));
+    // Tokens are looked up by SecretID: the anonymous token's AccessorID is
+    // no secret (its SecretID is `anonymous`).
+    let (code, text, _) = send(
+        &s,
+        Method::GET,
+        "/v1/kv/web/a",
+        Some("00000000-0000-0000-0000-000000000002"),
+        None,
+    )
+    .await;
+    assert_eq!((code, text.as_str()), (403, "ACL not found"));
     let (code, text, _) = send(&s, Method::GET, "/v1/kv/web/a", None, None).await;
     assert_eq!(code, 403);
     assert_eq!(

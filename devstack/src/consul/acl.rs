@@ -303,7 +303,7 @@ impl ConsulPolicy {
     }
 }
 
-/// The anonymous token's AccessorID (and SecretID), as in Consul.
+/// The anonymous token's AccessorID, as in Consul (its SecretID is `anonymous`).
 pub const ANONYMOUS_ACCESSOR: &str = "00000000-0000-0000-0000-000000000002";
 
 /// Consul's built-in `global-management` policy, which management tokens hold.
@@ -435,10 +435,12 @@ impl ConsulAcl {
         ))
     }
 
-    /// Resolves a SecretID; an empty one is the anonymous token, an unknown
-    /// one is `None` (`ACL not found`).
+    /// Resolves a SecretID; an empty one is the anonymous token, as is its
+    /// SecretID `anonymous`; an unknown one (the anonymous token's
+    /// AccessorID among them: Consul looks tokens up by secret) is `None`
+    /// (`ACL not found`).
     pub(crate) fn resolve(&self, secret: &str) -> Option<Caller> {
-        if secret.is_empty() || secret == "anonymous" || secret == ANONYMOUS_ACCESSOR {
+        if secret.is_empty() || secret == "anonymous" {
             return Some(Caller::Anonymous);
         }
         self.tokens.get(secret).cloned().map(Caller::Token)
