@@ -37,6 +37,9 @@ pub type UpstreamBody = Either<RequestBody, Empty<Bytes>>;
 /// A pooled HTTP/1.1 connection's request handle.
 pub type Sender = http1::SendRequest<UpstreamBody>;
 
+/// A deadline that does not come while the process runs (30 years).
+const NEVER_IN_PRACTICE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
 /// One upstream HTTP/1.1 connection as the pool holds it: its request
 /// handle and its response-head timer, which lives as long as the
 /// connection. Re-arming a registered tokio timer for a later deadline only
@@ -66,10 +69,17 @@ impl Conn {
         self.sender.try_send_request(req)
     }
 
-    /// The head timer, armed to fire `within` from now.
+    /// The head timer, armed to fire `within` from now (a `within` too
+    /// long to add to the clock, which a configuration may ask for, is a
+    /// timer that never fires in practice, as `tokio::time::timeout` makes
+    /// it).
     pub fn head_timer(&mut self, within: Duration) -> Pin<&mut Sleep> {
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(within)
+            .unwrap_or_else(|| now + NEVER_IN_PRACTICE);
         let mut timer = self.head_timer.as_mut();
-        timer.as_mut().reset(tokio::time::Instant::now() + within);
+        timer.as_mut().reset(deadline);
         timer
     }
 
@@ -488,6 +498,20 @@ mod tests {
         assert!(ep.is_ejected());
         std::thread::sleep(Duration::from_millis(60));
         assert!(!ep.is_ejected());
+    }
+
+    #[tokio::test]
+    async fn a_head_timeout_past_the_clock_is_a_timer_that_does_not_fire() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ep = Endpoint::new(listener.local_addr().unwrap(), PoolSettings::default());
+        let mut conn = ep.connect().await.unwrap();
+        let timer = conn.head_timer(Duration::MAX);
+        let fired = tokio::time::timeout(Duration::from_millis(50), timer).await;
+        assert!(fired.is_err(), "the timer fired");
+        // And re-armed for a short while, it fires.
+        let timer = conn.head_timer(Duration::from_millis(10));
+        let fired = tokio::time::timeout(Duration::from_secs(5), timer).await;
+        assert!(fired.is_ok(), "the re-armed timer never fired");
     }
 
     #[test]
