@@ -212,9 +212,21 @@ async fn consul_json(
     token: &str,
     path: &str,
 ) -> Value {
+    agent_json(https, consul, "X-Consul-Token", token, path).await
+}
+
+/// `GET path` on an agent at `addr` with `token` in `token_header`; it
+/// must answer 200 with JSON.
+async fn agent_json(
+    https: &reqwest::Client,
+    addr: SocketAddr,
+    token_header: &str,
+    token: &str,
+    path: &str,
+) -> Value {
     let resp = https
-        .get(format!("https://{consul}{path}"))
-        .header("X-Consul-Token", token)
+        .get(format!("https://{addr}{path}"))
+        .header(token_header, token)
         .send()
         .await
         .unwrap();
@@ -401,15 +413,14 @@ async fn dev_secure_runs_every_operator_scenario_with_only_dev_env() {
     assert_eq!(me["SecretID"], operator.as_str());
     assert_eq!(me["Description"], "switchyard operator");
     assert_eq!(me["Policies"][0]["Name"], "switchyard-operator");
-    let me: Value = https
-        .get(format!("https://{nomad}/v1/acl/token/self"))
-        .header("X-Nomad-Token", &nomad_operator)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = agent_json(
+        &https,
+        nomad,
+        "X-Nomad-Token",
+        &nomad_operator,
+        "/v1/acl/token/self",
+    )
+    .await;
     assert_eq!(me["SecretID"], nomad_operator.as_str());
     assert_eq!(me["Name"], "switchyard operator");
     assert_eq!(me["Type"], "client");
